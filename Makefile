@@ -1,0 +1,48 @@
+# Two commands for everyone: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+HOST ?= 127.0.0.1
+TCP_DB_PORT ?= 55432
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test test-database-url lint venv worker stop-db bench
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
+run: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
+	$(PY) manage.py procrastinate worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+
+worker: venv
+	$(PY) manage.py procrastinate worker
+
+# The whole suite on the embedded PostgreSQL, then the DATABASE_URL path on a TCP server.
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-database-url
+
+test-database-url: venv
+	url=$$($(PY) -m chatsite.embedded_postgres tcp --data .data/pg-tcp --port $(TCP_DB_PORT)); \
+	trap '$(PY) -m chatsite.embedded_postgres stop --data .data/pg-tcp' EXIT; \
+	DATABASE_URL=$$url EXPECT_DATABASE_URL=$$url $(PY) -m pytest -m "not e2e and not multinode" \
+		tests/test_database_url.py tests/test_health.py tests/test_retrieval.py tests/test_ingest.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+stop-db: venv
+	$(PY) -m chatsite.embedded_postgres stop --data .data/pg
