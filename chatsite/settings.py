@@ -177,8 +177,45 @@ RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)
 
-# Procrastinate (durable queue in PostgreSQL)
+# --- Answer pipeline (knowledge/answering.py) --------------------------------------
+# ANSWER_GENERATOR: "extractive" (offline, quotes the KB's own sentences) or "openai"
+# (any OpenAI-compatible chat endpoint: OpenAI, Azure, Ollama, vLLM, llama.cpp server).
+ANSWER_GENERATOR = os.environ.get("ANSWER_GENERATOR", "extractive")
+ANSWER_WORDS_PER_SECOND = env_float("ANSWER_WORDS_PER_SECOND", 40.0)  # extractive streaming pace; 0 = no delay
+ANSWER_MAX_SENTENCES = env_int("ANSWER_MAX_SENTENCES", 4)  # extractive: sentences quoted at most
+ANSWER_MIN_SIMILARITY = env_float("ANSWER_MIN_SIMILARITY", 0.35)  # extractive: below this = "nothing relevant"
+ANSWER_RELATIVE_SIMILARITY = env_float("ANSWER_RELATIVE_SIMILARITY", 0.75)  # keep sentences >= best * this
+ANSWER_HISTORY_MESSAGES = env_int("ANSWER_HISTORY_MESSAGES", 6)  # recent turns sent to the LLM
+LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "")  # e.g. https://api.openai.com/v1, http://localhost:11434/v1
+LLM_MODEL = os.environ.get("LLM_MODEL", "")
+LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
+LLM_TIMEOUT = env_float("LLM_TIMEOUT", 30.0)  # seconds to connect / between streamed bytes
+LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 600)
+LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.2)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 0)  # retries multiply the wait the user sees; Regenerate is explicit
+
+# Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
+# A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for
+# PROCRASTINATE_STALLED_AFTER_SECONDS is retried by the periodic `retry_stalled_jobs` task, which every worker
+# runs every PROCRASTINATE_STALLED_CHECK_SECONDS (1-59). Keep STALLED_AFTER well above the heartbeat interval.
 PROCRASTINATE_STALLED_AFTER_SECONDS = env_int("PROCRASTINATE_STALLED_AFTER_SECONDS", 60)
+PROCRASTINATE_HEARTBEAT_SECONDS = env_float("PROCRASTINATE_HEARTBEAT_SECONDS", 10.0)
+PROCRASTINATE_STALLED_CHECK_SECONDS = min(59, max(1, env_int("PROCRASTINATE_STALLED_CHECK_SECONDS", 30)))
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "update_heartbeat_interval": PROCRASTINATE_HEARTBEAT_SECONDS,
+    "stalled_worker_timeout": PROCRASTINATE_STALLED_AFTER_SECONDS,
+}
+
+# --- Chat WebSocket (conversations/, see docs/protocol.md) -------------------------------------------------
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 16 * 1024)  # larger incoming frames -> too_large
+CHAT_MAX_QUESTION_CHARS = env_int("CHAT_MAX_QUESTION_CHARS", 4000)
+CHAT_QUEUE_LIMIT = env_int("CHAT_QUEUE_LIMIT", 3)  # unanswered questions per conversation (incl. the one streaming)
+CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per user (or anonymous session)
+CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
+CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
+CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 6)  # earlier messages passed to the answer pipeline
+CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
+API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,381 @@
+"""The chat WebSocket protocol, defined once: frame types, fields, error codes, parsing and building.
+
+Everything that speaks ``/ws/chat/`` (the consumer, the streaming task, the JS client via docs/protocol.md,
+bench/ws_client.py, the tests) uses these names, so the protocol cannot drift between its parts.
+Incoming frames are parsed into frozen dataclasses or rejected with a ``ProtocolError`` whose ``detail``
+names the offending field; outgoing frames are plain dicts built by the ``*_frame`` functions below.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+# --- Frame type names ---------------------------------------------------------------------------------------
+# Client -> server
+ASK = "ask"
+CANCEL = "cancel"
+RESUME = "resume"
+FEEDBACK = "feedback"
+HANDOFF = "handoff"
+JOIN = "join"
+PING = "ping"
+CLIENT_TYPES = (ASK, CANCEL, RESUME, FEEDBACK, HANDOFF, JOIN, PING)
+
+# Server -> client
+ACK = "ack"
+QUESTION = "question"
+STATUS = "status"
+SOURCES = "sources"
+TOKEN = "token"
+FINAL = "final"
+ERROR = "error"
+PONG = "pong"
+CONVERSATION = "conversation"
+# FEEDBACK ("feedback") is also a server frame: the saved rating, in reply to the client's feedback.
+# Frames that belong to one assistant message and carry ``message`` + ``seq`` (1, 2, 3… without gaps).
+STREAM_TYPES = (STATUS, SOURCES, TOKEN, ERROR, FINAL)
+
+# --- Error codes --------------------------------------------------------------------------------------------
+BAD_FRAME = "bad_frame"  # not JSON, not an object, or no string "type"
+UNKNOWN_TYPE = "unknown_type"  # "type" is not one of CLIENT_TYPES
+TOO_LARGE = "too_large"  # frame over CHAT_MAX_FRAME_BYTES, or question over CHAT_MAX_QUESTION_CHARS
+INVALID = "invalid"  # a field is missing or has the wrong type/value
+NOT_FOUND = "not_found"  # no such conversation/message/kb *for this user* (someone else's looks absent)
+FORBIDDEN = "forbidden"  # yours, but the action is not allowed on it (e.g. cancel a question, rate a question)
+BUSY = "busy"  # CHAT_QUEUE_LIMIT unanswered questions already; the question was NOT saved, resend it later
+RATE_LIMITED = "rate_limited"  # over CHAT_RATE_LIMIT questions per minute; the question was NOT saved
+BACKEND_ERROR = "backend_error"  # the answer generator failed; the message ends in state "failed"
+UNAUTHENTICATED = "unauthenticated"  # handshake without a valid session or token (socket then closes 4401)
+INTERNAL = "internal"  # unexpected server error while handling a frame; the socket stays usable
+ERROR_CODES = (
+    BAD_FRAME,
+    UNKNOWN_TYPE,
+    TOO_LARGE,
+    INVALID,
+    NOT_FOUND,
+    FORBIDDEN,
+    BUSY,
+    RATE_LIMITED,
+    BACKEND_ERROR,
+    UNAUTHENTICATED,
+    INTERNAL,
+)
+
+# WebSocket close codes (application range 4000-4999).
+CLOSE_UNAUTHENTICATED = 4401
+
+# --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
+STREAMING = "streaming"
+COMPLETE = "complete"
+CANCELLED = "cancelled"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+FINISHED_STATES = (COMPLETE, CANCELLED, FAILED, INTERRUPTED)
+
+MAX_ID_CHARS = 64
+MAX_COMMENT_CHARS = 2000
+
+
+class ProtocolError(Exception):
+    """A frame the server refuses; becomes ``error {code, detail, id?}`` and the socket stays open."""
+
+    def __init__(self, code: str, detail: str, *, id: str | None = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.id = id
+
+    def frame(self) -> dict[str, Any]:
+        return error_frame(self.code, self.detail, id=self.id)
+
+
+# --- Incoming frames ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ask:
+    """A question. ``id`` is the client's idempotency key: the same id again returns the same ``ack``."""
+
+    id: str
+    text: str
+    conversation: uuid.UUID | None = None
+    kb: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop generating this assistant message (or drop it from the queue); its partial text is kept."""
+
+    message: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Replay every frame of ``message`` with seq > ``after``, then continue live."""
+
+    message: uuid.UUID
+    after: int
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Thumbs up (+1) or down (-1) on an answer; sending again replaces the earlier rating."""
+
+    message: uuid.UUID
+    rating: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The customer asks for a person: the conversation goes to ``waiting_for_agent``."""
+
+    conversation: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Join:
+    """Show this conversation on this socket: receive its live frames (other tabs, agents)."""
+
+    conversation: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Ping:
+    """App-level heartbeat; ``t`` is echoed back in ``pong``."""
+
+    t: Any = None
+
+
+ClientFrame = Ask | Cancel | Resume | Feedback | Handoff | Join | Ping
+
+
+def parse_frame(raw: str | bytes | None) -> ClientFrame:
+    """Parse one incoming text frame, or raise ProtocolError with a detail naming the bad part."""
+    max_bytes = settings.CHAT_MAX_FRAME_BYTES
+    if raw is None:
+        raise ProtocolError(BAD_FRAME, "Empty frame: send a JSON object with a \"type\".")
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(TOO_LARGE, f"Frame is {size} bytes; the limit is {max_bytes} bytes.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(BAD_FRAME, f"Frame is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(BAD_FRAME, f"Frame must be a JSON object, got {type(data).__name__}.")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_FRAME, "Frame needs a string field \"type\".")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"Unknown frame type {kind!r}; expected one of: {', '.join(CLIENT_TYPES)}.")
+    return parser(data)
+
+
+def _parse_ask(data: dict) -> Ask:
+    raw_id = data.get("id")
+    if not isinstance(raw_id, str) or not raw_id.strip() or len(raw_id) > MAX_ID_CHARS:
+        raise ProtocolError(INVALID, f"ask.id must be a non-empty string of at most {MAX_ID_CHARS} characters.")
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError(INVALID, "ask.text must be a string.", id=raw_id)
+    text = text.strip()
+    if not text:
+        raise ProtocolError(INVALID, "ask.text is empty.", id=raw_id)
+    limit = settings.CHAT_MAX_QUESTION_CHARS
+    if len(text) > limit:
+        raise ProtocolError(
+            TOO_LARGE, f"ask.text is {len(text)} characters; the limit is {limit}. Nothing was saved.", id=raw_id
+        )
+    conversation = _optional_uuid(data, "ask", "conversation", id=raw_id)
+    kb = data.get("kb")
+    if kb is not None and (not isinstance(kb, str) or not kb.strip()):
+        raise ProtocolError(INVALID, "ask.kb must be a knowledge base name or slug.", id=raw_id)
+    return Ask(id=raw_id, text=text, conversation=conversation, kb=kb.strip() if kb else None)
+
+
+def _parse_cancel(data: dict) -> Cancel:
+    return Cancel(message=_uuid(data, "cancel", "message"))
+
+
+def _parse_resume(data: dict) -> Resume:
+    message = _uuid(data, "resume", "message")
+    after = data.get("after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ProtocolError(INVALID, "resume.after must be an integer >= 0 (the last seq you have; 0 for none).")
+    return Resume(message=message, after=after)
+
+
+def _parse_feedback(data: dict) -> Feedback:
+    message = _uuid(data, "feedback", "message")
+    rating = data.get("rating")
+    if isinstance(rating, bool) or rating not in (1, -1):
+        raise ProtocolError(INVALID, "feedback.rating must be 1 or -1.")
+    comment = data.get("comment") or ""
+    if not isinstance(comment, str):
+        raise ProtocolError(INVALID, "feedback.comment must be a string.")
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise ProtocolError(TOO_LARGE, f"feedback.comment is over {MAX_COMMENT_CHARS} characters.")
+    return Feedback(message=message, rating=rating, comment=comment.strip())
+
+
+def _parse_handoff(data: dict) -> Handoff:
+    return Handoff(conversation=_uuid(data, "handoff", "conversation"))
+
+
+def _parse_join(data: dict) -> Join:
+    return Join(conversation=_uuid(data, "join", "conversation"))
+
+
+def _parse_ping(data: dict) -> Ping:
+    t = data.get("t")
+    if t is not None and not isinstance(t, str | int | float):
+        raise ProtocolError(INVALID, "ping.t must be a string or a number.")
+    return Ping(t=t)
+
+
+_PARSERS = {
+    ASK: _parse_ask,
+    CANCEL: _parse_cancel,
+    RESUME: _parse_resume,
+    FEEDBACK: _parse_feedback,
+    HANDOFF: _parse_handoff,
+    JOIN: _parse_join,
+    PING: _parse_ping,
+}
+
+
+def _uuid(data: dict, kind: str, name: str, *, id: str | None = None) -> uuid.UUID:
+    value = data.get(name)
+    if value is None:
+        raise ProtocolError(INVALID, f"{kind}.{name} is required (a UUID).", id=id)
+    return _as_uuid(value, kind, name, id=id)
+
+
+def _optional_uuid(data: dict, kind: str, name: str, *, id: str | None = None) -> uuid.UUID | None:
+    value = data.get(name)
+    return None if value in (None, "") else _as_uuid(value, kind, name, id=id)
+
+
+def _as_uuid(value: Any, kind: str, name: str, *, id: str | None) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ProtocolError(INVALID, f"{kind}.{name} must be a UUID string.", id=id)
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ProtocolError(INVALID, f"{kind}.{name} is not a valid UUID: {value[:40]!r}.", id=id) from None
+
+
+# --- Outgoing frames ----------------------------------------------------------------------------------------
+def _hex(value: uuid.UUID | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def ack_frame(id: str, conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID | None) -> dict[str, Any]:
+    """The question is saved. ``message`` is the assistant answer's id (null while a person handles the chat)."""
+    return {
+        "type": ACK,
+        "id": id,
+        "conversation": _hex(conversation),
+        "question": _hex(question),
+        "message": _hex(message),
+    }
+
+
+def question_frame(
+    conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID | None, id: str, text: str
+) -> dict[str, Any]:
+    """A question was added to the conversation (for the other sockets showing it)."""
+    return {
+        "type": QUESTION,
+        "conversation": _hex(conversation),
+        "question": _hex(question),
+        "message": _hex(message),
+        "id": id,
+        "text": text,
+    }
+
+
+def status_frame(message: uuid.UUID, seq: int, stage: str, text: str) -> dict[str, Any]:
+    return {"type": STATUS, "message": _hex(message), "seq": seq, "stage": stage, "text": text}
+
+
+def sources_frame(message: uuid.UUID, seq: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": SOURCES, "message": _hex(message), "seq": seq, "items": items}
+
+
+def token_frame(message: uuid.UUID, seq: int, text: str) -> dict[str, Any]:
+    return {"type": TOKEN, "message": _hex(message), "seq": seq, "text": text}
+
+
+def final_frame(
+    message: uuid.UUID,
+    seq: int,
+    *,
+    text: str,
+    html: str,
+    citations: list[int],
+    state: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The last frame of a message. ``text`` is exactly the concatenation of its token texts."""
+    assert state in FINISHED_STATES, state
+    return {
+        "type": FINAL,
+        "message": _hex(message),
+        "seq": seq,
+        "text": text,
+        "html": html,
+        "citations": citations,
+        "state": state,
+        "timings": timings,
+    }
+
+
+def error_frame(
+    code: str, detail: str, *, id: str | None = None, message: uuid.UUID | None = None, seq: int | None = None
+) -> dict[str, Any]:
+    """An error. With ``message``+``seq`` it is part of that message's stream (e.g. backend_error)."""
+    assert code in ERROR_CODES, code
+    frame: dict[str, Any] = {"type": ERROR, "code": code, "detail": detail}
+    if id is not None:
+        frame["id"] = id
+    if message is not None:
+        frame["message"] = _hex(message)
+        frame["seq"] = seq
+    return frame
+
+
+def feedback_frame(message: uuid.UUID, rating: int, comment: str) -> dict[str, Any]:
+    """The feedback as saved (a later ``feedback`` on the same message replaces it)."""
+    return {"type": FEEDBACK, "message": _hex(message), "rating": rating, "comment": comment}
+
+
+def pong_frame(t: Any = None) -> dict[str, Any]:
+    return {"type": PONG, "t": t}
+
+
+def conversation_frame(
+    conversation: uuid.UUID, status: str, title: str, streaming: list[uuid.UUID] | None = None
+) -> dict[str, Any]:
+    """A conversation's state: the reply to ``join`` and ``handoff``, and broadcast on every status change.
+
+    ``streaming`` lists assistant messages still being generated, so a client can ``resume`` them.
+    """
+    return {
+        "type": CONVERSATION,
+        "conversation": _hex(conversation),
+        "status": status,
+        "title": title,
+        "streaming": [_hex(m) for m in (streaming or [])],
+    }
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise an outgoing frame (compact; non-ASCII kept as is)."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
