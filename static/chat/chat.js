@@ -1,0 +1,478 @@
+// The chat page controller: turns protocol frames (docs/protocol.md) into DOM and user actions into frames.
+//
+// Invariants it keeps, because the server keeps them too:
+//  * every question has a client id; until the server acks it, it is re-sent with the SAME id after a
+//    reconnect (the server never creates it twice);
+//  * stream frames carry (message, seq); a frame with a seq we already applied is ignored, so replays after
+//    `resume` never duplicate text, and a gap triggers a `resume` so nothing is dropped.
+
+import { ChatSocket } from "./socket.js";
+import {
+  Typewriter,
+  agentMessage,
+  assistantMessage,
+  linkCitations,
+  markUsedSources,
+  renderSources,
+  setStateNote,
+  setUserPending,
+  showFinalHtml,
+  systemMessage,
+  userMessage,
+} from "./render.js";
+
+// Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
+const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
+
+const CONVERSATION_NOTES = {
+  waiting_for_agent: "We have asked a member of our support team to join. You can keep writing meanwhile.",
+  agent: "You are chatting with a member of our support team.",
+  resolved: "This conversation was marked as resolved. Ask again any time.",
+};
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  // crypto.randomUUID needs a secure context; getRandomValues does not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+class ChatPage {
+  constructor(root, config) {
+    this.root = root;
+    this.config = config;
+    this.conversation = config.conversation || null;
+    this.log = root.querySelector("[data-log]");
+    this.form = root.querySelector("[data-composer]");
+    this.input = this.form.querySelector("textarea");
+    this.stopButton = root.querySelector("[data-stop]");
+    this.handoffButton = root.querySelector("[data-handoff]");
+    this.banner = root.querySelector("[data-banner]");
+    this.notice = root.querySelector("[data-notice]");
+    this.agentBanner = root.querySelector("[data-agent-banner]");
+    this.titleEl = root.querySelector("[data-title]");
+    this.status = config.status || "bot";
+    this.asks = new Map(); // client id -> {id, text, acked, messageId, userEl}
+    this.messages = new Map(); // assistant message id -> {lastSeq, done, el, text, typewriter, resuming}
+    this.connectedOnce = false;
+
+    this._adoptServerHistory();
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = config.wsUrl || `${scheme}://${location.host}/ws/chat/`;
+    this.socket = new ChatSocket(url, {
+      onOpen: () => this._onOpen(),
+      onFrame: (frame) => this._onFrame(frame),
+      onState: (state, info) => this._onState(state, info),
+    });
+    this._bindUi();
+    this._updateControls();
+    this.socket.connect();
+  }
+
+  // ---- startup ---------------------------------------------------------------------------------------
+
+  /** Messages the server rendered. Unfinished ones (page reloaded mid-answer) are resumed from seq 0. */
+  _adoptServerHistory() {
+    for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
+      const key = msgEl.dataset.message;
+      const answer = msgEl.querySelector(".answer");
+      if (msgEl.dataset.state === "streaming") {
+        answer.textContent = "";
+        answer.classList.add("streaming");
+        answer.setAttribute("aria-busy", "true");
+        msgEl.dataset.text = "";
+        msgEl.dataset.streamed = "";
+        msgEl.querySelector(".msg-actions").hidden = true;
+        this.messages.set(key, this._entry(msgEl, false));
+      } else {
+        linkCitations(answer, key);
+        this.messages.set(key, this._entry(msgEl, true));
+      }
+    }
+    this._scrollToEnd();
+  }
+
+  _entry(el, done) {
+    return { lastSeq: 0, done, el, text: "", typewriter: new Typewriter(el.querySelector(".answer")), resuming: false };
+  }
+
+  // ---- connection -------------------------------------------------------------------------------------
+
+  _onState(state, info) {
+    if (state === "open") {
+      this.banner.hidden = true;
+      this.connectedOnce = true;
+    } else if (state === "reconnecting" || (state === "connecting" && this.connectedOnce)) {
+      this.banner.hidden = false;
+      this.banner.textContent = info.attempt > 1 ? `Reconnecting… (attempt ${info.attempt})` : "Reconnecting…";
+    }
+    this.root.dataset.connection = state;
+  }
+
+  _onOpen() {
+    // Join the conversation (live frames from other tabs and people), resume unfinished answers (older
+    // messages first), then re-send questions the server may never have received, with the same ids.
+    if (this.conversation) this.socket.send({ type: "join", conversation: this.conversation });
+    for (const [key, entry] of this.messages) {
+      if (!entry.done) {
+        entry.resuming = true;
+        this.socket.send({ type: "resume", message: key, after: entry.lastSeq });
+      }
+    }
+    for (const ask of this.asks.values()) {
+      if (!ask.acked && !ask.failed) this.socket.send(this._askFrame(ask));
+    }
+  }
+
+  // ---- frames from the server ----------------------------------------------------------------------
+
+  _onFrame(frame) {
+    if (STREAM_TYPES.has(frame.type) && frame.message && frame.seq) {
+      this._onStreamFrame(frame);
+      return;
+    }
+    switch (frame.type) {
+      case "ack":
+        this._onAck(frame);
+        break;
+      case "error":
+        this._onError(frame);
+        break;
+      case "question":
+        this._onQuestion(frame);
+        break;
+      case "conversation":
+        this._onConversation(frame);
+        break;
+      case "feedback":
+        this._onFeedback(frame);
+        break;
+      case "pong":
+        break;
+      default:
+        console.warn("chat: unhandled frame", frame);
+    }
+  }
+
+  _onAck(frame) {
+    const ask = this.asks.get(frame.id);
+    if (!ask) return;
+    if (!this.conversation && frame.conversation) {
+      this.conversation = frame.conversation;
+      if (this.config.conversationUrl) {
+        history.replaceState(null, "", this.config.conversationUrl.replace("__id__", frame.conversation));
+      }
+    }
+    if (ask.acked) return; // the same ack again after a re-send: nothing new
+    ask.acked = true;
+    ask.messageId = frame.message;
+    ask.userEl.dataset.message = frame.question;
+    if (frame.message && !this.messages.has(frame.message)) {
+      const msgEl = assistantMessage({ messageId: frame.message, question: ask.text });
+      ask.userEl.after(msgEl);
+      this.messages.set(frame.message, this._entry(msgEl, false));
+    }
+    const waiting = [...this.messages.values()].some((e) => !e.done && e.el.dataset.message !== frame.message);
+    setUserPending(ask.userEl, waiting ? "Queued — answered next" : "");
+    this._updateControls();
+    this._scrollToEnd();
+  }
+
+  _onStreamFrame(frame) {
+    const entry = this.messages.get(frame.message);
+    if (!entry) return; // a message this page does not show
+    if (frame.seq <= entry.lastSeq) return; // already applied (replay after resume)
+    if (frame.seq !== entry.lastSeq + 1) {
+      // A gap: ask for everything after what we have; the replay fills it in order.
+      if (!entry.resuming) {
+        entry.resuming = true;
+        this.socket.send({ type: "resume", message: frame.message, after: entry.lastSeq });
+      }
+      return;
+    }
+    entry.lastSeq = frame.seq;
+    if (entry.lastSeq === 1) this._clearQueuedNote(frame.message);
+    const el = entry.el;
+    const status = el.querySelector(".status");
+    if (frame.type === "status") {
+      status.textContent = frame.text;
+      status.classList.add("busy");
+    } else if (frame.type === "sources") {
+      renderSources(el.querySelector(".sources"), frame.items || [], frame.message);
+    } else if (frame.type === "token") {
+      entry.text += frame.text;
+      el.dataset.streamed = entry.text;
+      el.dataset.text = entry.text;
+      entry.typewriter.push(frame.text);
+    } else if (frame.type === "error") {
+      setStateNote(el, "failed", frame.detail);
+    } else if (frame.type === "final") {
+      this._finish(entry, frame);
+    }
+  }
+
+  /** A question asked on another socket of this conversation (another tab or device). */
+  _onQuestion(frame) {
+    if (frame.conversation !== this.conversation || this.asks.has(frame.id)) return;
+    if (frame.message && this.messages.has(frame.message)) return;
+    const userEl = userMessage(frame.text);
+    userEl.dataset.message = frame.question;
+    this.log.append(userEl);
+    if (frame.message) {
+      const msgEl = assistantMessage({ messageId: frame.message, question: frame.text });
+      this.log.append(msgEl);
+      this.messages.set(frame.message, this._entry(msgEl, false));
+    }
+    this._updateControls();
+    this._scrollToEnd();
+  }
+
+  _onConversation(frame) {
+    if (frame.conversation !== this.conversation) return;
+    this.status = frame.status;
+    this.root.dataset.status = frame.status;
+    const note = CONVERSATION_NOTES[frame.status];
+    this.agentBanner.hidden = !note;
+    this.agentBanner.textContent = note || "";
+    if (frame.title && this.titleEl) this.titleEl.textContent = frame.title;
+    this._updateControls();
+  }
+
+  _onFeedback(frame) {
+    const entry = this.messages.get(frame.message);
+    if (!entry) return;
+    for (const b of entry.el.querySelectorAll("[data-action^=feedback]")) {
+      const rating = b.dataset.action === "feedback-up" ? 1 : -1;
+      b.setAttribute("aria-pressed", String(rating === frame.rating));
+    }
+  }
+
+  _finish(entry, frame) {
+    const el = entry.el;
+    entry.done = true;
+    entry.resuming = false;
+    entry.typewriter.stop();
+    el.dataset.state = frame.state;
+    el.dataset.text = frame.text;
+    if (frame.text !== entry.text) {
+      console.warn("chat: final text differs from the streamed tokens", { streamed: entry.text, final: frame.text });
+    }
+    const status = el.querySelector(".status");
+    status.textContent = "";
+    status.classList.remove("busy");
+    showFinalHtml(el, frame.html, frame.message);
+    markUsedSources(el.querySelector(".sources"), frame.citations || []);
+    setStateNote(el, frame.state === "complete" ? "" : frame.state);
+    el.querySelector(".msg-actions").hidden = false;
+    this._updateControls();
+  }
+
+  _clearQueuedNote(messageId) {
+    for (const ask of this.asks.values()) {
+      if (ask.messageId === messageId) setUserPending(ask.userEl, "");
+    }
+  }
+
+  _onError(frame) {
+    const ask = frame.id ? this.asks.get(frame.id) : null;
+    if (ask && !ask.acked) {
+      // Not accepted: keep the question visible with the reason and let the user retry it (same id).
+      ask.failed = true;
+      setUserPending(ask.userEl, `Not sent: ${frame.detail || frame.code}`);
+      const retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "btn-link";
+      retry.textContent = "Retry";
+      retry.addEventListener("click", () => {
+        retry.remove();
+        ask.failed = false;
+        setUserPending(ask.userEl, "Sending…");
+        this.socket.send(this._askFrame(ask));
+      });
+      ask.userEl.querySelector(".pending-note").append(" ", retry);
+      return;
+    }
+    const entry = frame.message ? this.messages.get(frame.message) : null;
+    if (entry && !entry.done && frame.code === "not_found") {
+      // The server does not know this message any more: stop waiting for it.
+      this._finish(entry, { message: frame.message, state: "failed", text: entry.text, html: "", citations: [] });
+      return;
+    }
+    this._showNotice(frame.detail || `Error: ${frame.code}`);
+  }
+
+  _showNotice(text) {
+    this.notice.textContent = text;
+    this.notice.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => {
+      this.notice.hidden = true;
+    }, 8000);
+  }
+
+  // ---- user actions ----------------------------------------------------------------------------------
+
+  _askFrame(ask) {
+    const frame = { type: "ask", id: ask.id, text: ask.text };
+    if (this.conversation) frame.conversation = this.conversation;
+    else if (this.config.kb) frame.kb = this.config.kb;
+    return frame;
+  }
+
+  ask(text) {
+    const trimmed = text.trim();
+    if (!trimmed) return;
+    const id = newId();
+    this.log.querySelector("[data-empty]")?.remove();
+    const userEl = userMessage(trimmed, { clientId: id, pending: true });
+    this.log.append(userEl);
+    const ask = { id, text: trimmed, acked: false, failed: false, messageId: null, userEl };
+    this.asks.set(id, ask);
+    this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
+    this._scrollToEnd();
+  }
+
+  stop() {
+    const streaming = [...this.messages.entries()].find(([, e]) => !e.done);
+    if (streaming) this.socket.send({ type: "cancel", message: streaming[0] });
+  }
+
+  _bindUi() {
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = this.input.value;
+      if (!text.trim()) return;
+      this.input.value = "";
+      this.ask(text);
+      this.input.focus();
+    });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.form.requestSubmit();
+      }
+    });
+    this.stopButton.addEventListener("click", () => this.stop());
+    if (this.handoffButton) {
+      this.handoffButton.addEventListener("click", () => {
+        if (!this.conversation) return;
+        this.socket.send({ type: "handoff", conversation: this.conversation });
+      });
+    }
+    this.log.addEventListener("click", (event) => this._onLogClick(event));
+    window.addEventListener("online", () => {
+      if (!this.socket.isOpen) this.socket.reconnectNow();
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && !this.socket.isOpen) this.socket.reconnectNow();
+    });
+    window.addEventListener("pagehide", () => this.socket.close());
+  }
+
+  _onLogClick(event) {
+    const chip = event.target.closest(".chip");
+    if (chip) {
+      // Tap support: toggle the passage popover (hover and focus show it too).
+      const wrap = chip.closest(".source");
+      const open = !wrap.classList.contains("open");
+      for (const other of this.log.querySelectorAll(".source.open")) other.classList.remove("open");
+      wrap.classList.toggle("open", open);
+      chip.setAttribute("aria-expanded", String(open));
+      return;
+    }
+    const cite = event.target.closest(".cite");
+    if (cite) {
+      event.preventDefault();
+      const target = document.getElementById(cite.getAttribute("href").slice(1));
+      if (target) {
+        target.classList.add("open", "flash");
+        target.scrollIntoView({ block: "nearest", behavior: "smooth" });
+        setTimeout(() => target.classList.remove("flash"), 1200);
+      }
+      return;
+    }
+    const button = event.target.closest("[data-action]");
+    if (!button) return;
+    const msgEl = button.closest(".msg-assistant");
+    const messageId = msgEl.dataset.message;
+    switch (button.dataset.action) {
+      case "feedback-up":
+      case "feedback-down": {
+        const rating = button.dataset.action === "feedback-up" ? 1 : -1;
+        this.socket.send({ type: "feedback", message: messageId, rating });
+        for (const b of msgEl.querySelectorAll("[data-action^=feedback]")) b.setAttribute("aria-pressed", String(b === button));
+        break;
+      }
+      case "regenerate":
+        if (msgEl.dataset.question) this.ask(msgEl.dataset.question);
+        break;
+      case "copy":
+        this._copy(msgEl.dataset.text || msgEl.querySelector(".answer").innerText, button);
+        break;
+      default:
+        break;
+    }
+  }
+
+  async _copy(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (err) {
+      // Clipboard API needs a secure context; fall back to a hidden textarea.
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.style.position = "fixed";
+      area.style.opacity = "0";
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  }
+
+  _updateControls() {
+    const busy = [...this.messages.values()].some((e) => !e.done);
+    this.stopButton.hidden = !busy;
+    if (this.handoffButton) {
+      this.handoffButton.disabled = !this.conversation;
+      this.handoffButton.hidden = this.status === "waiting_for_agent" || this.status === "agent";
+    }
+  }
+
+  _scrollToEnd() {
+    window.scrollTo({ top: document.body.scrollHeight });
+  }
+
+  /** Live messages from a person or the system (see docs/protocol.md). */
+  appendAgent(text, name) {
+    this.log.append(agentMessage(text, name));
+    this._scrollToEnd();
+  }
+
+  appendSystem(text) {
+    this.log.append(systemMessage(text));
+    this._scrollToEnd();
+  }
+}
+
+const root = document.querySelector("[data-chat]");
+if (root) {
+  const config = JSON.parse(document.getElementById("chat-config").textContent);
+  const page = new ChatPage(root, config);
+  // For debugging in the console and for the browser tests (they cut the connection with it).
+  window.__chat = {
+    page,
+    get socket() {
+      return page.socket.socket;
+    },
+  };
+}

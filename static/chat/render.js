@@ -1,0 +1,251 @@
+// DOM for chat messages: the same markup the server renders for history (templates/conversations/
+// _message.html), so live and reloaded conversations look and behave the same.
+
+const ALLOWED_TAGS = new Set([
+  "P", "BR", "STRONG", "B", "EM", "I", "CODE", "PRE", "UL", "OL", "LI", "A", "BLOCKQUOTE", "H1", "H2", "H3",
+  "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "SUP", "SUB", "SPAN", "HR", "DEL", "S",
+]);
+const ALLOWED_ATTRS = { A: ["href", "title"], TD: ["align"], TH: ["align"], OL: ["start"] };
+
+/**
+ * Defence in depth: the server already sanitises `final.html` (nh3); this keeps the page safe even if a
+ * future backend forgets. Unknown elements are replaced by their text, unknown attributes dropped.
+ */
+export function sanitizeHtml(html) {
+  const template = document.createElement("template");
+  template.innerHTML = html;
+  const walk = (node) => {
+    for (const child of Array.from(node.childNodes)) {
+      if (child.nodeType === Node.ELEMENT_NODE) {
+        if (!ALLOWED_TAGS.has(child.tagName)) {
+          if (["SCRIPT", "STYLE", "IFRAME", "OBJECT", "EMBED", "TEMPLATE"].includes(child.tagName)) {
+            child.remove();
+          } else {
+            child.replaceWith(document.createTextNode(child.textContent));
+          }
+          continue;
+        }
+        const allowed = ALLOWED_ATTRS[child.tagName] || [];
+        for (const attr of Array.from(child.attributes)) {
+          if (!allowed.includes(attr.name)) child.removeAttribute(attr.name);
+        }
+        if (child.tagName === "A") {
+          const href = child.getAttribute("href") || "";
+          if (!/^(https?:|mailto:|\/|#)/i.test(href.trim())) child.removeAttribute("href");
+          child.setAttribute("rel", "noopener noreferrer");
+        }
+        walk(child);
+      } else if (child.nodeType !== Node.TEXT_NODE) {
+        child.remove();
+      }
+    }
+  };
+  walk(template.content);
+  return template.content;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Turn "[2]" in the answer's text nodes into a link to source chip 2 of the same message. */
+export function linkCitations(answerEl, messageKey) {
+  const walker = document.createTreeWalker(answerEl, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  while (walker.nextNode()) {
+    if (/\[\d+\]/.test(walker.currentNode.nodeValue) && !walker.currentNode.parentElement.closest("a, code, pre")) {
+      nodes.push(walker.currentNode);
+    }
+  }
+  for (const node of nodes) {
+    const frag = document.createDocumentFragment();
+    const parts = node.nodeValue.split(/(\[\d+\])/);
+    for (const part of parts) {
+      const match = /^\[(\d+)\]$/.exec(part);
+      if (match) {
+        const a = el("a", "cite", match[1]);
+        a.href = `#src-${messageKey}-${match[1]}`;
+        a.dataset.n = match[1];
+        a.setAttribute("aria-label", `source ${match[1]}`);
+        frag.append(a);
+      } else if (part) {
+        frag.append(document.createTextNode(part));
+      }
+    }
+    node.replaceWith(frag);
+  }
+}
+
+/** Source chips: numbered, the passage on hover/focus/tap, a link to the document page. */
+export function renderSources(container, items, messageKey, citations = []) {
+  container.replaceChildren();
+  for (const item of items) {
+    const wrap = el("span", "source");
+    wrap.id = `src-${messageKey}-${item.n}`;
+    wrap.dataset.n = item.n;
+    const chip = el("button", "chip");
+    chip.type = "button";
+    chip.setAttribute("aria-expanded", "false");
+    if (citations.includes(item.n)) chip.classList.add("used");
+    chip.append(el("span", "n", String(item.n)), el("span", "t", item.title || "Source"));
+    const pop = el("span", "source-pop");
+    pop.setAttribute("role", "note");
+    const heading = [item.title, item.heading, item.page ? `page ${item.page}` : ""].filter(Boolean).join(" · ");
+    pop.append(el("span", "h", heading), el("span", "snippet", item.snippet || ""));
+    const link = el("a", "open-doc", "Open document ↗");
+    link.href = item.url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    pop.append(link);
+    wrap.append(chip, pop);
+    container.append(wrap);
+  }
+}
+
+/** Mark the chips whose numbers the final answer actually cites. */
+export function markUsedSources(container, citations) {
+  for (const wrap of container.querySelectorAll(".source")) {
+    wrap.querySelector(".chip").classList.toggle("used", citations.includes(Number(wrap.dataset.n)));
+  }
+}
+
+/**
+ * Reveals streamed text a few characters per animation frame so tokens read like typing, catching up
+ * faster when it falls behind (it never lags more than a few frames behind the network).
+ */
+export class Typewriter {
+  constructor(target) {
+    this.target = target;
+    this.text = "";
+    this.shown = 0;
+    this.raf = null;
+  }
+
+  push(text) {
+    this.text += text;
+    if (this.raf === null) this.raf = requestAnimationFrame(() => this._tick());
+  }
+
+  _tick() {
+    this.raf = null;
+    const remaining = this.text.length - this.shown;
+    if (remaining <= 0) return;
+    this.shown += Math.max(1, Math.ceil(remaining / 6));
+    this.target.textContent = this.text.slice(0, this.shown);
+    if (this.shown < this.text.length) this.raf = requestAnimationFrame(() => this._tick());
+  }
+
+  stop() {
+    if (this.raf !== null) cancelAnimationFrame(this.raf);
+    this.raf = null;
+  }
+}
+
+const STATE_NOTES = {
+  cancelled: "Stopped — the answer above is incomplete.",
+  interrupted: "Interrupted — the answer above is incomplete.",
+  failed: "Something went wrong while answering. Please try again.",
+};
+
+export function setStateNote(msgEl, state, detail) {
+  const note = msgEl.querySelector(".state-note");
+  if (!note) return;
+  note.className = `state-note ${state}`;
+  note.textContent = detail || STATE_NOTES[state] || "";
+  note.hidden = !note.textContent;
+}
+
+/** A user's question bubble; `pending` while not yet acknowledged by the server. */
+export function userMessage(text, { clientId, pending = false } = {}) {
+  const msg = el("article", "msg msg-user");
+  msg.dataset.role = "user";
+  if (clientId) msg.dataset.clientId = clientId;
+  msg.append(el("div", "who", "You"), el("div", "bubble", text));
+  const note = el("div", "pending-note", pending ? "Sending…" : "");
+  note.hidden = !pending;
+  msg.append(note);
+  msg.classList.toggle("pending", pending);
+  return msg;
+}
+
+export function setUserPending(msg, note) {
+  const noteEl = msg.querySelector(".pending-note");
+  msg.classList.toggle("pending", Boolean(note));
+  noteEl.textContent = note || "";
+  noteEl.hidden = !note;
+}
+
+/** An assistant answer placeholder, filled by status/sources/token/final frames. */
+export function assistantMessage({ messageId, question }) {
+  const msg = el("article", "msg msg-assistant");
+  msg.dataset.role = "assistant";
+  msg.dataset.state = "streaming";
+  if (messageId) msg.dataset.message = messageId;
+  msg.dataset.question = question || "";
+  msg.dataset.text = "";
+  const status = el("div", "status busy", "Waiting for the assistant…");
+  status.setAttribute("role", "status");
+  const bubble = el("div", "bubble");
+  const answer = el("div", "answer streaming");
+  answer.setAttribute("aria-live", "polite");
+  answer.setAttribute("aria-busy", "true");
+  const note = el("div", "state-note");
+  note.hidden = true;
+  const sources = el("div", "sources");
+  sources.setAttribute("aria-label", "Sources");
+  bubble.append(answer, note, sources);
+  msg.append(el("div", "who", "Assistant"), status, bubble, actionBar());
+  msg.querySelector(".msg-actions").hidden = true;
+  return msg;
+}
+
+export function actionBar() {
+  const bar = el("div", "msg-actions");
+  const buttons = [
+    ["feedback-up", "👍", "Helpful", true],
+    ["feedback-down", "👎", "Not helpful", true],
+    ["regenerate", "↻ Regenerate", "Ask the same question again", false],
+    ["copy", "Copy", "Copy the answer", false],
+  ];
+  for (const [action, label, title, toggle] of buttons) {
+    const button = el("button", "icon-btn", label);
+    button.type = "button";
+    button.dataset.action = action;
+    button.title = title;
+    button.setAttribute("aria-label", title);
+    if (toggle) button.setAttribute("aria-pressed", "false");
+    bar.append(button);
+  }
+  return bar;
+}
+
+/** A message written by a human support agent: shown as a person, never as the bot. */
+export function agentMessage(text, name) {
+  const msg = el("article", "msg msg-agent");
+  msg.dataset.role = "agent";
+  msg.append(el("div", "who", name ? `${name} · Support team` : "Support team"), el("div", "bubble", text));
+  return msg;
+}
+
+export function systemMessage(text) {
+  const msg = el("article", "msg msg-system");
+  msg.dataset.role = "system";
+  msg.append(el("div", "bubble", text));
+  return msg;
+}
+
+/** Replace the streamed plain text with the server's final HTML, keeping the raw text for Copy. */
+export function showFinalHtml(msgEl, html, messageKey) {
+  const answer = msgEl.querySelector(".answer");
+  answer.classList.remove("streaming");
+  answer.setAttribute("aria-busy", "false");
+  if (html) {
+    answer.replaceChildren(sanitizeHtml(html));
+  } else {
+    answer.textContent = msgEl.dataset.text || "";
+  }
+  linkCitations(answer, messageKey);
+}

@@ -1,0 +1,159 @@
+// The chat WebSocket: one connection that heals itself.
+//
+// Why this exists: phones sleep, proxies drop idle sockets and servers restart. The page must
+// notice (app-level ping, because browsers cannot see protocol pings), reconnect with backoff
+// and jitter (so a restarted server is not hammered by every client at once) and tell the
+// application when it is connected again so it can resume unfinished answers.
+
+export const BACKOFF = { baseMs: 500, factor: 2, maxMs: 10000, jitter: 0.3 };
+export const PING_INTERVAL_MS = 15000;
+export const DEAD_AFTER_MS = 10000; // no frame at all this long after a ping: the connection is dead
+
+/** Delay before reconnect attempt `attempt` (0-based): exponential, capped, +-30 % jitter. */
+export function backoffDelay(attempt, random = Math.random) {
+  const raw = Math.min(BACKOFF.maxMs, BACKOFF.baseMs * BACKOFF.factor ** attempt);
+  const spread = raw * BACKOFF.jitter;
+  return Math.max(0, Math.round(raw - spread + random() * 2 * spread));
+}
+
+export class ChatSocket {
+  /**
+   * @param {string} url  ws(s)://host/ws/chat/
+   * @param {{onOpen: Function, onFrame: Function, onState: Function}} handlers
+   *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed".
+   */
+  constructor(url, handlers) {
+    this.url = url;
+    this.handlers = handlers;
+    this.ws = null;
+    this.attempt = 0;
+    this.stopped = false;
+    this.reconnectTimer = null;
+    this.pingTimer = null;
+    this.deadTimer = null;
+    this.lastFrameAt = 0;
+  }
+
+  /** The raw WebSocket, exposed for debugging and for tests that cut the connection. */
+  get socket() {
+    return this.ws;
+  }
+
+  get isOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  connect() {
+    this.stopped = false;
+    clearTimeout(this.reconnectTimer);
+    this.handlers.onState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (err) {
+      this._scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      if (ws !== this.ws) return;
+      this.attempt = 0;
+      this.lastFrameAt = Date.now();
+      this._startPing();
+      this.handlers.onState("open", {});
+      this.handlers.onOpen();
+    });
+    ws.addEventListener("message", (event) => {
+      if (ws !== this.ws) return;
+      this.lastFrameAt = Date.now();
+      clearTimeout(this.deadTimer);
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (err) {
+        console.warn("chat: ignoring a frame that is not JSON", event.data);
+        return;
+      }
+      this.handlers.onFrame(frame);
+    });
+    ws.addEventListener("close", (event) => {
+      if (ws !== this.ws) return; // an old socket we already gave up on
+      this._stopPing();
+      this.ws = null;
+      if (this.stopped) {
+        this.handlers.onState("closed", { code: event.code });
+        return;
+      }
+      this._scheduleReconnect(event.code);
+    });
+    // "error" is always followed by "close"; nothing to do here.
+  }
+
+  /** Send one frame; returns false when the socket is not open (the caller keeps it for later). */
+  send(frame) {
+    if (!this.isOpen) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Stop for good (page unload): no reconnect. */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    this._stopPing();
+    if (this.ws) this.ws.close(1000);
+  }
+
+  /** Drop the current connection and reconnect at once (e.g. the browser came back online). */
+  reconnectNow() {
+    this.attempt = 0;
+    if (this.ws) {
+      this._abandon();
+    }
+    this.connect();
+  }
+
+  _abandon() {
+    const ws = this.ws;
+    this.ws = null;
+    this._stopPing();
+    try {
+      ws.close(4000);
+    } catch (err) {
+      /* already closed */
+    }
+  }
+
+  _scheduleReconnect(code) {
+    clearTimeout(this.reconnectTimer);
+    const delay = backoffDelay(this.attempt);
+    this.attempt += 1;
+    this.handlers.onState("reconnecting", { attempt: this.attempt, delay, code });
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  _startPing() {
+    this._stopPing();
+    this.pingTimer = setInterval(() => {
+      if (!this.isOpen) return;
+      const sentAt = Date.now();
+      this.send({ type: "ping", t: sentAt });
+      clearTimeout(this.deadTimer);
+      this.deadTimer = setTimeout(() => {
+        if (this.lastFrameAt < sentAt && this.ws) {
+          // Nothing came back, not even a pong: the connection is dead even if the browser has not noticed.
+          const ws = this.ws;
+          this._abandon();
+          this._scheduleReconnect(ws ? 4001 : undefined);
+        }
+      }, DEAD_AFTER_MS);
+    }, PING_INTERVAL_MS);
+  }
+
+  _stopPing() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.deadTimer);
+    this.pingTimer = null;
+    this.deadTimer = null;
+  }
+}
