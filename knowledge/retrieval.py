@@ -1,0 +1,332 @@
+"""Finding the passages that answer a question: hybrid (vector + full-text) search over chunks.
+
+Why hybrid: embeddings find paraphrases that share no words with the article ("my parcel never
+came" -> "late deliveries"), while PostgreSQL full-text search finds exact tokens embeddings blur
+(product codes like ``NW-4410``, error codes like ``E42``). Both candidate lists (top
+``RETRIEVAL_CANDIDATES`` each) are fused by reciprocal rank fusion, which needs no score
+calibration between cosine similarities and ``ts_rank_cd`` values:
+
+    rrf(chunk) = sum over the lists the chunk is in of 1 / (RETRIEVAL_RRF_K + rank)
+
+The database part is one SQL statement (two CTEs + fusion + the join to documents) sent in one
+round trip together with the ``SET LOCAL`` planner settings for the HNSW scan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import connection, transaction
+from django.urls import reverse
+
+from knowledge.embeddings import get_embedder
+from knowledge.models import Document, KnowledgeBase
+
+MODES = ("hybrid", "vector", "keyword")
+SNIPPET_CHARS = 200
+#: ts_headline options: plain text (no markup to escape downstream), a couple of short fragments.
+HEADLINE_OPTIONS = 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel="", StopSel=""'
+
+
+class UnknownKnowledgeBase(LookupError):
+    """The named knowledge base does not exist; ``available`` lists the ones that do."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        self.available = available
+        listing = ", ".join(repr(n) for n in available) or "none yet"
+        super().__init__(f"No knowledge base named {name!r}. Existing knowledge bases: {listing}.")
+
+
+@dataclass
+class Passage:
+    """One retrieved chunk with what a citation needs and why it ranked where it did."""
+
+    chunk_id: int
+    document_id: int
+    title: str
+    source: str
+    heading: str
+    page: int | None
+    text: str
+    snippet: str
+    url: str
+    vector_score: float | None  # cosine similarity, 1 - cosine distance
+    keyword_score: float | None  # ts_rank_cd
+    score: float  # what the ranking used: rrf (hybrid), similarity (vector), ts_rank_cd (keyword)
+    vector_rank: int | None
+    keyword_rank: int | None
+    rrf_score: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    mode: str
+    passages: list[Passage]
+    timings: dict[str, float] = field(default_factory=dict)  # embed_ms, db_ms, total_ms
+
+
+# --- SQL ------------------------------------------------------------------------------------------
+# Each side orders and limits in an inner query (so the HNSW / GIN index drives it), then numbers
+# its rows. With hnsw.iterative_scan = relaxed_order the index may return rows slightly out of
+# order; row_number() OVER (ORDER BY distance) re-sorts the few candidates exactly.
+
+_VECTOR_CTE = """
+vector_hits AS (
+    SELECT id, 1 - distance AS vector_score, row_number() OVER (ORDER BY distance, id) AS vector_rank
+    FROM (
+        SELECT c.id, c.embedding <=> %(embedding)s::vector AS distance
+        FROM knowledge_chunk c
+        WHERE c.embedding IS NOT NULL {kb_filter}
+        ORDER BY distance
+        LIMIT %(candidates)s
+    ) AS nearest
+)"""
+
+_KEYWORD_CTE = """
+keyword_hits AS (
+    SELECT id, keyword_score, row_number() OVER (ORDER BY keyword_score DESC, id) AS keyword_rank
+    FROM (
+        SELECT c.id, ts_rank_cd(c.search_vector, websearch_to_tsquery('english', %(query)s)) AS keyword_score
+        FROM knowledge_chunk c
+        WHERE c.search_vector @@ websearch_to_tsquery('english', %(query)s) {kb_filter}
+        ORDER BY keyword_score DESC
+        LIMIT %(candidates)s
+    ) AS matching
+)"""
+
+_FUSED = {
+    "hybrid": """
+fused AS (
+    SELECT COALESCE(v.id, kw.id) AS id, v.vector_score, v.vector_rank, kw.keyword_score, kw.keyword_rank,
+           COALESCE(1.0 / (%(rrf_k)s + v.vector_rank), 0) + COALESCE(1.0 / (%(rrf_k)s + kw.keyword_rank), 0)
+               AS rrf_score
+    FROM vector_hits v FULL OUTER JOIN keyword_hits kw ON kw.id = v.id
+    ORDER BY rrf_score DESC, v.vector_rank NULLS LAST, kw.keyword_rank NULLS LAST
+    LIMIT %(k)s
+)""",
+    "vector": """
+fused AS (
+    SELECT id, vector_score, vector_rank, NULL::real AS keyword_score, NULL::bigint AS keyword_rank,
+           NULL::numeric AS rrf_score
+    FROM vector_hits ORDER BY vector_rank LIMIT %(k)s
+)""",
+    "keyword": """
+fused AS (
+    SELECT id, NULL::double precision AS vector_score, NULL::bigint AS vector_rank, keyword_score, keyword_rank,
+           NULL::numeric AS rrf_score
+    FROM keyword_hits ORDER BY keyword_rank LIMIT %(k)s
+)""",
+}
+
+_SELECT = """
+SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text,
+       CASE WHEN f.keyword_rank IS NOT NULL
+            THEN ts_headline('english', c.text, websearch_to_tsquery('english', %(query)s), %(headline)s)
+       END AS headline,
+       f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank
+FROM fused f
+JOIN knowledge_chunk c ON c.id = f.id
+JOIN knowledge_document d ON d.id = c.document_id
+ORDER BY f.rrf_score DESC NULLS LAST, f.vector_rank NULLS LAST, f.keyword_rank NULLS LAST"""
+
+
+def build_sql(mode: str, *, filtered: bool) -> str:
+    """The one statement for ``mode``; the KB filter is spliced in only when used (no `$1 IS NULL OR`)."""
+    kb_filter = "AND c.knowledge_base_id = %(kb_id)s" if filtered else ""
+    ctes = []
+    if mode in ("hybrid", "vector"):
+        ctes.append(_VECTOR_CTE.format(kb_filter=kb_filter))
+    if mode in ("hybrid", "keyword"):
+        ctes.append(_KEYWORD_CTE.format(kb_filter=kb_filter))
+    ctes.append(_FUSED[mode])
+    return "WITH" + ",".join(ctes) + _SELECT
+
+
+def _session_settings(ef_search: int, iterative_scan: str) -> str:
+    """SET LOCAL cannot take bind parameters; the values are validated here instead."""
+    if iterative_scan not in ("off", "relaxed_order", "strict_order"):
+        raise ValueError(f"hnsw.iterative_scan must be off, relaxed_order or strict_order, not {iterative_scan!r}")
+    return f"SET LOCAL hnsw.ef_search = {int(ef_search)}; SET LOCAL hnsw.iterative_scan = {iterative_scan}; "
+
+
+# --- Public API -----------------------------------------------------------------------------------
+
+
+def validate_query(query: str, mode: str) -> str:
+    """The stripped query; ValueError with a message a user can act on otherwise."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown search mode {mode!r}; use one of: {', '.join(MODES)}.")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("The search query is empty: type a few words to search for.")
+    return query.strip()
+
+
+def resolve_knowledge_base(kb: KnowledgeBase | str | None) -> int | None:
+    """A KnowledgeBase, its name (or slug), or None for all knowledge bases -> its id."""
+    if kb is None:
+        return None
+    if isinstance(kb, KnowledgeBase):
+        return kb.pk
+    found = KnowledgeBase.objects.filter(name=kb).values_list("pk", flat=True).first()
+    if found is None:
+        found = KnowledgeBase.objects.filter(slug=kb).values_list("pk", flat=True).first()
+    if found is None:
+        raise UnknownKnowledgeBase(kb, list(KnowledgeBase.objects.values_list("name", flat=True)))
+    return found
+
+
+def embed_query(query: str) -> tuple[list[float], float]:
+    """The query embedding and the milliseconds it took."""
+    started = time.perf_counter()
+    vector = get_embedder().embed_query(query)
+    return vector, (time.perf_counter() - started) * 1000
+
+
+def fetch_passages(
+    query: str,
+    embedding: list[float] | None,
+    *,
+    kb_id: int | None,
+    k: int,
+    mode: str = "hybrid",
+    candidates: int | None = None,
+    ef_search: int | None = None,
+    iterative_scan: str = "relaxed_order",
+) -> tuple[list[Passage], float]:
+    """The database half of a search (one round trip); returns passages and db milliseconds.
+
+    Public so bench/retrieval.py can time the database apart from the embedder.
+    """
+    if mode != "keyword" and embedding is None:
+        raise ValueError(f"mode {mode!r} needs the query embedding")
+    params = {
+        "query": query,
+        "embedding": _vector_literal(embedding) if embedding is not None else None,
+        "kb_id": kb_id,
+        "k": int(k),
+        "candidates": max(int(candidates or settings.RETRIEVAL_CANDIDATES), int(k)),
+        "rrf_k": int(settings.RETRIEVAL_RRF_K),
+        "headline": HEADLINE_OPTIONS,
+    }
+    prelude = _session_settings(ef_search or settings.HNSW_EF_SEARCH, iterative_scan)
+    sql = build_sql(mode, filtered=kb_id is not None)
+    started = time.perf_counter()
+    # SET LOCAL only lasts until the end of the transaction, so the settings never leak into other
+    # queries on a reused connection. savepoint=False: a read needs no savepoint round trip.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        if isinstance(cursor.cursor, psycopg.ClientCursor):
+            # Django's default client-side binding sends the text as one simple-protocol message:
+            # the two SETs and the SELECT travel together; skip to the SELECT's result set.
+            cursor.execute(prelude + sql, params)
+            cursor.nextset()
+            cursor.nextset()
+        else:  # server-side binding (OPTIONS server_side_binding=True) allows one statement per execute
+            cursor.execute(prelude)
+            cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    db_ms = (time.perf_counter() - started) * 1000
+    return [_passage(row, mode) for row in rows], db_ms
+
+
+def search(
+    query: str, *, kb: KnowledgeBase | str | None = None, k: int | None = None, mode: str = "hybrid"
+) -> SearchResult:
+    """The top ``k`` passages for ``query`` in ``kb`` (a KnowledgeBase, its name, or None for all)."""
+    started = time.perf_counter()
+    query = validate_query(query, mode)
+    k = _top_k(k)
+    kb_id = resolve_knowledge_base(kb)
+    embedding, embed_ms = embed_query(query) if mode != "keyword" else (None, 0.0)
+    passages, db_ms = fetch_passages(query, embedding, kb_id=kb_id, k=k, mode=mode)
+    return SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
+
+
+async def asearch(
+    query: str, *, kb: KnowledgeBase | str | None = None, k: int | None = None, mode: str = "hybrid"
+) -> SearchResult:
+    """``search`` for async callers (consumers, the answering pipeline).
+
+    The two halves run in different places on purpose. Database work goes through Channels'
+    ``database_sync_to_async``: thread-sensitive (Django connections are per thread and the ORM
+    is only guaranteed safe there) and it closes stale connections around the call, which a
+    long-lived Daphne process needs. The query embedding touches no database and is CPU-bound,
+    so it runs in the default thread pool (``thread_sensitive=False``) instead of holding the
+    single shared sync thread that every other consumer's database call queues behind.
+    """
+    started = time.perf_counter()
+    query = validate_query(query, mode)
+    k = _top_k(k)
+    kb_id = kb.pk if isinstance(kb, KnowledgeBase) else await database_sync_to_async(resolve_knowledge_base)(kb)
+    embed_ms = 0.0
+    embedding = None
+    if mode != "keyword":
+        embedding, embed_ms = await sync_to_async(embed_query, thread_sensitive=False)(query)
+    passages, db_ms = await database_sync_to_async(fetch_passages)(query, embedding, kb_id=kb_id, k=k, mode=mode)
+    return SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _top_k(k: int | None) -> int:
+    k = settings.RETRIEVAL_TOP_K if k is None else int(k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}.")
+    return k
+
+
+def _timings(started: float, embed_ms: float, db_ms: float) -> dict[str, float]:
+    total = (time.perf_counter() - started) * 1000
+    return {"embed_ms": round(embed_ms, 2), "db_ms": round(db_ms, 2), "total_ms": round(total, 2)}
+
+
+def _vector_literal(embedding: list[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in embedding) + "]"
+
+
+def _lead_snippet(text: str) -> str:
+    """The first ~SNIPPET_CHARS characters, cut at a word boundary."""
+    text = " ".join(text.split())
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    cut = text.rfind(" ", 0, SNIPPET_CHARS)
+    return text[: cut if cut > SNIPPET_CHARS // 2 else SNIPPET_CHARS].rstrip(" ,;:.") + " …"
+
+
+def _passage(row: tuple, mode: str) -> Passage:
+    (chunk_id, document_id, title, filename, source_url, heading, page, text, headline,
+     vector_score, keyword_score, rrf_score, vector_rank, keyword_rank) = row  # fmt: skip
+    # An unsaved Document lends its naming rules (title fallback, `source`) without a query.
+    document = Document(pk=document_id, title=title, original_filename=filename, source_url=source_url)
+    vector_score = float(vector_score) if vector_score is not None else None
+    keyword_score = float(keyword_score) if keyword_score is not None else None
+    rrf_score = float(rrf_score) if rrf_score is not None else None
+    score = {"hybrid": rrf_score, "vector": vector_score, "keyword": keyword_score}[mode]
+    return Passage(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        title=str(document),
+        source=document.source,
+        heading=heading,
+        page=page,
+        text=text,
+        snippet=" ".join(headline.split()) if headline else _lead_snippet(text),
+        url=reverse("knowledge:document", args=[document_id]) + f"#chunk-{chunk_id}",
+        vector_score=vector_score,
+        keyword_score=keyword_score,
+        score=score if score is not None else 0.0,
+        vector_rank=vector_rank,
+        keyword_rank=keyword_rank,
+        rrf_score=rrf_score,
+    )

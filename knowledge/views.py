@@ -1,0 +1,50 @@
+"""The document page citations link to (``/kb/documents/<id>/#chunk-<chunk_id>``) and its download.
+
+Thin on purpose: who may read and which documents are readable is decided in ``readable_document``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Exists, OuterRef, Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from knowledge.models import Chunk, Document
+
+
+def _may_read(request: HttpRequest) -> bool:
+    return request.user.is_authenticated or getattr(settings, "CHAT_ALLOW_ANONYMOUS", False)
+
+
+def readable_document(document_id: int) -> Document:
+    """A document a reader may open: ready, or still serving its previous version's chunks.
+
+    The second case is a re-ingest in progress or one that failed: its old chunks stay searchable
+    (the replace is atomic), so citations to them must keep working.
+    """
+    has_chunks = Exists(Chunk.objects.filter(document=OuterRef("pk")))
+    documents = Document.objects.select_related("knowledge_base").filter(Q(status=Document.Status.READY) | has_chunks)
+    return get_object_or_404(documents, pk=document_id)
+
+
+def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
+    if not _may_read(request):
+        return redirect_to_login(request.get_full_path())
+    document = readable_document(document_id)
+    chunks = document.chunks.order_by("position").only("id", "position", "heading_path", "page", "text")
+    return render(request, "knowledge/document.html", {"document": document, "chunks": chunks})
+
+
+def document_download(request: HttpRequest, document_id: int) -> FileResponse:
+    if not _may_read(request):
+        return redirect_to_login(request.get_full_path())
+    document = readable_document(document_id)
+    if not document.file:
+        raise Http404("This document was pasted as text; there is no original file.")
+    try:
+        handle = document.file.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404("The original file is missing from storage.") from exc
+    return FileResponse(handle, as_attachment=True, filename=document.original_filename or None)
