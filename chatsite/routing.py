@@ -3,7 +3,16 @@
 from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from conversations.auth import BearerTokenMiddleware
+from conversations.consumers import ChatConsumer
 
-websocket_application = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+websocket_urlpatterns: list = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]
+
+# Session cookie (browsers) first; a valid `Authorization: Bearer` token (other clients) overrides it.
+websocket_application = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))
+)

@@ -4,12 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chatsite.health import healthz
+from conversations import api as conversations_api
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("kb/", include("knowledge.urls")),
+    path("api/token/", conversations_api.token, name="api-token"),
     path("", include("conversations.urls")),
 ]
 

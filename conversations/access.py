@@ -1,0 +1,90 @@
+"""Who is asking, and what they may see: the only place that scopes conversations to their owner.
+
+Every lookup of a conversation or message named by a client goes through here, so someone else's data is
+indistinguishable from data that does not exist (``not_found``), never leaked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from conversations.models import Conversation, Message
+
+
+@dataclass(frozen=True)
+class Requester:
+    """The identity behind a socket or request: a signed-in user, or an anonymous visitor's session key."""
+
+    user_id: int | None = None
+    session_key: str = ""
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.user_id is None
+
+    @property
+    def rate_key(self) -> str:
+        return f"user:{self.user_id}" if self.user_id is not None else f"session:{self.session_key}"
+
+    def conversations(self) -> QuerySet[Conversation]:
+        """This requester's conversations (the owner list: newest activity first)."""
+        if self.user_id is not None:
+            return Conversation.objects.filter(owner_id=self.user_id)
+        if self.session_key:
+            return Conversation.objects.filter(owner__isnull=True, anonymous_session_key=self.session_key)
+        return Conversation.objects.none()
+
+    def messages(self) -> QuerySet[Message]:
+        return Message.objects.filter(conversation__in=self.conversations())
+
+    def owner_fields(self) -> dict:
+        """Fields that make a new conversation belong to this requester."""
+        if self.user_id is not None:
+            return {"owner_id": self.user_id}
+        return {"owner": None, "anonymous_session_key": self.session_key}
+
+
+def requester_from_scope(scope: dict) -> Requester | None:
+    """The requester of a WebSocket scope, or None when the handshake must be refused (close 4401)."""
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and user.is_active:
+        return Requester(user_id=user.pk)
+    if settings.CHAT_ALLOW_ANONYMOUS and not scope.get("auth_error"):
+        session = scope.get("session")
+        key = getattr(session, "session_key", None) if session is not None else None
+        if key:
+            return Requester(session_key=key)
+    return None
+
+
+def requester_from_request(request: HttpRequest) -> Requester | None:
+    """The requester of an HTTP request (for the chat page), or None if it must sign in."""
+    if request.user.is_authenticated:
+        return Requester(user_id=request.user.pk)
+    if settings.CHAT_ALLOW_ANONYMOUS:
+        return Requester(session_key=ensure_session(request))
+    return None
+
+
+def ensure_session(request: HttpRequest) -> str:
+    """Make sure the visitor has a saved session (anonymous chats are bound to its key) and return the key.
+
+    Call it from the chat page view so the WebSocket handshake, which only reads cookies, finds the session.
+    """
+    if not request.session.session_key:
+        request.session["chat_anonymous"] = True
+        request.session.save()
+    return request.session.session_key
+
+
+async def aget_conversation(requester: Requester, conversation_id: uuid.UUID) -> Conversation | None:
+    return await requester.conversations().filter(pk=conversation_id).afirst()
+
+
+async def aget_message(requester: Requester, message_id: uuid.UUID) -> Message | None:
+    return await requester.messages().select_related("conversation").filter(pk=message_id).afirst()

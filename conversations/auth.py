@@ -1,0 +1,78 @@
+"""Bearer tokens for clients that are not browsers: issuing (POST /api/token/) and checking (WebSocket handshake).
+
+Tokens are short-lived HS256 JWTs signed with SECRET_KEY; a socket checks its token once, at the handshake.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
+ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The token is malformed, forged, expired or names an inactive/unknown user."""
+
+
+def issue_token(user) -> tuple[str, int]:
+    """A signed access token for ``user`` and its lifetime in seconds."""
+    ttl = settings.API_TOKEN_TTL_SECONDS
+    now = int(time.time())
+    payload = {"sub": str(user.pk), "iat": now, "exp": now + ttl, "typ": "access"}
+    return jwt.encode(payload, settings.SECRET_KEY, algorithm=ALGORITHM), ttl
+
+
+def user_for_token(token: str):
+    """The active user a token belongs to, or InvalidToken with a reason fit to show the client."""
+    try:
+        payload = jwt.decode(
+            token, settings.SECRET_KEY, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("The token has expired; get a new one from POST /api/token/.") from None
+    except jwt.InvalidTokenError:
+        raise InvalidToken("The token is not valid.") from None
+    if payload.get("typ") != "access":
+        raise InvalidToken("The token is not an access token.")
+    user = get_user_model().objects.filter(pk=payload["sub"], is_active=True).first()
+    if user is None:
+        raise InvalidToken("The token's user does not exist or is inactive.")
+    return user
+
+
+def bearer_token(scope: dict) -> str | None:
+    """The token in an ``Authorization: Bearer …`` handshake header, if any."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class BearerTokenMiddleware:
+    """Channels middleware: a handshake with a bearer token authenticates as the token's user.
+
+    Sits inside AuthMiddlewareStack, so a valid token overrides the session user; an invalid one leaves the
+    socket anonymous with ``scope["auth_error"]`` set, and the consumer refuses it (close 4401).
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        token = bearer_token(scope)
+        if token is not None:
+            scope = dict(scope)
+            try:
+                scope["user"] = await database_sync_to_async(user_for_token)(token)
+            except InvalidToken as exc:
+                scope["user"] = AnonymousUser()
+                scope["auth_error"] = str(exc)
+        return await self.app(scope, receive, send)

@@ -1,0 +1,264 @@
+"""What a customer can do in a chat: ask, cancel, resume, rate, ask for a person, open a conversation.
+
+Plain domain actions, independent of the transport: the WebSocket consumer parses frames and calls these;
+each takes the ``Requester`` and returns outgoing frames or raises ``ProtocolError``. Ownership is always
+checked through ``conversations.access`` so someone else's conversation looks exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from conversations import protocol, streaming
+from conversations.access import Requester, aget_conversation, aget_message
+from conversations.models import Conversation, Feedback, Message
+from knowledge.models import KnowledgeBase
+
+
+@dataclass(frozen=True)
+class AskResult:
+    """The saved question and (unless a person handles the chat) the assistant message that will answer it."""
+
+    conversation: Conversation
+    question: Message
+    answer: Message | None
+    created: bool  # False: the same ask id was seen before (idempotent re-send)
+
+    def ack(self) -> dict:
+        return protocol.ack_frame(
+            self.question.client_id, self.conversation.pk, self.question.pk, self.answer.pk if self.answer else None
+        )
+
+    def question_frame(self) -> dict:
+        return protocol.question_frame(
+            self.conversation.pk,
+            self.question.pk,
+            self.answer.pk if self.answer else None,
+            self.question.client_id,
+            self.question.text,
+        )
+
+
+async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
+    """Save the question (and the assistant message that will answer it) before any work starts.
+
+    Refused questions (busy, rate limited, unknown conversation/kb) are not saved; the client keeps them.
+    Call ``start_answer`` once the socket has joined the conversation's group.
+    """
+    try:
+        return await sync_to_async(_ask)(requester, frame)
+    except IntegrityError:
+        # The same ask id raced in from another socket: the first one won, return its ack.
+        existing = await sync_to_async(_existing_ask)(requester, frame)
+        if existing is None:
+            raise
+        return existing
+
+
+def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
+    with transaction.atomic():
+        conversation = None
+        if frame.conversation is not None:
+            conversation = requester.conversations().select_for_update().filter(pk=frame.conversation).first()
+            if conversation is None:
+                raise protocol.ProtocolError(
+                    protocol.NOT_FOUND, f"No conversation {frame.conversation}.", id=frame.id
+                )
+        existing = _existing_ask(requester, frame, conversation)
+        if existing is not None:
+            return existing
+        _check_rate(requester, frame)
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                knowledge_base=_knowledge_base(frame),
+                title=_title(frame.text),
+                **requester.owner_fields(),
+            )
+        else:
+            _check_queue(conversation, frame)
+        question = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.USER,
+            author_id=requester.user_id,
+            text=frame.text,
+            client_id=frame.id,
+            state=Message.State.COMPLETE,
+            completed_at=timezone.now(),
+        )
+        answer = None
+        if conversation.status == Conversation.Status.RESOLVED:
+            conversation.status = Conversation.Status.BOT  # a new question reopens it
+        if conversation.status != Conversation.Status.AGENT:
+            answer = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                reply_to=question,
+                state=Message.State.STREAMING,
+            )
+        conversation.save(update_fields=["status", "updated_at"])
+        return AskResult(conversation, question, answer, created=True)
+
+
+def _existing_ask(
+    requester: Requester, frame: protocol.Ask, conversation: Conversation | None = None
+) -> AskResult | None:
+    """The question already saved under this ask id (idempotency), with its answer."""
+    questions = requester.messages().filter(role=Message.Role.USER, client_id=frame.id)
+    if conversation is not None:
+        questions = questions.filter(conversation=conversation)
+    question = questions.select_related("conversation").order_by("-created_at").first()
+    if question is None:
+        return None
+    answer = question.replies.filter(role=Message.Role.ASSISTANT).order_by("created_at").first()
+    return AskResult(question.conversation, question, answer, created=False)
+
+
+def _check_rate(requester: Requester, frame: protocol.Ask) -> None:
+    """At most CHAT_RATE_LIMIT questions per minute per user/session, counted from the saved questions."""
+    limit = settings.CHAT_RATE_LIMIT
+    recent = requester.messages().filter(
+        role=Message.Role.USER, created_at__gte=timezone.now() - timedelta(minutes=1)
+    )
+    if limit > 0 and recent.count() >= limit:
+        raise protocol.ProtocolError(
+            protocol.RATE_LIMITED,
+            f"More than {limit} questions in a minute. The question was NOT saved; send it again (same id) "
+            "in a minute.",
+            id=frame.id,
+        )
+
+
+def _check_queue(conversation: Conversation, frame: protocol.Ask) -> None:
+    """A conversation answers one question at a time; at most CHAT_QUEUE_LIMIT may wait, the current included."""
+    limit = settings.CHAT_QUEUE_LIMIT
+    pending = Message.objects.filter(
+        conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING
+    ).count()
+    if pending >= limit:
+        raise protocol.ProtocolError(
+            protocol.BUSY,
+            f"{pending} questions are still being answered in this conversation (limit {limit}). The question was "
+            "NOT saved; keep it and send it again (same id) when an answer finishes.",
+            id=frame.id,
+        )
+
+
+def _knowledge_base(frame: protocol.Ask) -> KnowledgeBase:
+    if frame.kb is None:
+        kb, _ = KnowledgeBase.objects.get_or_create(name=settings.DEFAULT_KNOWLEDGE_BASE)
+        return kb
+    kb = KnowledgeBase.objects.filter(Q(slug=frame.kb) | Q(name=frame.kb)).first()
+    if kb is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No knowledge base {frame.kb!r}.", id=frame.id)
+    return kb
+
+
+def _title(text: str) -> str:
+    limit = settings.CHAT_TITLE_CHARS
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+async def start_answer(result: AskResult) -> None:
+    """Queue the answer's generation (after the asking socket joined the group, so it misses nothing)."""
+    if result.answer is None or not result.created:
+        return
+    answer = await Message.objects.select_related("conversation__knowledge_base", "reply_to").aget(
+        pk=result.answer.pk
+    )
+    streaming.start(answer)
+
+
+async def _own_assistant_message(requester: Requester, message_id: uuid.UUID, action: str) -> Message:
+    message = await aget_message(requester, message_id)
+    if message is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No message {message_id}.")
+    if message.role != Message.Role.ASSISTANT:
+        raise protocol.ProtocolError(
+            protocol.FORBIDDEN, f"Only an assistant answer can be {action}; message {message_id} is a {message.role} "
+            "message."
+        )
+    return message
+
+
+async def cancel(requester: Requester, message_id: uuid.UUID) -> None:
+    """Stop an answer; its final frame (state cancelled, partial text kept) reaches every socket."""
+    message = await _own_assistant_message(requester, message_id, "cancelled")
+    if message.is_finished:
+        return  # already over: nothing to stop, no frame
+    if await streaming.cancel(message):
+        return
+    if not settings.REDIS_URL:
+        # One process and no task owns it: an orphan from a previous run. End it honestly.
+        stream = streaming.MessageStream(message)
+        stream.seq = message.seq_last
+        await stream.finish(protocol.INTERRUPTED)
+    # With several nodes the owning node stops it (issue 4: cross-node cancel via the lease holder).
+
+
+async def resume(requester: Requester, message_id: uuid.UUID, after: int) -> tuple[Message, list[dict]]:
+    """Every frame of the message after ``after`` (the caller then delivers live frames, deduplicated)."""
+    message = await _own_assistant_message(requester, message_id, "resumed")
+    return message, await streaming.replay(message, after)
+
+
+async def feedback(requester: Requester, frame: protocol.Feedback) -> dict:
+    """Save (or replace) this requester's rating of an answer."""
+    message = await aget_message(requester, frame.message)
+    if message is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No message {frame.message}.")
+    if message.role not in (Message.Role.ASSISTANT, Message.Role.AGENT):
+        raise protocol.ProtocolError(
+            protocol.FORBIDDEN, f"Only answers can be rated; message {frame.message} is a {message.role} message."
+        )
+    who = {"user_id": requester.user_id} if requester.user_id else {"user": None, "anonymous_session_key": requester.session_key}
+    await Feedback.objects.aupdate_or_create(
+        message=message, **who, defaults={"rating": frame.rating, "comment": frame.comment}
+    )
+    return protocol.feedback_frame(message.pk, frame.rating, frame.comment)
+
+
+async def join(requester: Requester, conversation_id: uuid.UUID) -> tuple[Conversation, dict]:
+    """Open a conversation on a socket: its current state (the caller joins its group)."""
+    conversation = await aget_conversation(requester, conversation_id)
+    if conversation is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
+    return conversation, await conversation_frame(conversation)
+
+
+async def request_handoff(requester: Requester, conversation_id: uuid.UUID) -> None:
+    """The customer asks for a person: the conversation waits for an agent; every socket showing it is told.
+
+    The ``conversation`` frame is published to the group (the asking socket has joined it), also when nothing
+    changed, so a repeated request still gets an answer.
+    """
+    conversation = await aget_conversation(requester, conversation_id)
+    if conversation is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
+    if conversation.status in (Conversation.Status.BOT, Conversation.Status.RESOLVED):
+        conversation.status = Conversation.Status.WAITING_FOR_AGENT
+        await conversation.asave(update_fields=["status", "updated_at"])
+        await Message.objects.acreate(
+            conversation=conversation, role=Message.Role.SYSTEM, text="The customer asked to talk to a person."
+        )
+    await streaming.publish(conversation.pk, await conversation_frame(conversation))
+
+
+async def conversation_frame(conversation: Conversation) -> dict:
+    streaming_ids = [
+        pk
+        async for pk in Message.objects.filter(
+            conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    ]
+    return protocol.conversation_frame(conversation.pk, conversation.status, conversation.title, streaming_ids)

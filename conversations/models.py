@@ -1,0 +1,156 @@
+"""What a chat is made of: conversations, their messages (questions, answers, agents' replies) and feedback."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def default_knowledge_base_id() -> int:
+    """The knowledge base named ``settings.DEFAULT_KNOWLEDGE_BASE`` (created empty if missing)."""
+    from knowledge.models import KnowledgeBase
+
+    kb, _ = KnowledgeBase.objects.get_or_create(name=settings.DEFAULT_KNOWLEDGE_BASE)
+    return kb.pk
+
+
+class Conversation(models.Model):
+    """One customer's thread. Owned by a user, or by an anonymous visitor's session when that is allowed."""
+
+    class Status(models.TextChoices):
+        BOT = "bot", "Answered by the assistant"
+        WAITING_FOR_AGENT = "waiting_for_agent", "Waiting for a person"
+        AGENT = "agent", "A person is answering"
+        RESOLVED = "resolved", "Resolved"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
+    )
+    anonymous_session_key = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    knowledge_base = models.ForeignKey(
+        "knowledge.KnowledgeBase",
+        on_delete=models.PROTECT,
+        related_name="conversations",
+        default=default_knowledge_base_id,
+    )
+    title = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.BOT, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent"),
+            models.Index(fields=["anonymous_session_key", "-updated_at"], name="conv_session_recent"),
+            models.Index(fields=["status", "-updated_at"], name="conv_status_recent"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(owner__isnull=False) | ~Q(anonymous_session_key=""),
+                name="conversation_has_owner_or_session",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    """A turn: the user's question, the assistant's answer (streamed), an agent's reply or a system note."""
+
+    class Role(models.TextChoices):
+        USER = "user", "Customer"
+        ASSISTANT = "assistant", "Assistant"
+        AGENT = "agent", "Agent"
+        SYSTEM = "system", "System"
+
+    class State(models.TextChoices):
+        STREAMING = "streaming", "Streaming"
+        COMPLETE = "complete", "Complete"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True, help_text="Sanitised HTML rendered from the answer's Markdown.")
+    # A question is complete once saved; an answer is streaming until its final frame.
+    state = models.CharField(max_length=12, choices=State.choices, default=State.COMPLETE, db_index=True)
+    citations = models.JSONField(default=list, blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    trace = models.JSONField(default=dict, blank=True, help_text="Query, passages with scores, timings, generator.")
+    # Compact copy of the message's stream frames so `resume` works after the frame log expired:
+    # status/sources/error frames as dicts (without message/seq), tokens as their length in `text`.
+    frames = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    client_id = models.CharField(max_length=64, blank=True, default="", help_text="The client's idempotency id.")
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    seq_last = models.PositiveIntegerField(default=0, help_text="seq of the last stream frame saved.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="msg_conv_created"),
+            models.Index(
+                fields=["conversation"], condition=Q(state="streaming"), name="msg_conv_streaming"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(role="user") & ~Q(client_id=""),
+                name="message_unique_client_id_per_conversation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state != self.State.STREAMING
+
+
+class Feedback(models.Model):
+    """A customer's thumbs up/down on an answer; one per user (or anonymous session) per message."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    anonymous_session_key = models.CharField(max_length=64, blank=True, default="")
+    rating = models.SmallIntegerField()
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(rating__in=[1, -1]), name="feedback_rating_plus_minus_one"),
+            models.UniqueConstraint(
+                fields=["message", "user"], condition=Q(user__isnull=False), name="feedback_one_per_user"
+            ),
+            models.UniqueConstraint(
+                fields=["message", "anonymous_session_key"],
+                condition=Q(user__isnull=True),
+                name="feedback_one_per_session",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'+' if self.rating > 0 else '-'}1 on {self.message_id}"
