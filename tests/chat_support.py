@@ -45,6 +45,13 @@ class ChatClient:
             if frame["type"] == kind:
                 return frame
 
+    async def recv_type_for(self, message: str, wait: float = TIMEOUT) -> dict[str, Any]:
+        """The next stream frame of ``message``."""
+        while True:
+            frame = await self.recv(wait)
+            if frame.get("message") == message and "seq" in frame:
+                return frame
+
     async def ask(self, text: str, **fields: Any) -> dict[str, Any]:
         """Send an ask and return its ack (a fresh id unless one is given)."""
         frame = {"type": "ask", "id": fields.pop("id", None) or str(uuid.uuid4()), "text": text, **fields}
@@ -54,12 +61,9 @@ class ChatClient:
     async def until_final(self, message: str, wait: float = TIMEOUT) -> list[dict[str, Any]]:
         """Stream frames of ``message`` up to and including its final (other frames are skipped)."""
         frames = []
-        while True:
-            frame = await self.recv(wait)
-            if frame.get("message") == message and "seq" in frame:
-                frames.append(frame)
-                if frame["type"] == "final":
-                    return frames
+        while not frames or frames[-1]["type"] != "final":
+            frames.append(await self.recv_type_for(message, wait))
+        return frames
 
     async def quiet(self, wait: float = 0.3) -> bool:
         """True if nothing arrives for ``wait`` seconds."""

@@ -1,0 +1,280 @@
+"""The chat consumer end to end over the real ASGI stack and database: streaming, queue, cancel, resume.
+
+Answers come from the real pipeline (hybrid retrieval on the demo knowledge base + the offline extractive
+generator); ANSWER_WORDS_PER_SECOND=0 except where the pace matters (cancel and reconnect mid-answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from conversations import streaming
+from conversations.models import Conversation, Feedback, Message
+from tests.chat_support import assert_contiguous, connect, stop_generation, stream_text
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def fast_answers(settings):
+    settings.ANSWER_WORDS_PER_SECOND = 0
+    settings.REDIS_URL = ""
+
+
+@pytest.fixture
+def slow_answers(settings):
+    settings.ANSWER_WORDS_PER_SECOND = 12
+    settings.REDIS_URL = ""
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request, settings):
+    """Frame log and channel layer: in-process, or the machine's real Redis (what several nodes use)."""
+    if request.param == "redis":
+        prefix = f"test-chat-{uuid.uuid4().hex[:8]}"
+        settings.REDIS_URL = REDIS
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [REDIS], "prefix": prefix, "capacity": 1000},
+            }
+        }
+    else:
+        settings.REDIS_URL = ""
+    return request.param
+
+
+@pytest.fixture
+def alice(transactional_db):
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+async def cleanup():
+    yield
+    await stop_generation()
+
+
+async def test_ask_streams_status_sources_tokens_final(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    assert set(ack) == {"type", "id", "conversation", "question", "message"}
+    frames = await client.until_final(ack["message"])
+    assert_contiguous(frames)
+    types = [f["type"] for f in frames]
+    assert types[:4] == ["status", "status", "sources", "status"]
+    assert [f["stage"] for f in frames if f["type"] == "status"] == ["retrieving", "retrieved", "generating"]
+    assert set(types[4:-1]) == {"token"} and types[-1] == "final"
+    final = frames[-1]
+    assert final["state"] == "complete"
+    assert final["text"] == stream_text(frames) and final["text"]
+    assert final["citations"] and set(final["citations"]) <= {item["n"] for item in frames[2]["items"]}
+    assert "<" in final["html"]
+
+    answer = await Message.objects.aget(pk=ack["message"])
+    question = await Message.objects.aget(pk=ack["question"])
+    assert (answer.state, answer.text, answer.seq_last) == ("complete", final["text"], final["seq"])
+    assert answer.completed_at is not None
+    assert answer.reply_to_id == question.pk and question.text == "How do I return an item?"
+    assert answer.trace["passages"] and answer.sources == frames[2]["items"]
+    conversation = await Conversation.objects.aget(pk=ack["conversation"])
+    assert conversation.owner_id == alice.pk and conversation.title == "How do I return an item?"
+    await client.close()
+
+
+async def test_queued_asks_are_acked_at_once_and_answered_in_order(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    first = await client.ask("How do I return an item?")
+    conversation = first["conversation"]
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    for text, ask_id in zip(["How do I track my order?", "Can I exchange an item?"], ids, strict=True):
+        await client.send({"type": "ask", "id": ask_id, "text": text, "conversation": conversation})
+    acks, order, finals = {}, [], {}
+    while len(finals) < 3:
+        frame = await client.recv()
+        if frame["type"] == "ack":
+            acks[frame["id"]] = frame
+            assert not finals, "queued asks are acknowledged before the first answer ends"
+        elif frame.get("seq") is not None:
+            if frame["message"] not in order:
+                order.append(frame["message"])
+            if frame["type"] == "final":
+                finals[frame["message"]] = frame
+    assert list(acks) == ids and all(a["conversation"] == conversation for a in acks.values())
+    assert order == [first["message"], acks[ids[0]]["message"], acks[ids[1]]["message"]]
+    assert all(f["state"] == "complete" for f in finals.values())
+    questions = [m.text async for m in Message.objects.filter(conversation_id=conversation, role="user")]
+    assert questions == ["How do I return an item?", "How do I track my order?", "Can I exchange an item?"]
+    await client.close()
+
+
+async def test_cancel_mid_stream_stops_within_one_token_and_keeps_partial_text(demo_kb, alice, slow_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = []
+    while sum(f["type"] == "token" for f in frames) < 3:
+        frames.append(await client.recv_type_for(ack["message"]))
+    await client.send({"type": "cancel", "message": ack["message"]})
+    after_cancel = await client.until_final(ack["message"])
+    frames += after_cancel
+    assert_contiguous(frames)
+    assert sum(f["type"] == "token" for f in after_cancel) <= 1
+    final = frames[-1]
+    assert final["state"] == "cancelled"
+    assert final["text"] == stream_text(frames) and final["text"]
+    answer = await Message.objects.aget(pk=ack["message"])
+    assert (answer.state, answer.text) == ("cancelled", final["text"])
+    # Cancelling a finished answer is a no-op, and the socket keeps working.
+    await client.send({"type": "cancel", "message": ack["message"]})
+    assert await client.quiet()
+    await client.ping_roundtrip()
+    await client.close()
+
+
+async def test_same_ask_id_returns_the_same_ack_and_never_a_second_question(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ask_id = str(uuid.uuid4())
+    ack = await client.ask("How do I return an item?", id=ask_id)
+    await client.until_final(ack["message"])
+    again = await client.ask("How do I return an item?", id=ask_id)
+    assert again == ack
+    in_conversation = await client.ask("How do I return an item?", id=ask_id, conversation=ack["conversation"])
+    assert in_conversation == ack
+    # Another socket (a reconnect) resending it: still the same ack.
+    other = await connect(alice)
+    assert await other.ask("How do I return an item?", id=ask_id) == ack
+    assert await Message.objects.filter(client_id=ask_id).acount() == 1
+    assert await Message.objects.filter(conversation_id=ack["conversation"]).acount() == 2
+    assert await client.quiet()
+    await client.close()
+    await other.close()
+
+
+async def test_reconnect_mid_answer_resumes_with_nothing_missing_or_doubled(demo_kb, alice, settings, backend, cleanup):
+    settings.ANSWER_WORDS_PER_SECOND = 15
+    first = await connect(alice)
+    ack = await first.ask("How do I return an item?")
+    got = []
+    while sum(f["type"] == "token" for f in got) < 3:
+        got.append(await first.recv_type_for(ack["message"]))
+    await first.close()  # the connection drops; the answer keeps being generated
+    await asyncio.sleep(0.3)
+
+    second = await connect(alice)
+    await second.send({"type": "resume", "message": ack["message"], "after": got[-1]["seq"]})
+    rest = await second.until_final(ack["message"])
+    frames = got + rest
+    assert_contiguous(frames)
+    assert frames[-1]["state"] == "complete"
+    assert frames[-1]["text"] == stream_text(frames)
+    assert await second.quiet()
+    await second.close()
+
+
+async def test_resume_from_a_middle_seq_replays_exactly_the_rest(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = await client.until_final(ack["message"])
+    middle = len(frames) // 2
+    other = await connect(alice)
+    await other.send({"type": "resume", "message": ack["message"], "after": middle})
+    assert await other.until_final(ack["message"]) == frames[middle:]
+    assert await other.quiet()
+    await client.close()
+    await other.close()
+
+
+async def test_resume_after_final_replays_through_final_also_from_the_database(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = await client.until_final(ack["message"])
+    await client.send({"type": "resume", "message": ack["message"], "after": 0})
+    assert await client.until_final(ack["message"]) == frames
+
+    streaming.frame_log().clear()  # the log expired: the frames are rebuilt from PostgreSQL
+    assert await streaming.frame_log().read(ack["message"], 0) == []
+    await client.send({"type": "resume", "message": ack["message"], "after": 3})
+    assert await client.until_final(ack["message"]) == frames[3:]
+    await client.send({"type": "resume", "message": ack["message"], "after": frames[-1]["seq"]})
+    assert await client.quiet()
+    await client.close()
+
+
+async def test_feedback_is_saved_and_updated(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    await client.until_final(ack["message"])
+    await client.send({"type": "feedback", "message": ack["message"], "rating": 1})
+    assert await client.recv_type("feedback") == {
+        "type": "feedback", "message": ack["message"], "rating": 1, "comment": ""
+    }
+    await client.send({"type": "feedback", "message": ack["message"], "rating": -1, "comment": "Not my country"})
+    assert (await client.recv_type("feedback"))["rating"] == -1
+    rows = [(f.rating, f.comment, f.user_id) async for f in Feedback.objects.filter(message_id=ack["message"])]
+    assert rows == [(-1, "Not my country", alice.pk)]
+    await client.close()
+
+
+async def test_second_socket_in_the_conversation_receives_the_live_frames(demo_kb, alice, settings, backend, cleanup):
+    settings.ANSWER_WORDS_PER_SECOND = 0
+    asker = await connect(alice)
+    first = await asker.ask("How do I return an item?")
+    await asker.until_final(first["message"])
+
+    watcher = await connect(alice)
+    await watcher.send({"type": "join", "conversation": first["conversation"]})
+    joined = await watcher.recv_type("conversation")
+    assert joined["conversation"] == first["conversation"] and joined["status"] == "bot"
+
+    ack = await asker.ask("How do I track my order?", conversation=first["conversation"])
+    question = await watcher.recv_type("question")
+    assert (question["question"], question["message"], question["text"]) == (
+        ack["question"], ack["message"], "How do I track my order?"
+    )
+    seen_by_asker = await asker.until_final(ack["message"])
+    seen_by_watcher = await watcher.until_final(ack["message"])
+    assert seen_by_watcher == seen_by_asker
+    assert_contiguous(seen_by_watcher)
+    await asker.close()
+    await watcher.close()
+
+
+async def test_handoff_puts_the_conversation_in_the_waiting_queue(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    await client.until_final(ack["message"])
+    await client.send({"type": "handoff", "conversation": ack["conversation"]})
+    frame = await client.recv_type("conversation")
+    assert frame == {
+        "type": "conversation",
+        "conversation": ack["conversation"],
+        "status": "waiting_for_agent",
+        "title": "How do I return an item?",
+        "streaming": [],
+    }
+    conversation = await Conversation.objects.aget(pk=ack["conversation"])
+    assert conversation.status == "waiting_for_agent"
+    assert await Message.objects.filter(conversation=conversation, role="system").aexists()
+    await client.close()
+
+
+async def test_generation_killed_by_shutdown_ends_interrupted_not_streaming(demo_kb, alice, slow_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    queued = await client.ask("How do I track my order?", conversation=ack["conversation"])
+    frames = []
+    while not any(f["type"] == "token" for f in frames):
+        frames.append(await client.recv_type_for(ack["message"]))
+    await streaming.shutdown()
+    frames += await client.until_final(ack["message"])
+    assert_contiguous(frames)
+    assert frames[-1]["state"] == "interrupted" and frames[-1]["text"] == stream_text(frames)
+    states = {m.pk: m.state async for m in Message.objects.filter(role="assistant")}
+    assert states == {uuid.UUID(ack["message"]): "interrupted", uuid.UUID(queued["message"]): "interrupted"}
+    await client.close()
