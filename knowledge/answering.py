@@ -40,7 +40,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -178,7 +177,7 @@ async def answer(
     history: list[dict] | None = None,
     generator: Generator | None = None,
 ) -> AsyncIterator[Event]:
-    """Answer ``question`` from ``kb`` (None = the default knowledge base) as a stream of events.
+    """Answer ``question`` from ``kb`` as a stream of events (``kb=None`` searches every knowledge base).
 
     Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails.
     """
@@ -210,20 +209,24 @@ async def answer(
     pieces: list[str] = []
     first_token_ms: float | None = None
     generate_started = time.perf_counter()
+    stream = generator.stream(question, passages, turns)
     try:
-        async with aclosing(generator.stream(question, passages, turns)) as stream:
-            async for piece in stream:
-                if not piece:
-                    continue
-                if first_token_ms is None:
-                    first_token_ms = _ms(time.perf_counter() - started)
-                pieces.append(piece)
-                yield TokenEvent(piece)
+        async for piece in stream:
+            if not piece:
+                continue
+            if first_token_ms is None:
+                first_token_ms = _ms(time.perf_counter() - started)
+            pieces.append(piece)
+            yield TokenEvent(piece)
     except AnswerBackendError:
         raise
     except Exception as exc:  # a bug or unexpected failure in a generator must still end the message clearly
         logger.exception("Answer generator %s failed", generator.name)
         raise AnswerBackendError(f"The answer generator failed: {exc}") from exc
+    finally:
+        # Also on cancel / aclose(): close the generator now (for the LLM: the HTTP stream), not at GC time.
+        if hasattr(stream, "aclose"):
+            await stream.aclose()
     generate_ms = _ms(time.perf_counter() - generate_started)
 
     text = "".join(pieces)
@@ -563,6 +566,33 @@ def format_passages(passages: Sequence[Any]) -> str:
     return "\n\n".join(blocks)
 
 
+def _http_errors() -> tuple[type[Exception], ...]:
+    """Exceptions meaning "the endpoint failed": the SDK's own, plus its HTTP library's raised mid-stream.
+
+    The SDK wraps request errors but not all errors while a stream is being read; it has used
+    ``httpx`` and, in newer releases, ``httpx2``, so both are recognised when installed.
+    """
+    import importlib
+
+    import openai
+
+    errors: list[type[Exception]] = [openai.OpenAIError]
+    for module_name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module_name).HTTPError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
+
+def _is_timeout(exc: Exception) -> bool:
+    import openai
+
+    return isinstance(exc, openai.APITimeoutError) or type(exc).__name__ in {
+        "TimeoutException", "ReadTimeout", "ConnectTimeout", "WriteTimeout", "PoolTimeout",
+    }  # fmt: skip
+
+
 class OpenAIChatGenerator:
     """Any OpenAI-compatible chat endpoint (OpenAI, Azure, Ollama, vLLM, llama.cpp) via the official SDK.
 
@@ -600,14 +630,13 @@ class OpenAIChatGenerator:
         )
 
     def _error(self, exc: Exception) -> AnswerBackendError:
-        import httpx
         import openai
 
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        if _is_timeout(exc):
             message = f"The language model did not respond within {self.timeout:g} s."
         elif isinstance(exc, openai.APIStatusError):
             message = f"The language model endpoint returned HTTP {exc.status_code}: {exc.message}"
-        elif isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        elif isinstance(exc, openai.APIConnectionError):
             message = f"Could not reach the language model endpoint at {self.base_url}."
         else:
             message = f"The language model endpoint failed: {exc}"
@@ -629,9 +658,7 @@ class OpenAIChatGenerator:
         ]
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
-        import httpx
-        import openai
-
+        errors = _http_errors()
         async with self._client() as client:
             try:
                 response = await client.chat.completions.create(
@@ -641,22 +668,20 @@ class OpenAIChatGenerator:
                     max_tokens=self.max_tokens,
                     temperature=settings.LLM_TEMPERATURE,
                 )
-            except (openai.OpenAIError, httpx.HTTPError) as exc:
+            except errors as exc:
                 raise self._error(exc) from exc
             try:
                 async for chunk in response:
                     for choice in chunk.choices:
                         if choice.delta and choice.delta.content:
                             yield choice.delta.content
-            except (openai.OpenAIError, httpx.HTTPError) as exc:
+            except errors as exc:
                 raise self._error(exc) from exc
             finally:
                 await response.close()  # also on cancel: the server sees the connection go away
 
     async def rewrite(self, question: str, history: list[dict]) -> str:
-        import httpx
-        import openai
-
+        errors = _http_errors()
         conversation = "\n".join(
             f"{'Customer' if m['role'] == 'user' else 'Support'}: {m['content']}"
             for m in self.history_messages(history)
@@ -672,7 +697,7 @@ class OpenAIChatGenerator:
                     max_tokens=64,
                     temperature=0,
                 )
-            except (openai.OpenAIError, httpx.HTTPError) as exc:
+            except errors as exc:
                 raise self._error(exc) from exc
         content = completion.choices[0].message.content if completion.choices else None
         return " ".join((content or "").split()).strip("\"'") or question

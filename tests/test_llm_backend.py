@@ -1,0 +1,165 @@
+"""The OpenAI-compatible generator against a local server speaking the real streaming wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from knowledge.answering import (
+    AnswerBackendError,
+    FinalEvent,
+    OpenAIChatGenerator,
+    SourcesEvent,
+    TokenEvent,
+    answer,
+    get_generator,
+)
+from tests.answering_kb import build_kb
+from tests.llm_standin import LLMStandin
+
+pytestmark = pytest.mark.django_db(transaction=True)  # retrieval runs on other threads' connections
+
+REPLY = "You can return most items within 30 days [1]. Refunds arrive within 5 business days [2][9]."
+
+
+@pytest.fixture
+def llm(settings):
+    with LLMStandin(reply=REPLY) as standin:
+        settings.ANSWER_GENERATOR = "openai"
+        settings.LLM_BASE_URL = standin.base_url
+        settings.LLM_MODEL = "standin-model"
+        settings.LLM_API_KEY = "sk-test"
+        settings.LLM_TIMEOUT = 5.0
+        settings.LLM_MAX_RETRIES = 0
+        settings.RETRIEVAL_TOP_K = 3
+        yield standin
+
+
+@pytest.fixture
+def kb():
+    return build_kb()
+
+
+async def collect(question: str, kb, **kwargs) -> list:
+    return [event async for event in answer(question, kb=kb, **kwargs)]
+
+
+async def test_streamed_tokens_concatenate_and_citations_are_parsed(llm, kb):
+    events = await collect("Can I return an item and how long do refunds take?", kb)
+    tokens = [e.text for e in events if isinstance(e, TokenEvent)]
+    final = events[-1]
+
+    assert isinstance(final, FinalEvent)
+    assert len(tokens) > 5  # streamed in pieces, not one blob
+    assert final.text == "".join(tokens) == REPLY
+    assert final.citations == [1, 2]  # [9] is not one of the 3 sources
+    assert 'href="#source-1"' in final.html and "#source-9" not in final.html
+    assert final.trace["generator"] == "openai:standin-model"
+    assert final.state == "complete"
+
+
+async def test_prompt_has_numbered_passages_history_and_citation_rules(llm, kb):
+    history = [
+        {"role": "user", "text": "Hi, I bought a kettle last week."},
+        {"role": "agent", "text": "Hello! How can I help with it?"},
+    ]
+    events = await collect("Can I send it back?", kb, history=history)
+    sources = next(e for e in events if isinstance(e, SourcesEvent))
+
+    request = llm.streamed_requests()[-1]
+    assert request["model"] == "standin-model"
+    assert request["stream"] is True
+    assert request["_authorization"] == "Bearer sk-test"
+    system = request["messages"][0]
+    assert system["role"] == "system"
+    assert "[n]" in system["content"] or "[1]" in system["content"]
+    assert "ONLY the numbered passages" in system["content"]
+    for item in sources.items:
+        assert f"[{item['n']}] {item['title']}" in system["content"]
+    assert request["messages"][1:] == [
+        {"role": "user", "content": "Hi, I bought a kettle last week."},
+        {"role": "assistant", "content": "Hello! How can I help with it?"},
+        {"role": "user", "content": "Can I send it back?"},
+    ]
+
+
+async def test_follow_up_is_rewritten_before_retrieval(llm, kb):
+    llm.rewrite_reply = "How long does a refund take after returning an item?"
+    history = [
+        {"role": "user", "text": "How do I return an item?"},
+        {"role": "assistant", "text": "Start a return from My account [1]."},
+    ]
+    events = await collect("And the money?", kb, history=history)
+    final = events[-1]
+
+    rewrite_request = llm.plain_requests()[0]
+    assert llm.requests.index(rewrite_request) == 0  # rewritten first, answered second
+    assert "How do I return an item?" in rewrite_request["messages"][-1]["content"]
+    assert "And the money?" in rewrite_request["messages"][-1]["content"]
+    assert final.trace["query"] == "And the money?"
+    assert final.trace["rewritten_query"] == llm.rewrite_reply
+    sources = next(e for e in events if isinstance(e, SourcesEvent))
+    assert sources.items[0]["title"] == "Refunds"  # retrieval searched for the rewrite, not "And the money?"
+    assert llm.streamed_requests()[-1]["messages"][-1] == {"role": "user", "content": "And the money?"}
+
+
+async def test_no_history_means_no_rewrite_call(llm, kb):
+    await collect("How do I reset my password?", kb)
+    assert llm.plain_requests() == []
+    assert len(llm.streamed_requests()) == 1
+
+
+async def test_server_error_becomes_a_clear_backend_error(llm, kb):
+    llm.fail_status = 500
+    events: list = []
+    with pytest.raises(AnswerBackendError, match="HTTP 500"):
+        async for event in answer("How do I reset my password?", kb=kb):
+            events.append(event)
+    assert not any(isinstance(e, FinalEvent) for e in events)
+    assert any(isinstance(e, SourcesEvent) for e in events)  # retrieval still reported what it found
+
+
+async def test_hanging_server_times_out_within_the_limit(llm, kb, settings):
+    settings.LLM_TIMEOUT = 1.0
+    llm.hang_seconds = 6
+    started = time.monotonic()
+    with pytest.raises(AnswerBackendError, match="did not respond within 1 s"):
+        await collect("How do I reset my password?", kb)
+    assert time.monotonic() - started < 5
+
+
+async def test_unreachable_endpoint_is_a_backend_error(llm, kb, settings):
+    llm.stop()
+    with pytest.raises(AnswerBackendError, match="Could not reach"):
+        await collect("How do I reset my password?", kb)
+
+
+async def test_cancel_closes_the_http_stream(llm, kb):
+    llm.reply = " ".join(f"word{i}" for i in range(400))
+    llm.token_delay = 0.01
+    first_token = asyncio.Event()
+
+    async def consume():
+        async for event in answer("How do I reset my password?", kb=kb):
+            if isinstance(event, TokenEvent):
+                first_token.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_token.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The server notices the closed connection on its next writes; a stream left open would run ~4 s to the end.
+    assert await asyncio.to_thread(llm.disconnected.wait, 3)
+    assert not llm.stream_finished.is_set()
+
+
+def test_openai_generator_needs_its_settings(settings):
+    settings.LLM_BASE_URL = ""
+    settings.LLM_MODEL = ""
+    settings.ANSWER_GENERATOR = "openai"
+    with pytest.raises(AnswerBackendError, match="LLM_BASE_URL"):
+        get_generator()
+    assert OpenAIChatGenerator(base_url="http://127.0.0.1:1/v1", model="m").name == "openai:m"
