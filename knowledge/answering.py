@@ -200,7 +200,7 @@ async def answer(
         result = await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K)
     except Exception as exc:  # embedding backend or database down: one clear error for the caller
         logger.exception("Retrieval failed for %r", query)
-        raise AnswerBackendError(f"Searching the knowledge base failed: {exc}") from exc
+        raise AnswerBackendError("Searching the knowledge base failed; please try again in a moment.") from exc
     passages = list(result.passages)
     yield StatusEvent("retrieved", retrieved_text(passages))
     yield SourcesEvent(source_items(passages))
@@ -222,7 +222,7 @@ async def answer(
         raise
     except Exception as exc:  # a bug or unexpected failure in a generator must still end the message clearly
         logger.exception("Answer generator %s failed", generator.name)
-        raise AnswerBackendError(f"The answer generator failed: {exc}") from exc
+        raise AnswerBackendError("The answer generator failed unexpectedly; please ask again.") from exc
     finally:
         # Also on cancel / aclose(): close the generator now (for the LLM: the HTTP stream), not at GC time.
         if hasattr(stream, "aclose"):
