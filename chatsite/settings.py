@@ -183,7 +183,7 @@ HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)
 ANSWER_GENERATOR = os.environ.get("ANSWER_GENERATOR", "extractive")
 ANSWER_WORDS_PER_SECOND = env_float("ANSWER_WORDS_PER_SECOND", 40.0)  # extractive streaming pace; 0 = no delay
 ANSWER_MAX_SENTENCES = env_int("ANSWER_MAX_SENTENCES", 4)  # extractive: sentences quoted at most
-ANSWER_MIN_SIMILARITY = env_float("ANSWER_MIN_SIMILARITY", 0.35)  # extractive: below this = "nothing relevant"
+ANSWER_MIN_SIMILARITY = env_float("ANSWER_MIN_SIMILARITY", 0.42)  # extractive: below this = "nothing relevant"
 ANSWER_RELATIVE_SIMILARITY = env_float("ANSWER_RELATIVE_SIMILARITY", 0.75)  # keep sentences >= best * this
 ANSWER_HISTORY_MESSAGES = env_int("ANSWER_HISTORY_MESSAGES", 6)  # recent turns sent to the LLM
 LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "")  # e.g. https://api.openai.com/v1, http://localhost:11434/v1
