@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from procrastinate import RetryStrategy
 from procrastinate.contrib.django import app
 from procrastinate.exceptions import AlreadyEnqueued
@@ -63,7 +63,11 @@ def ingest_document_task(document_id: int) -> None:
 def defer_ingestion(document_id: int) -> None:
     """Queue ingestion; a job for this document that is still waiting is not queued twice."""
     try:
-        ingest_document_task.configure(queueing_lock=f"ingest-document-{document_id}").defer(document_id=document_id)
+        # A savepoint: the refused duplicate must not abort a surrounding transaction.
+        with transaction.atomic():
+            ingest_document_task.configure(queueing_lock=f"ingest-document-{document_id}").defer(
+                document_id=document_id
+            )
     except AlreadyEnqueued:
         logger.info("Ingestion of document %s is already queued.", document_id)
 

@@ -2,10 +2,108 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
+from django.core.files.base import ContentFile
+
+if TYPE_CHECKING:
+    from knowledge.ingest.pipeline import PreparedDocument
 
 
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Uploaded files go to a throwaway folder, never into the developer's .data/."""
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+# --- Demo knowledge base (owned by ingestion) -------------------------------------------------
+
+
+@dataclass
+class DemoFile:
+    path: Path
+    data: bytes
+    prepared: PreparedDocument
+
+
+@pytest.fixture(scope="session")
+def demo_kb_files() -> list[DemoFile]:
+    """knowledge/demo_kb/ parsed, chunked and embedded ONCE per test session (the slow part, ~seconds)."""
+    from django.conf import settings as django_settings
+
+    from knowledge.ingest.pipeline import collect_files, prepare
+
+    paths = collect_files([django_settings.DEMO_KB_DIR])
+    assert paths, f"No demo articles in {django_settings.DEMO_KB_DIR}; the demo knowledge base ships with the repo."
+    return [DemoFile(path, path.read_bytes(), prepare(path.read_bytes(), path.name)) for path in paths]
+
+
+@pytest.fixture
+def demo_kb(db, demo_kb_files):
+    """The "Help Centre" knowledge base with every demo article ingested (status ready, real embeddings).
+
+    Works in plain ``db`` tests and in ``transactional_db`` tests (request both; transactional wins):
+    the embedding work is cached for the session, and this fixture only bulk-inserts the rows when
+    they are missing (every ``db`` test rolls back, every ``transactional_db`` test flushes), which
+    takes milliseconds. Returns the KnowledgeBase; documents and chunks hang off it.
+
+        def test_finds_returns(demo_kb):
+            result = search("how do I send something back", kb=demo_kb)
+    """
+    from django.conf import settings as django_settings
+    from django.utils import timezone
+
+    from knowledge.ingest.pipeline import build_chunks, get_or_create_knowledge_base
+    from knowledge.models import Chunk, Document
+
+    kb = get_or_create_knowledge_base(django_settings.DEFAULT_KNOWLEDGE_BASE)
+    if kb.documents.exists():
+        return kb
+    now = timezone.now()
+    chunks = []
+    for item in demo_kb_files:
+        document = Document(
+            knowledge_base=kb,
+            title=item.prepared.parsed.title,
+            original_filename=item.path.name,
+            mime_type=item.prepared.parsed.mime_type,
+            size_bytes=len(item.data),
+            checksum=hashlib.sha256(item.data).hexdigest(),
+            status=Document.Status.READY,
+            chunk_count=len(item.prepared.drafts),
+            ingested_at=now,
+        )
+        document.file.save(item.path.name, ContentFile(item.data), save=False)
+        document.save()
+        chunks.extend(build_chunks(document, item.prepared))
+    Chunk.objects.bulk_create(chunks, batch_size=500)
+    return kb
+
+
+# --- Real Daphne processes (owned by the chat page; reused by the multi-node tests) -------------------
+
+
+@pytest.fixture
+def daphne_server(transactional_db, tmp_path):
+    """Factory: ``node = daphne_server()`` starts a real Daphne on a free port against the test database.
+
+    Returns a ``tests.daphne_process.DaphneNode`` (``node.url`` is the base URL). Call it N times for N
+    nodes; ``daphne_server(REDIS_URL=...)`` overrides environment variables. All are stopped at teardown.
+    Tests using it need ``@pytest.mark.django_db(transaction=True)`` so the server sees their rows.
+    """
+    from tests.daphne_process import start_daphne
+
+    nodes = []
+
+    def start(**env: str):
+        node = start_daphne(tmp_path / "daphne", env)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()

@@ -1,0 +1,179 @@
+"""The durable queue: a job whose worker is killed mid-task is retried by another worker, never lost.
+
+Real parts only: `manage.py procrastinate worker` subprocesses against the test database, SIGKILL,
+and PostgreSQL advisory locks. The test holds the per-document ingestion lock so the first worker
+is provably *inside* the task (blocked waiting for the lock) when it is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from knowledge.ingest import pipeline
+from knowledge.models import Document
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def database_url() -> str:
+    """libpq URL of the test database (the embedded server's host is a unix-socket directory)."""
+    params = conninfo()
+    auth = f"{quote(params.get('user') or '', safe='')}:{quote(params.get('password') or '', safe='')}"
+    host, port, name = params.get("host") or "localhost", params.get("port"), params["dbname"]
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{name}?host={quote(host, safe='/')}" + (f"&port={port}" if port else "")
+    return f"postgresql://{auth}@{host}:{port or 5432}/{name}"
+
+
+def conninfo() -> dict:
+    params = connection.get_connection_params()
+    return {k: v for k, v in params.items() if k in {"dbname", "user", "password", "host", "port"}}
+
+
+def start_worker(log: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        # Small thresholds so the test takes seconds, not minutes.
+        "PROCRASTINATE_HEARTBEAT_SECONDS": "0.5",
+        "PROCRASTINATE_STALLED_AFTER_SECONDS": "3",
+        "PROCRASTINATE_STALLED_CHECK_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("TEST_DATABASE_NAME", None)
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "procrastinate", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    pytest.fail(f"Timed out after {timeout:.0f}s waiting for {what}. Worker log tail:\n{tail}")
+
+
+def query_one(sql: str, params=()):
+    with psycopg.connect(**conninfo(), autocommit=True) as conn:
+        return conn.execute(sql, params).fetchone()
+
+
+def ingestion_job(document_id: int):
+    return query_one(
+        "SELECT id, status, attempts FROM procrastinate_jobs WHERE task_name = 'knowledge.ingest_document' "
+        "AND (args->>'document_id')::bigint = %s ORDER BY id DESC LIMIT 1",
+        (document_id,),
+    )
+
+
+def worker_waits_on_document_lock(document_id: int) -> bool:
+    row = query_one(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s AND objid = %s",
+        (pipeline._LOCK_NAMESPACE, document_id),
+    )
+    return row[0] > 0
+
+
+@pytest.mark.slow
+def test_job_of_a_killed_worker_is_retried_and_completes(transactional_db, tmp_path):
+    kb = pipeline.get_or_create_knowledge_base("Queue test")
+    document, _ = pipeline.add_document(kb, filename="returns.md", data=(SAMPLES / "returns.md").read_bytes())
+    log = tmp_path / "worker.log"
+
+    blocker = psycopg.connect(**conninfo(), autocommit=True)
+    workers: list[subprocess.Popen] = []
+    try:
+        blocker.execute("SELECT pg_advisory_lock(%s, %s)", (pipeline._LOCK_NAMESPACE, document.pk))
+        pipeline.enqueue_ingestion(document)  # autocommit: deferred at once
+        job_id, status, attempts = ingestion_job(document.pk)
+        assert (status, attempts) == ("todo", 0)
+
+        workers.append(start_worker(log))
+        wait_for(lambda: worker_waits_on_document_lock(document.pk), 90, "the worker to start the job", log)
+        assert ingestion_job(document.pk)[1] == "doing"
+
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=10)
+        blocker.close()  # nobody holds the lock now; the job sits in "doing" with a dead worker
+        assert ingestion_job(document.pk)[:2] == (job_id, "doing")
+
+        workers.append(start_worker(log))
+        wait_for(
+            lambda: Document.objects.filter(pk=document.pk, status=Document.Status.READY).exists(),
+            180,
+            "the retried job to ingest the document",
+            log,
+        )
+        wait_for(lambda: ingestion_job(document.pk)[1] == "succeeded", 30, "the job to be marked succeeded", log)
+    finally:
+        blocker.close()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+
+    same_job, status, attempts = ingestion_job(document.pk)
+    # The same job (not lost, not duplicated), run twice: killed once, then succeeded (finishing counts too).
+    assert (same_job, status, attempts) == (job_id, "succeeded", 2)
+    document.refresh_from_db()
+    assert document.chunk_count == document.chunks.count() == 4
+    assert log.read_text(errors="replace").count(f"Retrying job {job_id} ") == 1
+
+
+def test_enqueue_defers_one_job_per_waiting_document(db, django_capture_on_commit_callbacks):
+    kb = pipeline.get_or_create_knowledge_base("Queue test")
+    document, _ = pipeline.add_document(kb, filename="contact.txt", data=(SAMPLES / "contact.txt").read_bytes())
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        pipeline.enqueue_ingestion(document)
+        assert ingestion_job(document.pk) is None  # nothing is queued before the commit (seen from outside)
+    assert len(callbacks) == 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT queue_name, status FROM procrastinate_jobs WHERE (args->>'document_id')::bigint = %s",
+            [document.pk],
+        )
+        assert cursor.fetchall() == [("ingest", "todo")]
+    with django_capture_on_commit_callbacks(execute=True):
+        pipeline.enqueue_ingestion(document)  # clicked "re-index" twice: still one waiting job
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE (args->>'document_id')::bigint = %s", [document.pk]
+        )
+        assert cursor.fetchone()[0] == 1
+    document.refresh_from_db()
+    assert document.status == Document.Status.PENDING
+
+
+def test_demo_kb_fixture_in_a_transactional_test(transactional_db, demo_kb):
+    """The shared fixture restores the demo KB after transactional tests flushed it."""
+    documents = demo_kb.documents.all()
+    assert documents.count() >= 15
+    assert not documents.exclude(status=Document.Status.READY).exists()
+    assert all(d.chunk_count == d.chunks.count() > 0 for d in documents)
+    assert documents.filter(mime_type="application/pdf").exists()
