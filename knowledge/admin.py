@@ -208,7 +208,8 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Size", ordering="size_bytes")
     def size_display(self, obj: Document) -> str:
-        return f"{filesizeformat(obj.size_bytes)} ({obj.size_bytes} bytes)"
+        human = filesizeformat(obj.size_bytes)
+        return human if obj.size_bytes < 1024 else f"{human} ({obj.size_bytes} bytes)"
 
     # --- actions -------------------------------------------------------------------------------------------
     @admin.action(description="Re-index selected documents")

@@ -102,6 +102,8 @@ class UploadForm(forms.Form):
             document, created = pipeline.add_document(kb, filename=name, data=upload.read(), uploaded_by=uploaded_by)
         except pipeline.ValidationError as exc:
             return Outcome(messages.ERROR, refusal_message(name, exc))
+        except OSError as exc:  # storage full or unwritable: report it, keep going with the other files
+            return Outcome(messages.ERROR, f"Could not store '{name}': {exc.strerror or exc}. Please try again.")
         return _queued(document, created, name)
 
     def _add_text(self, kb: KnowledgeBase, uploaded_by) -> Outcome:

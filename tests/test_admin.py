@@ -188,6 +188,19 @@ def test_refusals_are_reported_per_file_and_others_still_accepted(staff_client, 
     assert ProcrastinateJob.objects.count() == 1
 
 
+def test_storage_failure_is_reported_and_pasted_text_still_added(staff_client, kb, settings, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("media cannot live under a file")
+    settings.MEDIA_ROOT = blocker / "media"
+
+    _, msgs = upload(staff_client, kb, md("returns.md"), title="Gift cards", text="Gift cards never expire.")
+
+    assert msgs[0][0] == message_levels.ERROR
+    assert msgs[0][1].startswith("Could not store 'returns.md': ") and msgs[0][1].endswith("Please try again.")
+    assert msgs[1] == (message_levels.SUCCESS, "'Gift cards' was added to 'Help Centre' and queued for indexing.")
+    assert list(Document.objects.values_list("title", flat=True)) == ["Gift cards"]
+
+
 def test_duplicate_upload_points_at_the_existing_document(staff_client, kb):
     upload(staff_client, kb, md("returns.md"))
     original = Document.objects.get()
