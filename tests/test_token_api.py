@@ -1,0 +1,157 @@
+"""POST /api/token/ and the WebSocket handshake: bearer tokens, session cookies, origins, anonymous visitors."""
+
+from __future__ import annotations
+
+import json
+
+import jwt
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import Client, RequestFactory
+
+from chatsite.routing import websocket_application
+from conversations.access import ensure_session
+from conversations.auth import user_for_token
+from conversations.models import Conversation
+from tests.chat_support import ORIGIN, ChatClient, stop_generation
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def alice(transactional_db):
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+def post_token(body: str | bytes) -> tuple[int, dict]:
+    response = Client().post("/api/token/", data=body, content_type="application/json")
+    return response.status_code, response.json()
+
+
+def test_token_is_issued_for_good_credentials(alice, settings):
+    settings.API_TOKEN_TTL_SECONDS = 120
+    status, body = post_token(json.dumps({"username": "alice", "password": "pw-alice-123"}))
+    assert status == 200
+    assert body["expires_in"] == 120 and body["token_type"] == "Bearer"
+    claims = jwt.decode(body["access"], settings.SECRET_KEY, algorithms=["HS256"])
+    assert claims["sub"] == str(alice.pk) and claims["exp"] - claims["iat"] == 120
+    assert user_for_token(body["access"]) == alice
+
+
+def test_bad_credentials_are_401(alice):
+    status, body = post_token(json.dumps({"username": "alice", "password": "wrong"}))
+    assert status == 401 and "Invalid" in body["error"]
+    status, _ = post_token(json.dumps({"username": "nobody", "password": "x"}))
+    assert status == 401
+
+
+@pytest.mark.parametrize("body", ["{not json", "[]", '{"username": "alice"}', '{"username": 1, "password": 2}', ""])
+def test_malformed_requests_are_400(alice, body):
+    status, payload = post_token(body)
+    assert status == 400 and payload["error"]
+
+
+def test_token_endpoint_takes_only_post(alice):
+    assert Client().get("/api/token/").status_code == 405
+
+
+async def open_socket(headers: list[tuple[bytes, bytes]]) -> tuple[WebsocketCommunicator, bool]:
+    comm = WebsocketCommunicator(websocket_application, "/ws/chat/", headers=headers)
+    connected, _ = await comm.connect()
+    return comm, connected
+
+
+async def assert_refused_4401(comm: WebsocketCommunicator) -> dict:
+    frame = json.loads(await comm.receive_from())
+    assert frame["type"] == "error" and frame["code"] == "unauthenticated"
+    closing = await comm.receive_output()
+    assert closing == {"type": "websocket.close", "code": 4401}
+    return frame
+
+
+async def test_bearer_token_socket_works(alice):
+    status, body = await database_sync_to_async(post_token)(
+        json.dumps({"username": "alice", "password": "pw-alice-123"})
+    )
+    comm, connected = await open_socket([(b"origin", ORIGIN), (b"authorization", f"Bearer {body['access']}".encode())])
+    assert connected
+    client = ChatClient(comm)
+    await client.ping_roundtrip()
+    await client.send({"type": "ask", "id": "q1", "text": "Hello", "kb": "none-such"})
+    assert (await client.recv())["code"] == "not_found"  # authenticated: the ask reached the domain layer
+    await comm.disconnect()
+
+
+async def test_expired_and_forged_tokens_are_refused_at_the_handshake(alice, settings):
+    settings.API_TOKEN_TTL_SECONDS = -5
+    _, body = await database_sync_to_async(post_token)(json.dumps({"username": "alice", "password": "pw-alice-123"}))
+    comm, connected = await open_socket([(b"origin", ORIGIN), (b"authorization", f"Bearer {body['access']}".encode())])
+    assert connected
+    frame = await assert_refused_4401(comm)
+    assert "expired" in frame["detail"]
+
+    forged = jwt.encode({"sub": str(alice.pk), "exp": 2_000_000_000, "typ": "access"}, "not-our-key-but-long-enough-for-hs256-0123456789", "HS256")
+    comm, _ = await open_socket([(b"origin", ORIGIN), (b"authorization", f"Bearer {forged}".encode())])
+    await assert_refused_4401(comm)
+
+
+async def test_origin_not_allowed_is_refused(alice):
+    comm, connected = await open_socket([(b"origin", b"http://evil.example")])
+    assert not connected
+    comm, connected = await open_socket([])  # no Origin at all
+    assert not connected
+
+
+async def test_anonymous_is_refused_unless_allowed(settings, transactional_db):
+    settings.CHAT_ALLOW_ANONYMOUS = False
+    comm, connected = await open_socket([(b"origin", ORIGIN)])
+    assert connected
+    await assert_refused_4401(comm)
+
+
+async def session_cookie(client: Client) -> bytes:
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def test_session_cookie_authenticates_a_browser(alice):
+    browser = Client()
+    await database_sync_to_async(browser.login)(username="alice", password="pw-alice-123")
+    comm, connected = await open_socket([(b"origin", ORIGIN), (b"cookie", await session_cookie(browser))])
+    assert connected
+    await ChatClient(comm).ping_roundtrip()
+    await comm.disconnect()
+
+
+async def test_anonymous_visitor_gets_conversations_bound_to_its_session(demo_kb, settings):
+    settings.CHAT_ALLOW_ANONYMOUS = True
+    settings.ANSWER_WORDS_PER_SECOND = 0
+    settings.REDIS_URL = ""
+
+    def visitor() -> Client:
+        """A browser whose session was created by ensure_session(), as the chat page view does."""
+        request = RequestFactory().get("/")
+        request.session = SessionStore()
+        browser = Client()
+        browser.cookies["sessionid"] = ensure_session(request)
+        return browser
+
+    first, second = await database_sync_to_async(visitor)(), await database_sync_to_async(visitor)()
+    comm, connected = await open_socket([(b"origin", ORIGIN), (b"cookie", await session_cookie(first))])
+    assert connected
+    client = ChatClient(comm)
+    ack = await client.ask("How do I return an item?")
+    await client.until_final(ack["message"])
+    conversation = await Conversation.objects.aget(pk=ack["conversation"])
+    assert conversation.owner_id is None
+    assert conversation.anonymous_session_key == first.cookies["sessionid"].value
+
+    other_comm, _ = await open_socket([(b"origin", ORIGIN), (b"cookie", await session_cookie(second))])
+    other = ChatClient(other_comm)
+    await other.send({"type": "join", "conversation": ack["conversation"]})
+    assert (await other.recv())["code"] == "not_found"
+    await comm.disconnect()
+    await other_comm.disconnect()
+    await stop_generation()
