@@ -213,7 +213,6 @@ CHAT_QUEUE_LIMIT = env_int("CHAT_QUEUE_LIMIT", 3)  # unanswered questions per co
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per user (or anonymous session)
 CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
-CHAT_HISTORY_TURNS = env_int("CHAT_HISTORY_TURNS", 6)  # earlier messages passed to the answer pipeline
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
 

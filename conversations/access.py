@@ -27,10 +27,6 @@ class Requester:
     def is_anonymous(self) -> bool:
         return self.user_id is None
 
-    @property
-    def rate_key(self) -> str:
-        return f"user:{self.user_id}" if self.user_id is not None else f"session:{self.session_key}"
-
     def conversations(self) -> QuerySet[Conversation]:
         """This requester's conversations (the owner list: newest activity first)."""
         if self.user_id is not None:

@@ -411,10 +411,6 @@ def start(message: Message) -> None:
     worker.submit(stream)
 
 
-def is_active(message_id: uuid.UUID) -> bool:
-    return message_id in _active
-
-
 async def cancel(message: Message) -> bool:
     """Cancel an unfinished assistant message owned by this process. False if no task here owns it."""
     worker = _workers.get(message.conversation_id)
