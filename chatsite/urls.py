@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from chatsite.health import healthz
@@ -17,3 +18,6 @@ urlpatterns = [
 
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+    # Plain `daphne` (make run, the e2e tests) does not serve static files the way runserver does; the chat
+    # page's CSS/JS modules and the admin's assets come from the finders. Production: collectstatic + a proxy.
+    urlpatterns += staticfiles_urlpatterns()

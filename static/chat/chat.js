@@ -198,7 +198,9 @@ class ChatPage {
     const el = entry.el;
     const status = el.querySelector(".status");
     if (frame.type === "status") {
-      status.textContent = frame.text;
+      // "Found 3 passages in 2 documents" is worth keeping visible while the answer is written.
+      if (frame.stage === "retrieved") entry.found = frame.text;
+      status.textContent = frame.stage === "generating" && entry.found ? `${entry.found} · ${frame.text}` : frame.text;
       status.classList.add("busy");
     } else if (frame.type === "sources") {
       renderSources(el.querySelector(".sources"), frame.items || [], frame.message);
@@ -383,7 +385,7 @@ class ChatPage {
       chip.setAttribute("aria-expanded", String(open));
       return;
     }
-    const cite = event.target.closest(".cite");
+    const cite = event.target.closest(".cite a");
     if (cite) {
       event.preventDefault();
       const target = document.getElementById(cite.getAttribute("href").slice(1));

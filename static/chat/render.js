@@ -5,7 +5,7 @@ const ALLOWED_TAGS = new Set([
   "P", "BR", "STRONG", "B", "EM", "I", "CODE", "PRE", "UL", "OL", "LI", "A", "BLOCKQUOTE", "H1", "H2", "H3",
   "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "SUP", "SUB", "SPAN", "HR", "DEL", "S",
 ]);
-const ALLOWED_ATTRS = { A: ["href", "title"], TD: ["align"], TH: ["align"], OL: ["start"] };
+const ALLOWED_ATTRS = { A: ["href", "title", "data-n"], SUP: ["class"], TD: ["align"], TH: ["align"], OL: ["start"] };
 
 /**
  * Defence in depth: the server already sanitises `final.html` (nh3); this keeps the page safe even if a
@@ -29,6 +29,7 @@ export function sanitizeHtml(html) {
         for (const attr of Array.from(child.attributes)) {
           if (!allowed.includes(attr.name)) child.removeAttribute(attr.name);
         }
+        if (child.tagName === "SUP" && child.getAttribute("class") !== "cite") child.removeAttribute("class");
         if (child.tagName === "A") {
           const href = child.getAttribute("href") || "";
           if (!/^(https?:|mailto:|\/|#)/i.test(href.trim())) child.removeAttribute("href");
@@ -51,8 +52,28 @@ function el(tag, className, text) {
   return node;
 }
 
-/** Turn "[2]" in the answer's text nodes into a link to source chip 2 of the same message. */
+function citeLink(n, messageKey) {
+  const sup = el("sup", "cite");
+  const a = el("a", "", `[${n}]`);
+  a.href = `#src-${messageKey}-${n}`;
+  a.dataset.n = n;
+  a.setAttribute("aria-label", `source ${n}`);
+  sup.append(a);
+  return sup;
+}
+
+/**
+ * Point the answer's citations at this message's source chips: the server renders "[2]" as
+ * <sup class="cite"><a href="#source-2" data-n="2">[2]</a></sup> (ids must be unique per page, so we rewrite
+ * them); bare "[2]" in text (plain-text history) gets the same markup.
+ */
 export function linkCitations(answerEl, messageKey) {
+  for (const a of answerEl.querySelectorAll('a[href^="#source-"]')) {
+    const n = a.dataset.n || a.getAttribute("href").slice("#source-".length);
+    a.href = `#src-${messageKey}-${n}`;
+    a.dataset.n = n;
+    a.setAttribute("aria-label", `source ${n}`);
+  }
   const walker = document.createTreeWalker(answerEl, NodeFilter.SHOW_TEXT);
   const nodes = [];
   while (walker.nextNode()) {
@@ -66,11 +87,7 @@ export function linkCitations(answerEl, messageKey) {
     for (const part of parts) {
       const match = /^\[(\d+)\]$/.exec(part);
       if (match) {
-        const a = el("a", "cite", match[1]);
-        a.href = `#src-${messageKey}-${match[1]}`;
-        a.dataset.n = match[1];
-        a.setAttribute("aria-label", `source ${match[1]}`);
-        frag.append(a);
+        frag.append(citeLink(match[1], messageKey));
       } else if (part) {
         frag.append(document.createTextNode(part));
       }
