@@ -9,7 +9,8 @@ Crash safety, three layers:
 1. ``retry_stalled_jobs`` runs every PROCRASTINATE_STALLED_CHECK_SECONDS on any
    worker and puts back to "todo" every job whose worker has not sent a
    heartbeat for PROCRASTINATE_STALLED_AFTER_SECONDS (killed, OOM, power loss):
-   the official procrastinate recipe for stalled jobs.
+   the official procrastinate recipe for stalled jobs. It lives on the
+   "maintenance" queue: a worker started with `--queues` must include it.
 2. ``ingest_document_task`` retries transient failures (database, embedding
    endpoint, storage) with exponential backoff; a bad file fails once, for good,
    with the reason on the document.
