@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from django.conf import settings
 
