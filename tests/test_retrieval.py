@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -379,3 +381,32 @@ def test_document_download_serves_the_original_file(help_kb, client, django_user
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b"# Returns\nSend it back within 30 days."
     assert 'filename="returning-an-item.md"' in response["Content-Disposition"]
+
+
+# --- the shipped demo knowledge base ------------------------------------------------------------
+
+DEMO_TABLE = Path(__file__).resolve().parent.parent / "docs" / "demo_kb.md"
+
+
+def demo_expectations() -> list[tuple[str, str]]:
+    """(query, expected file) rows of the "Expected retrieval results" table in docs/demo_kb.md."""
+    rows = re.findall(r"^\| \d+ \| (.+?) \| (\S+\.(?:md|html|pdf)) \|", DEMO_TABLE.read_text(), flags=re.M)
+    assert len(rows) >= 20, f"expected the query table in {DEMO_TABLE}"
+    return rows
+
+
+def test_demo_kb_acceptance_query_finds_the_returns_article_first(demo_kb):
+    out = io.StringIO()
+    call_command("search", "how do I return an item", "--json", stdout=out)
+    results = json.loads(out.getvalue())["results"]
+    assert results[0]["document"]["source"] == "how-to-return-an-item.md"
+    assert results[0]["scores"]["keyword"] is not None and results[0]["scores"]["vector"] is not None
+
+
+def test_demo_kb_queries_hit_their_expected_article_in_the_top_3(demo_kb):
+    misses = []
+    for query, expected in demo_expectations():
+        sources = [p.source for p in retrieval.search(query, kb=demo_kb, k=3).passages]
+        if expected not in sources:
+            misses.append(f"{query!r}: expected {expected}, got {sources}")
+    assert not misses, "\n".join(misses)
