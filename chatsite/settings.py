@@ -216,6 +216,14 @@ CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resu
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
 
+# --- Staff support console (conversations/console.py, /console/, /ws/console/) -----------------------------
+# A customer who has not answered an agent's message for CONSOLE_REMINDER_SECONDS gets one reminder per agent
+# message. Every Daphne node checks every CONSOLE_REMINDER_CHECK_SECONDS (conversations/reminders.py); a
+# conditional UPDATE makes sure only one node sends each reminder.
+CONSOLE_REMINDER_SECONDS = env_float("CONSOLE_REMINDER_SECONDS", 120.0)
+CONSOLE_REMINDER_CHECK_SECONDS = env_float("CONSOLE_REMINDER_CHECK_SECONDS", 5.0)
+CONSOLE_LIST_LIMIT = env_int("CONSOLE_LIST_LIMIT", 200)  # conversations in the console list (all waiting ones)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -39,6 +39,14 @@ class Conversation(models.Model):
     )
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.BOT, db_index=True)
+    # The staff console (conversations/console.py): who holds the conversation, since when the customer waits
+    # for a person, and up to when staff have read it (unread = customer messages after agent_read_at).
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="held_conversations"
+    )
+    taken_over_at = models.DateTimeField(null=True, blank=True)
+    waiting_since = models.DateTimeField(null=True, blank=True, help_text="When the customer asked for a person.")
+    agent_read_at = models.DateTimeField(null=True, blank=True, help_text="Staff have seen everything up to here.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -98,6 +106,8 @@ class Message(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
     seq_last = models.PositiveIntegerField(default=0, help_text="seq of the last stream frame saved.")
+    # Agent messages: when the customer was reminded of it (the idle reminder goes once per agent message).
+    reminded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -106,6 +116,9 @@ class Message(models.Model):
         ordering = ["created_at"]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="msg_conv_created"),
+            models.Index(
+                fields=["created_at"], condition=Q(role="agent", reminded_at__isnull=True), name="msg_agent_unreminded"
+            ),
             models.Index(
                 fields=["conversation"], condition=Q(state="streaming"), name="msg_conv_streaming"
             ),
@@ -154,3 +167,19 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{'+' if self.rating > 0 else '-'}1 on {self.message_id}"
+
+
+class InternalNote(models.Model):
+    """A staff member's note on a conversation: visible in the console only, never sent to the customer."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["conversation", "created_at"], name="note_conv_created")]
+
+    def __str__(self) -> str:
+        return f"note on {self.conversation_id}: {self.text[:60]}"
