@@ -176,6 +176,10 @@ RETRIEVAL_TOP_K = env_int("RETRIEVAL_TOP_K", 5)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)
+# Retrieval (knowledge/retrieval.py): pgvector >= 0.8 keeps scanning the HNSW graph until enough rows pass
+# the knowledge-base filter. "relaxed_order" (default), "strict_order", "off"; empty = do not set it at all
+# (a server with pgvector < 0.8 rejects the setting).
+HNSW_ITERATIVE_SCAN = os.environ.get("HNSW_ITERATIVE_SCAN", "relaxed_order")
 
 # --- Answer pipeline (knowledge/answering.py) --------------------------------------
 # ANSWER_GENERATOR: "extractive" (offline, quotes the KB's own sentences) or "openai"

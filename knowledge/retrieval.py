@@ -153,11 +153,14 @@ def build_sql(mode: str, *, filtered: bool) -> str:
     return "WITH" + ",".join(ctes) + _SELECT
 
 
-def _session_settings(ef_search: int, iterative_scan: str) -> str:
-    """SET LOCAL cannot take bind parameters; the values are validated here instead."""
-    if iterative_scan not in ("off", "relaxed_order", "strict_order"):
-        raise ValueError(f"hnsw.iterative_scan must be off, relaxed_order or strict_order, not {iterative_scan!r}")
-    return f"SET LOCAL hnsw.ef_search = {int(ef_search)}; SET LOCAL hnsw.iterative_scan = {iterative_scan}; "
+def _session_settings(ef_search: int, iterative_scan: str) -> list[str]:
+    """The SET LOCAL statements; they cannot take bind parameters, so the values are validated here."""
+    statements = [f"SET LOCAL hnsw.ef_search = {int(ef_search)}"]
+    if iterative_scan:  # empty: leave it unset (pgvector < 0.8 does not know the setting)
+        if iterative_scan not in ("off", "relaxed_order", "strict_order"):
+            raise ValueError(f"hnsw.iterative_scan must be off, relaxed_order or strict_order, not {iterative_scan!r}")
+        statements.append(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}")
+    return statements
 
 
 # --- Public API -----------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def fetch_passages(
     mode: str = "hybrid",
     candidates: int | None = None,
     ef_search: int | None = None,
-    iterative_scan: str = "relaxed_order",
+    iterative_scan: str | None = None,
 ) -> tuple[list[Passage], float]:
     """The database half of a search (one round trip); returns passages and db milliseconds.
 
@@ -219,7 +222,10 @@ def fetch_passages(
         "rrf_k": int(settings.RETRIEVAL_RRF_K),
         "headline": HEADLINE_OPTIONS,
     }
-    prelude = _session_settings(ef_search or settings.HNSW_EF_SEARCH, iterative_scan)
+    prelude = _session_settings(
+        ef_search or settings.HNSW_EF_SEARCH,
+        settings.HNSW_ITERATIVE_SCAN if iterative_scan is None else iterative_scan,
+    )
     sql = build_sql(mode, filtered=kb_id is not None)
     started = time.perf_counter()
     # SET LOCAL only lasts until the end of the transaction, so the settings never leak into other
@@ -228,11 +234,12 @@ def fetch_passages(
         if isinstance(cursor.cursor, psycopg.ClientCursor):
             # Django's default client-side binding sends the text as one simple-protocol message:
             # the two SETs and the SELECT travel together; skip to the SELECT's result set.
-            cursor.execute(prelude + sql, params)
-            cursor.nextset()
-            cursor.nextset()
+            cursor.execute("; ".join([*prelude, sql]), params)
+            for _ in prelude:
+                cursor.nextset()
         else:  # server-side binding (OPTIONS server_side_binding=True) allows one statement per execute
-            cursor.execute(prelude)
+            for statement in prelude:
+                cursor.execute(statement)
             cursor.execute(sql, params)
         rows = cursor.fetchall()
     db_ms = (time.perf_counter() - started) * 1000

@@ -275,6 +275,24 @@ def test_unknown_mode_and_unknown_kb_are_refused(help_kb):
         retrieval.search("refund", kb="Nope")
 
 
+@pytest.mark.parametrize("iterative_scan", ["", "off", "strict_order"])
+def test_hnsw_iterative_scan_setting_is_applied_or_left_out(help_kb, settings, iterative_scan):
+    """Empty leaves the setting alone (servers with pgvector < 0.8 reject it); others are SET LOCAL."""
+    from django.db import connection
+
+    settings.HNSW_ITERATIVE_SCAN = iterative_scan
+    settings.HNSW_EF_SEARCH = 57
+    assert retrieval.search("NW-4410", kb=help_kb).passages[0].title == "Kettle NW-4410 not heating"
+    with connection.cursor() as cursor:  # still inside the test's transaction, where SET LOCAL lives
+        cursor.execute("SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')")
+        ef_search, scan = cursor.fetchone()
+    assert ef_search == "57"
+    assert scan == (iterative_scan or "off"), "pgvector's default is off"
+    settings.HNSW_ITERATIVE_SCAN = "sideways"
+    with pytest.raises(ValueError, match="iterative_scan"):
+        retrieval.search("NW-4410", kb=help_kb)
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_asearch_matches_search():
     """Async callers get the same ranking (committed data: the DB half runs on another thread)."""
