@@ -14,6 +14,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth.views import redirect_to_login
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations.access import Requester, requester_from_request
 from conversations.models import Conversation, Feedback, Message
+from knowledge.ingest.chunking import HEADING_SEPARATOR
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
 _ID_PLACEHOLDER = "__id__"
@@ -43,7 +45,9 @@ def _with_requester(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
 @require_GET
 @_with_requester
 def conversation_list(request: HttpRequest, requester: Requester) -> HttpResponse:
-    conversations = requester.conversations().order_by("-updated_at")
+    first_question = Message.objects.filter(conversation=OuterRef("pk"), role=Message.Role.USER).order_by("created_at")
+    conversations = requester.conversations().annotate(first_question=Subquery(first_question.values("text")[:1]))
+    conversations = conversations.order_by("-updated_at")
     return render(request, "conversations/list.html", {"conversations": conversations})
 
 
@@ -63,6 +67,7 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
     ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
     for message in history:
         message.my_rating = ratings.get(message.pk, 0)
+        message.sources = [{**item, "label": chip_label(item)} for item in message.sources or []]
     sample_url = reverse("conversations:detail", args=[uuid.UUID(int=0)])
     config = {
         "conversation": str(conversation.pk),
@@ -70,13 +75,25 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
         "kb": conversation.knowledge_base.slug,
         "conversationUrl": sample_url.replace(str(uuid.UUID(int=0)), _ID_PLACEHOLDER),
     }
+    first_question = next((m.text for m in history if m.role == Message.Role.USER), "")
     context = {
         "conversation": conversation,
+        # Conversations opened with "New conversation" have no title until someone renames them.
+        "display_title": conversation.title or first_question,
         "history": history,
         "chat_config": config,
         "max_question_chars": settings.CHAT_MAX_QUESTION_CHARS,
     }
     return render(request, "conversations/detail.html", context)
+
+
+def chip_label(item: dict) -> str:
+    """A source chip's words: the passage's section (last heading) tells passages of one document apart.
+
+    Mirrors chipLabel() in static/chat/render.js, which labels chips of live answers.
+    """
+    section = (item.get("heading") or "").split(HEADING_SEPARATOR)[-1].strip()
+    return section or item.get("title") or "Source"
 
 
 def _ratings(requester: Requester, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

@@ -40,7 +40,7 @@ def _answered(conversation: Conversation, question: str = "How do I return an it
                 "n": 1,
                 "document": 7,
                 "title": "How to return an item",
-                "heading": "Our 30-day returns policy",
+                "heading": "How to return an item > Our 30-day returns policy",
                 "page": None,
                 "snippet": "You can return almost any item within 30 days",
                 "score": 0.8,
@@ -173,6 +173,7 @@ def test_history_is_rendered_on_the_server(client, alice):
     assert 'href="/kb/documents/7/#chunk-3"' in html
     assert "You can return almost any item within 30 days" in html
     assert 'class="chip used"' in html
+    assert '<span class="t">Our 30-day returns policy</span>' in html  # the chip names the passage's section
     assert 'data-question="How do I return an item?"' in html
     assert 'data-action="feedback-up" title="Helpful" aria-label="Helpful" aria-pressed="true"' in html
     # The agent is shown as a person, not as the bot.
@@ -217,3 +218,13 @@ def test_anonymous_mode_binds_conversations_to_the_session(client, settings):
 
     stranger = Client()
     assert stranger.get(response["Location"]).status_code == 404
+
+
+def test_untitled_conversations_are_named_by_their_first_question(client, alice):
+    conversation = Conversation.objects.create(owner=alice)
+    assert "New conversation" in client.get("/").text
+    _answered(conversation, "Where is my parcel?")
+    Message.objects.create(conversation=conversation, role="user", text="And a second question")
+    assert "Where is my parcel?" in client.get("/").text
+    page = client.get(reverse("conversations:detail", args=[conversation.pk]))
+    assert "<h1 data-title>Where is my parcel?</h1>" in page.text

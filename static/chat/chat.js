@@ -168,6 +168,11 @@ class ChatPage {
     }
     if (ask.acked) return; // the same ack again after a re-send: nothing new
     ask.acked = true;
+    if (this.titleEl && this.titleEl.hasAttribute("data-untitled")) {
+      // Same fallback as the server: an untitled conversation is named by its first question.
+      this.titleEl.removeAttribute("data-untitled");
+      this.titleEl.textContent = ask.text.length > 80 ? `${ask.text.slice(0, 79)}…` : ask.text;
+    }
     ask.messageId = frame.message;
     ask.userEl.dataset.message = frame.question;
     if (frame.message && !this.messages.has(frame.message)) {

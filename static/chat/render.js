@@ -96,6 +96,15 @@ export function linkCitations(answerEl, messageKey) {
   }
 }
 
+/**
+ * The chip's words: the passage's own section (last heading) tells several passages of one document apart;
+ * the document title when there is no heading. Mirrors conversations.views.chip_label.
+ */
+export function chipLabel(item) {
+  const section = (item.heading || "").split(" > ").pop().trim();
+  return section || item.title || "Source";
+}
+
 /** Source chips: numbered, the passage on hover/focus/tap, a link to the document page. */
 export function renderSources(container, items, messageKey, citations = []) {
   container.replaceChildren();
@@ -107,10 +116,10 @@ export function renderSources(container, items, messageKey, citations = []) {
     chip.type = "button";
     chip.setAttribute("aria-expanded", "false");
     if (citations.includes(item.n)) chip.classList.add("used");
-    chip.append(el("span", "n", String(item.n)), el("span", "t", item.title || "Source"));
+    chip.append(el("span", "n", String(item.n)), el("span", "t", chipLabel(item)));
     const pop = el("span", "source-pop");
     pop.setAttribute("role", "note");
-    const heading = [item.title, item.heading, item.page ? `page ${item.page}` : ""].filter(Boolean).join(" · ");
+    const heading = [item.heading || item.title, item.page ? `page ${item.page}` : ""].filter(Boolean).join(" · ");
     pop.append(el("span", "h", heading), el("span", "snippet", item.snippet || ""));
     const link = el("a", "open-doc", "Open document ↗");
     link.href = item.url;
@@ -222,18 +231,18 @@ export function assistantMessage({ messageId, question }) {
 export function actionBar() {
   const bar = el("div", "msg-actions");
   const buttons = [
-    ["feedback-up", "👍", "Helpful", true],
-    ["feedback-down", "👎", "Not helpful", true],
-    ["regenerate", "↻ Regenerate", "Ask the same question again", false],
-    ["copy", "Copy", "Copy the answer", false],
+    ["feedback-up", "", "Helpful", "thumb up"],
+    ["feedback-down", "", "Not helpful", "thumb down"],
+    ["regenerate", "↻ Regenerate", "Ask the same question again", ""],
+    ["copy", "Copy", "Copy the answer", ""],
   ];
-  for (const [action, label, title, toggle] of buttons) {
-    const button = el("button", "icon-btn", label);
+  for (const [action, label, title, icon] of buttons) {
+    const button = el("button", `icon-btn ${icon}`.trim(), label);
     button.type = "button";
     button.dataset.action = action;
     button.title = title;
     button.setAttribute("aria-label", title);
-    if (toggle) button.setAttribute("aria-pressed", "false");
+    if (icon) button.setAttribute("aria-pressed", "false");
     bar.append(button);
   }
   return bar;
