@@ -13,6 +13,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("kb/", include("knowledge.urls")),
     path("api/token/", conversations_api.token, name="api-token"),
+    path("console/", include("conversations.console_urls")),  # the staff support console
     path("", include("conversations.urls")),
 ]
 

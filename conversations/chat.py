@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import protocol, streaming
+from conversations import inbox, protocol, streaming
 from conversations.access import Requester, aget_conversation, aget_message
 from conversations.models import Conversation, Feedback, Message
 from knowledge.models import KnowledgeBase
@@ -245,11 +245,13 @@ async def request_handoff(requester: Requester, conversation_id: uuid.UUID) -> N
         raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
     if conversation.status in (Conversation.Status.BOT, Conversation.Status.RESOLVED):
         conversation.status = Conversation.Status.WAITING_FOR_AGENT
-        await conversation.asave(update_fields=["status", "updated_at"])
+        conversation.waiting_since = timezone.now()  # the console's "waiting for N min" and queue order
+        await conversation.asave(update_fields=["status", "waiting_since", "updated_at"])
         await Message.objects.acreate(
             conversation=conversation, role=Message.Role.SYSTEM, text="The customer asked to talk to a person."
         )
     await streaming.publish(conversation.pk, await conversation_frame(conversation))
+    await inbox.publish_item(conversation.pk)  # the staff console shows it in the waiting queue at once
 
 
 async def conversation_frame(conversation: Conversation) -> dict:

@@ -13,7 +13,7 @@ import uuid
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from conversations import chat, protocol, streaming
+from conversations import chat, inbox, protocol, reminders, streaming
 from conversations.access import Requester, aget_conversation, requester_from_scope
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 class ChatConsumer(AsyncWebsocketConsumer):
     requester: Requester
+    parse = staticmethod(protocol.parse_frame)  # the console socket (console_consumer.py) parses its own frames
 
     async def connect(self) -> None:
         self.delivered: dict[str, int] = {}  # message id -> last seq sent on this socket
@@ -33,6 +34,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
             return
         self.requester = requester
+        reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
 
     async def disconnect(self, code: int) -> None:
         for group in self.following:
@@ -49,7 +51,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if bytes_data is not None:
                 raise protocol.ProtocolError(protocol.BAD_FRAME, "Binary frames are not supported; send JSON text.")
-            frame = protocol.parse_frame(text_data)
+            frame = self.parse(text_data)
             await self.handlers[type(frame)](self, frame)
         except protocol.ProtocolError as exc:
             await self.send_frame(exc.frame())
@@ -68,6 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if result.created:
             await streaming.publish(result.conversation.pk, result.question_frame())
             await chat.start_answer(result)
+            await inbox.publish_item(result.conversation.pk)  # the staff console's list
 
     async def on_cancel(self, frame: protocol.Cancel) -> None:
         await chat.cancel(self.requester, frame.message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -36,6 +37,12 @@ FINAL = "final"
 ERROR = "error"
 PONG = "pong"
 CONVERSATION = "conversation"
+# Issue 4: what a person (support staff) or the system says to the customer; not part of any message stream.
+AGENT_MESSAGE = "agent_message"
+AGENT_JOINED = "agent_joined"
+AGENT_LEFT = "agent_left"
+NUDGE = "nudge"
+REMINDER = "reminder"
 # FEEDBACK ("feedback") is also a server frame: the saved rating, in reply to the client's feedback.
 # Frames that belong to one assistant message and carry ``message`` + ``seq`` (1, 2, 3… without gaps).
 STREAM_TYPES = (STATUS, SOURCES, TOKEN, ERROR, FINAL)
@@ -50,6 +57,7 @@ FORBIDDEN = "forbidden"  # yours, but the action is not allowed on it (e.g. canc
 BUSY = "busy"  # CHAT_QUEUE_LIMIT unanswered questions already; the question was NOT saved, resend it later
 RATE_LIMITED = "rate_limited"  # over CHAT_RATE_LIMIT questions per minute; the question was NOT saved
 BACKEND_ERROR = "backend_error"  # the answer generator failed; the message ends in state "failed"
+CONFLICT = "conflict"  # console: another staff member holds this conversation (only one can)
 UNAUTHENTICATED = "unauthenticated"  # handshake without a valid session or token (socket then closes 4401)
 INTERNAL = "internal"  # unexpected server error while handling a frame; the socket stays usable
 ERROR_CODES = (
@@ -62,12 +70,14 @@ ERROR_CODES = (
     BUSY,
     RATE_LIMITED,
     BACKEND_ERROR,
+    CONFLICT,
     UNAUTHENTICATED,
     INTERNAL,
 )
 
 # WebSocket close codes (application range 4000-4999).
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403  # console: signed in, but not staff
 
 # --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
 STREAMING = "streaming"
@@ -156,6 +166,10 @@ ClientFrame = Ask | Cancel | Resume | Feedback | Handoff | Join | Ping
 
 def parse_frame(raw: str | bytes | None) -> ClientFrame:
     """Parse one incoming text frame, or raise ProtocolError with a detail naming the bad part."""
+    return _parse(raw, _PARSERS)
+
+
+def _parse(raw: str | bytes | None, parsers: dict) -> Any:
     max_bytes = settings.CHAT_MAX_FRAME_BYTES
     if raw is None:
         raise ProtocolError(BAD_FRAME, "Empty frame: send a JSON object with a \"type\".")
@@ -171,9 +185,9 @@ def parse_frame(raw: str | bytes | None) -> ClientFrame:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(BAD_FRAME, "Frame needs a string field \"type\".")
-    parser = _PARSERS.get(kind)
+    parser = parsers.get(kind)
     if parser is None:
-        raise ProtocolError(UNKNOWN_TYPE, f"Unknown frame type {kind!r}; expected one of: {', '.join(CLIENT_TYPES)}.")
+        raise ProtocolError(UNKNOWN_TYPE, f"Unknown frame type {kind!r}; expected one of: {', '.join(parsers)}.")
     return parser(data)
 
 
@@ -379,3 +393,210 @@ def conversation_frame(
 def encode(frame: dict[str, Any]) -> str:
     """Serialise an outgoing frame (compact; non-ASCII kept as is)."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- People in the conversation (issue 4): frames the customer's sockets receive ---------------------------
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def agent_message_frame(
+    conversation: uuid.UUID, message: uuid.UUID, id: str, text: str, agent: dict[str, Any], created_at: datetime
+) -> dict[str, Any]:
+    """A support person's reply (role ``agent``). ``id`` is the console's idempotency key; ``agent`` = {name}."""
+    return {
+        "type": AGENT_MESSAGE,
+        "conversation": _hex(conversation),
+        "message": _hex(message),
+        "id": id,
+        "text": text,
+        "agent": agent,
+        "created_at": _iso(created_at),
+    }
+
+
+def agent_joined_frame(conversation: uuid.UUID, message: uuid.UUID, agent: dict[str, Any], text: str) -> dict:
+    """A person took the conversation over: the bot stops; ``message`` is the saved system notice."""
+    return {"type": AGENT_JOINED, "conversation": _hex(conversation), "message": _hex(message), "agent": agent,
+            "text": text}
+
+
+def agent_left_frame(conversation: uuid.UUID, message: uuid.UUID, agent: dict[str, Any], text: str) -> dict:
+    """The person handed the conversation back to the assistant (or resolved it)."""
+    return {"type": AGENT_LEFT, "conversation": _hex(conversation), "message": _hex(message), "agent": agent,
+            "text": text}
+
+
+def nudge_frame(conversation: uuid.UUID, message: uuid.UUID, text: str, agent: dict[str, Any]) -> dict[str, Any]:
+    """A push a person sent to get the customer's attention ("Are you still there?")."""
+    return {"type": NUDGE, "conversation": _hex(conversation), "message": _hex(message), "text": text, "agent": agent}
+
+
+def reminder_frame(conversation: uuid.UUID, message: uuid.UUID, about: uuid.UUID, text: str) -> dict[str, Any]:
+    """The system reminds the customer of the unanswered agent message ``about`` (sent once per agent message)."""
+    return {"type": REMINDER, "conversation": _hex(conversation), "message": _hex(message), "about": _hex(about),
+            "text": text}
+
+
+# --- The staff console socket /ws/console/ (issue 4) --------------------------------------------------------
+# Console -> server
+WATCH = "watch"
+UNWATCH = "unwatch"
+TAKE_OVER = "take_over"
+HAND_BACK = "hand_back"
+RESOLVE = "resolve"
+NOTE = "note"  # also a server frame: a saved internal note
+CONSOLE_CLIENT_TYPES = (WATCH, UNWATCH, TAKE_OVER, HAND_BACK, RESOLVE, AGENT_MESSAGE, NOTE, NUDGE, PING)
+
+# Server -> console
+CONVERSATIONS = "conversations"
+CONVERSATION_UPDATE = "conversation_update"
+TRACE = "trace"
+PRESENCE = "presence"
+HOLDER = "holder"
+
+MAX_NOTE_CHARS = 4000
+MAX_NUDGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ConversationAction:
+    """A console frame that names only a conversation; the subclass says what to do with it."""
+
+    conversation: uuid.UUID
+
+
+class Watch(ConversationAction):
+    """Show this conversation in the console: its live frames, traces, notes and who else is looking."""
+
+
+class Unwatch(ConversationAction):
+    """Stop showing it (presence tells the other staff)."""
+
+
+class TakeOver(ConversationAction):
+    """Hold the conversation: the bot stops and only this staff member answers. Only one can hold it."""
+
+
+class HandBack(ConversationAction):
+    """Give the conversation back to the assistant."""
+
+
+class Resolve(ConversationAction):
+    """Close it; a new customer question reopens it for the assistant."""
+
+
+@dataclass(frozen=True)
+class AgentMessage:
+    """A reply to the customer. ``id`` is the idempotency key: the same id again never sends twice."""
+
+    conversation: uuid.UUID
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """An internal note: staff only, never sent to the customer."""
+
+    conversation: uuid.UUID
+    text: str
+
+
+@dataclass(frozen=True)
+class Nudge:
+    conversation: uuid.UUID
+    text: str = ""
+
+
+ConsoleFrame = Watch | Unwatch | TakeOver | HandBack | Resolve | AgentMessage | Note | Nudge | Ping
+
+
+def parse_console_frame(raw: str | bytes | None) -> ConsoleFrame:
+    """Parse one frame from a staff console socket (same envelope rules and errors as the chat socket)."""
+    return _parse(raw, _CONSOLE_PARSERS)
+
+
+def _conversation_only(cls: type, kind: str):
+    return lambda data: cls(conversation=_uuid(data, kind, "conversation"))
+
+
+def _text(data: dict, kind: str, limit: int, *, id: str | None = None, required: bool = True) -> str:
+    text = data.get("text", "" if not required else None)
+    if not isinstance(text, str):
+        raise ProtocolError(INVALID, f"{kind}.text must be a string.", id=id)
+    text = text.strip()
+    if required and not text:
+        raise ProtocolError(INVALID, f"{kind}.text is empty.", id=id)
+    if len(text) > limit:
+        raise ProtocolError(TOO_LARGE, f"{kind}.text is {len(text)} characters; the limit is {limit}.", id=id)
+    return text
+
+
+def _parse_agent_message(data: dict) -> AgentMessage:
+    raw_id = data.get("id")
+    if not isinstance(raw_id, str) or not raw_id.strip() or len(raw_id) > MAX_ID_CHARS:
+        raise ProtocolError(
+            INVALID, f"agent_message.id must be a non-empty string of at most {MAX_ID_CHARS} characters."
+        )
+    conversation = _uuid(data, AGENT_MESSAGE, "conversation", id=raw_id)
+    text = _text(data, AGENT_MESSAGE, settings.CHAT_MAX_QUESTION_CHARS, id=raw_id)
+    return AgentMessage(conversation=conversation, id=raw_id, text=text)
+
+
+def _parse_note(data: dict) -> Note:
+    return Note(conversation=_uuid(data, NOTE, "conversation"), text=_text(data, NOTE, MAX_NOTE_CHARS))
+
+
+def _parse_nudge(data: dict) -> Nudge:
+    return Nudge(
+        conversation=_uuid(data, NUDGE, "conversation"),
+        text=_text(data, NUDGE, MAX_NUDGE_CHARS, required=False),
+    )
+
+
+_CONSOLE_PARSERS = {
+    WATCH: _conversation_only(Watch, WATCH),
+    UNWATCH: _conversation_only(Unwatch, UNWATCH),
+    TAKE_OVER: _conversation_only(TakeOver, TAKE_OVER),
+    HAND_BACK: _conversation_only(HandBack, HAND_BACK),
+    RESOLVE: _conversation_only(Resolve, RESOLVE),
+    AGENT_MESSAGE: _parse_agent_message,
+    NOTE: _parse_note,
+    NUDGE: _parse_nudge,
+    PING: _parse_ping,
+}
+
+
+def conversations_frame(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The console list snapshot, sent on connect: waiting first (longest wait first), then active, recent, resolved."""
+    return {"type": CONVERSATIONS, "items": items}
+
+
+def conversation_update_frame(item: dict[str, Any]) -> dict[str, Any]:
+    """One list row changed (or is new): replace the row with the same ``item.conversation``."""
+    return {"type": CONVERSATION_UPDATE, "item": item}
+
+
+def trace_frame(conversation: uuid.UUID, message: uuid.UUID, trace: dict[str, Any], state: str) -> dict[str, Any]:
+    """The assistant's retrieval trace of one answer: query, passages with scores, timings, generator."""
+    return {"type": TRACE, "conversation": _hex(conversation), "message": _hex(message), "state": state,
+            "trace": trace}
+
+
+def note_frame(conversation: uuid.UUID, note: dict[str, Any]) -> dict[str, Any]:
+    """An internal note as saved: ``note`` = {id, author, text, created_at}."""
+    return {"type": NOTE, "conversation": _hex(conversation), "note": note}
+
+
+def presence_frame(conversation: uuid.UUID, watchers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The staff members who have this conversation open right now: [{id, name}], sorted by name."""
+    return {"type": PRESENCE, "conversation": _hex(conversation), "watchers": watchers}
+
+
+def holder_frame(
+    conversation: uuid.UUID, status: str, holder: dict[str, Any] | None, by: dict[str, Any] | None, action: str
+) -> dict[str, Any]:
+    """Who holds the conversation changed: ``action`` is take_over / hand_back / resolve, done ``by`` someone."""
+    return {"type": HOLDER, "conversation": _hex(conversation), "status": status, "holder": holder, "by": by,
+            "action": action}

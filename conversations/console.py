@@ -1,0 +1,324 @@
+"""What a support person can do with a conversation: take it over, reply, hand it back, resolve, note, nudge.
+
+Plain domain actions, independent of the transport (the console socket in ``conversations.console_consumer``
+calls them). Each one changes the database first — in a transaction that locks the conversation row, so two
+staff members racing for the same conversation are serialised and only one holds it — and then tells everyone:
+the customer's sockets through the conversation group ``conv.<hex>`` (the same group the answer streams go to),
+the staff watching it through ``staff.<hex>`` (notes, holder changes: never sent to the customer), and every
+console's list through ``conversations.inbox``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import chat, inbox, protocol, streaming
+from conversations.inbox import display_name, person
+from conversations.models import Conversation, InternalNote, Message
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUDGE = "Are you still there? {name} from our support team is waiting for your reply."
+
+
+def staff_group(conversation_id: uuid.UUID | str) -> str:
+    """Staff watching one conversation: notes, presence and holder changes go here, never to the customer."""
+    return f"staff.{uuid.UUID(str(conversation_id)).hex}"
+
+
+async def publish_staff(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
+    await get_channel_layer().group_send(staff_group(conversation_id), {"type": "staff.frame", "frame": frame})
+
+
+def public_agent(agent) -> dict[str, str]:
+    """What the customer learns about the person: the name they would introduce themselves with."""
+    return {"name": display_name(agent)}
+
+
+def _locked(conversation_id: uuid.UUID) -> Conversation:
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("assigned_agent")
+        .filter(pk=conversation_id)
+        .first()
+    )
+    if conversation is None:
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
+    return conversation
+
+
+def _held_by_other(conversation: Conversation, agent) -> bool:
+    return (
+        conversation.status == Conversation.Status.AGENT
+        and conversation.assigned_agent_id is not None
+        and conversation.assigned_agent_id != agent.pk
+    )
+
+
+def _refuse_if_held_by_other(conversation: Conversation, agent, action: str) -> None:
+    if _held_by_other(conversation, agent):
+        holder = display_name(conversation.assigned_agent)
+        raise protocol.ProtocolError(
+            protocol.CONFLICT,
+            f"{holder} is handling this conversation; only they can {action} (ask them to hand it back).",
+        )
+
+
+def _system(conversation: Conversation, agent, text: str) -> Message:
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.SYSTEM, author=agent, text=text, completed_at=timezone.now()
+    )
+
+
+# --- take over / hand back / resolve ------------------------------------------------------------------------
+def _take_over(conversation_id: uuid.UUID, agent) -> tuple[Conversation, Message | None]:
+    with transaction.atomic():
+        conversation = _locked(conversation_id)
+        _refuse_if_held_by_other(conversation, agent, "answer it")
+        if conversation.status == Conversation.Status.AGENT and conversation.assigned_agent_id == agent.pk:
+            return conversation, None  # already yours: nothing changes, nobody is told twice
+        now = timezone.now()
+        conversation.status = Conversation.Status.AGENT
+        conversation.assigned_agent = agent
+        conversation.taken_over_at = now
+        conversation.waiting_since = None
+        conversation.agent_read_at = now
+        conversation.save(update_fields=["status", "assigned_agent", "taken_over_at", "waiting_since",
+                                         "agent_read_at", "updated_at"])
+        notice = _system(conversation, agent, f"{display_name(agent)} from the support team joined the conversation.")
+        return conversation, notice
+
+
+async def take_over(conversation_id: uuid.UUID, agent) -> Conversation:
+    """Hold the conversation: the bot stops (its streaming answer ends ``cancelled``) and ignores new questions.
+
+    Only one staff member can hold a conversation: the row is locked while the holder is checked and set, and a
+    second staff member gets ``conflict``. Taking over again what you already hold changes nothing.
+    """
+    conversation, notice = await sync_to_async(_take_over)(conversation_id, agent)
+    if notice is None:
+        return conversation
+    await stop_bot(conversation.pk)
+    await streaming.publish(
+        conversation.pk, protocol.agent_joined_frame(conversation.pk, notice.pk, public_agent(agent), notice.text)
+    )
+    await _announce(conversation, agent, protocol.TAKE_OVER)
+    return conversation
+
+
+async def stop_bot(conversation_id: uuid.UUID) -> None:
+    """Cancel every unfinished answer of the conversation (the partial text is kept, final says ``cancelled``).
+
+    Uses the cross-node ``streaming.cancel_conversation`` when the streaming layer provides it; otherwise cancels
+    each answer this process generates, newest first, so a queued answer never starts after the current one stops.
+    """
+    cancel_conversation = getattr(streaming, "cancel_conversation", None)
+    if cancel_conversation is not None:
+        await cancel_conversation(conversation_id)
+        return
+    pending = Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT, state=Message.State.STREAMING
+    ).order_by("-created_at")
+    async for message in pending:
+        if not await streaming.cancel(message):
+            log.info("answer %s is not generated by this process; it is left to its owner", message.pk)
+
+
+def _hand_back(conversation_id: uuid.UUID, agent, resolve: bool) -> tuple[Conversation, Message | None, bool]:
+    with transaction.atomic():
+        conversation = _locked(conversation_id)
+        _refuse_if_held_by_other(conversation, agent, "resolve it" if resolve else "hand it back")
+        target = Conversation.Status.RESOLVED if resolve else Conversation.Status.BOT
+        was_held = conversation.status == Conversation.Status.AGENT
+        if conversation.status == target:
+            return conversation, None, False
+        conversation.status = target
+        conversation.assigned_agent = None
+        conversation.waiting_since = None
+        conversation.save(update_fields=["status", "assigned_agent", "waiting_since", "updated_at"])
+        name = display_name(agent)
+        text = (
+            f"{name} marked the conversation as resolved."
+            if resolve
+            else f"{name} handed the conversation back to the assistant."
+        )
+        return conversation, _system(conversation, agent, text), was_held
+
+
+async def hand_back(conversation_id: uuid.UUID, agent) -> Conversation:
+    """Give the conversation back to the assistant: status ``bot``, the next question is answered again."""
+    return await _release(conversation_id, agent, resolve=False)
+
+
+async def resolve(conversation_id: uuid.UUID, agent) -> Conversation:
+    """Close the conversation (a new customer question reopens it for the assistant)."""
+    return await _release(conversation_id, agent, resolve=True)
+
+
+async def _release(conversation_id: uuid.UUID, agent, *, resolve: bool) -> Conversation:
+    conversation, notice, was_held = await sync_to_async(_hand_back)(conversation_id, agent, resolve)
+    if notice is None:
+        return conversation
+    if was_held:
+        frame = protocol.agent_left_frame(conversation.pk, notice.pk, public_agent(agent), notice.text)
+        await streaming.publish(conversation.pk, frame)
+    await _announce(conversation, agent, protocol.RESOLVE if resolve else protocol.HAND_BACK)
+    return conversation
+
+
+async def _announce(conversation: Conversation, agent, action: str) -> None:
+    """A status change: the customer's sockets (``conversation`` frame), the staff watching, every list."""
+    await streaming.publish(conversation.pk, await chat.conversation_frame(conversation))
+    holder = person(agent) if conversation.status == Conversation.Status.AGENT else None
+    await publish_staff(
+        conversation.pk, protocol.holder_frame(conversation.pk, conversation.status, holder, person(agent), action)
+    )
+    await inbox.publish_item(conversation.pk)
+
+
+# --- talking to the customer --------------------------------------------------------------------------------
+def _agent_message(conversation_id: uuid.UUID, agent, client_id: str, text: str) -> tuple[Message, bool]:
+    with transaction.atomic():
+        conversation = _locked(conversation_id)
+        existing = Message.objects.filter(conversation=conversation, role=Message.Role.AGENT, client_id=client_id)
+        found = existing.select_related("author").first()
+        if found is not None:
+            return found, False
+        _refuse_if_held_by_other(conversation, agent, "reply")
+        if conversation.status != Conversation.Status.AGENT:
+            raise protocol.ProtocolError(
+                protocol.FORBIDDEN, "Take the conversation over before replying; the assistant is answering it.",
+                id=client_id,
+            )
+        now = timezone.now()
+        message = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.AGENT,
+            author=agent,
+            text=text,
+            client_id=client_id,
+            state=Message.State.COMPLETE,
+            completed_at=now,
+        )
+        conversation.agent_read_at = now  # replying means the person has read the conversation
+        conversation.save(update_fields=["agent_read_at", "updated_at"])
+        return message, True
+
+
+def message_frame(message: Message) -> dict[str, Any]:
+    return protocol.agent_message_frame(
+        message.conversation_id, message.pk, message.client_id, message.text, public_agent(message.author),
+        message.created_at,
+    )
+
+
+async def send_agent_message(
+    conversation_id: uuid.UUID, agent, client_id: str, text: str
+) -> tuple[dict[str, Any], bool]:
+    """Reply to the customer as a person; delivered at once as ``agent_message`` to every socket showing it.
+
+    ``client_id`` makes it idempotent: the same id again returns (the saved message's frame, False) and
+    publishes nothing, so a console that re-sends after a reconnect never sends the customer a message twice.
+    """
+    try:
+        message, created = await sync_to_async(_agent_message)(conversation_id, agent, client_id, text)
+    except protocol.ProtocolError as exc:
+        exc.id = exc.id or client_id
+        raise
+    frame = message_frame(message)
+    if created:
+        await streaming.publish(message.conversation_id, frame)
+        await inbox.publish_item(message.conversation_id)
+    return frame, created
+
+
+def _nudge(conversation_id: uuid.UUID, agent, text: str) -> Message:
+    with transaction.atomic():
+        conversation = _locked(conversation_id)
+        _refuse_if_held_by_other(conversation, agent, "nudge the customer")
+        return _system(conversation, agent, text or DEFAULT_NUDGE.format(name=display_name(agent)))
+
+
+async def nudge(conversation_id: uuid.UUID, agent, text: str = "") -> dict[str, Any]:
+    """A server-initiated push to get the customer's attention; saved, so a reloaded page shows it too."""
+    message = await sync_to_async(_nudge)(conversation_id, agent, text)
+    frame = protocol.nudge_frame(message.conversation_id, message.pk, message.text, public_agent(agent))
+    await streaming.publish(message.conversation_id, frame)
+    await inbox.publish_item(message.conversation_id)
+    return frame
+
+
+# --- staff only ---------------------------------------------------------------------------------------------
+def note_payload(note: InternalNote) -> dict[str, Any]:
+    return {
+        "id": note.pk,
+        "author": person(note.author),
+        "text": note.text,
+        "created_at": note.created_at.isoformat(),
+    }
+
+
+def _add_note(conversation_id: uuid.UUID, agent, text: str) -> InternalNote:
+    if not Conversation.objects.filter(pk=conversation_id).exists():
+        raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
+    note = InternalNote.objects.create(conversation_id=conversation_id, author=agent, text=text)
+    note.author = agent
+    return note
+
+
+async def add_note(conversation_id: uuid.UUID, agent, text: str) -> dict[str, Any]:
+    """An internal note: to the staff watching the conversation only (``staff.<hex>``), never to the customer."""
+    note = await sync_to_async(_add_note)(conversation_id, agent, text)
+    frame = protocol.note_frame(note.conversation_id, note_payload(note))
+    await publish_staff(note.conversation_id, frame)
+    return frame
+
+
+def notes(conversation_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = InternalNote.objects.filter(conversation_id=conversation_id).select_related("author")
+    return [protocol.note_frame(conversation_id, note_payload(n)) for n in rows]
+
+
+def traces(conversation_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The trace of every finished answer in the conversation, oldest first (the console's debugging panel)."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.ASSISTANT)
+        .exclude(state=Message.State.STREAMING)
+        .order_by("created_at")
+        .values_list("pk", "trace", "state", "sources")
+    )
+    return [protocol.trace_frame(conversation_id, pk, trace_of(trace, sources), state) for pk, trace, state, sources in rows]
+
+
+def trace_of(trace: dict | None, sources: list | None) -> dict[str, Any]:
+    """The saved trace; an answer stopped before it finished has none, so its sources stand in for the passages."""
+    if trace:
+        return trace
+    passages = [{"n": s.get("n"), "title": s.get("title"), "heading": s.get("heading"), "score": s.get("score")}
+                for s in sources or []]
+    return {"query": None, "passages": passages, "timings": {}, "generator": None}
+
+
+def message_trace(message_id: uuid.UUID | str) -> dict[str, Any] | None:
+    row = Message.objects.filter(pk=message_id).values_list("conversation_id", "trace", "state", "sources").first()
+    if row is None:
+        return None
+    conversation_id, trace, state, sources = row
+    return protocol.trace_frame(conversation_id, uuid.UUID(str(message_id)), trace_of(trace, sources), state)
+
+
+def mark_read(conversation_id: uuid.UUID) -> None:
+    """Staff have seen the conversation up to now (the unread count restarts). Not an activity: no re-sorting."""
+    Conversation.objects.filter(pk=conversation_id).update(agent_read_at=timezone.now())
+
+
+async def amark_read(conversation_id: uuid.UUID) -> None:
+    await sync_to_async(mark_read)(conversation_id)
+    await inbox.publish_item(conversation_id)

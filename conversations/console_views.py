@@ -1,0 +1,83 @@
+"""The staff support console pages: the live list of conversations and one conversation's view.
+
+Thin: the rows come from ``conversations.inbox`` (the same builder as the live ``conversation_update`` frames),
+everything live — streaming answers, traces, notes, take-over — happens over ``/ws/console/`` and is drawn by
+static/console/console.js. Staff only: anonymous visitors are sent to sign in, other users get 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from conversations import inbox
+from conversations.models import Conversation
+
+SECTION_TITLES = {
+    "waiting": "Waiting for a person",
+    "active": "With a person",
+    "recent": "Answered by the assistant",
+    "resolved": "Resolved",
+}
+
+
+def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Anonymous: the sign-in page (then back here). Signed in without staff status: 403."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not (request.user.is_active and request.user.is_staff):
+            raise PermissionDenied("The support console is for staff only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@require_GET
+@staff_only
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    items = inbox.list_items()
+    sections = [
+        {"key": key, "title": SECTION_TITLES[key], "items": [i for i in items if i["section"] == key]}
+        for key in inbox.SECTION_ORDER
+    ]
+    return render(request, "console/list.html", {"sections": sections, "console_config": _config(request)})
+
+
+@require_GET
+@staff_only
+def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent"), pk=conversation_id)
+    history = list(conversation.messages.select_related("reply_to", "author").order_by("created_at"))
+    config = {
+        **_config(request),
+        "conversation": str(conversation.pk),
+        "status": conversation.status,
+        "holder": inbox.person(conversation.assigned_agent)
+        if conversation.status == Conversation.Status.AGENT
+        else None,
+    }
+    owner = conversation.owner
+    context = {
+        "conversation": conversation,
+        "customer": (owner.get_full_name() or owner.get_username()) if owner else "Visitor",
+        "history": history,
+        "viewer": "staff",
+        "console_config": config,
+        "max_chars": settings.CHAT_MAX_QUESTION_CHARS,
+    }
+    return render(request, "console/detail.html", context)
+
+
+def _config(request: HttpRequest) -> dict:
+    return {"me": inbox.person(request.user)}

@@ -1,0 +1,173 @@
+"""The staff console's live list of conversations: one row per conversation, and its live updates.
+
+Why a module of its own: the customer side (``conversations.chat``, the chat consumer) and the console actions
+(``conversations.console``) both change what a row shows — a new question, a handoff request, a take-over — and
+both call ``publish_item`` afterwards. Rows go to the channel-layer group ``console`` that every console socket
+joins, so on several nodes the update travels through Redis like every other frame.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+
+from conversations.models import Conversation, Message
+
+GROUP = "console"  # every console socket: list updates
+PREVIEW_CHARS = 140
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# The list's sections, in the order the console shows them.
+SECTIONS = {
+    Conversation.Status.WAITING_FOR_AGENT: "waiting",
+    Conversation.Status.AGENT: "active",
+    Conversation.Status.BOT: "recent",
+    Conversation.Status.RESOLVED: "resolved",
+}
+SECTION_ORDER = ["waiting", "active", "recent", "resolved"]
+
+
+def display_name(user) -> str:
+    """How a person is shown: first name, else the username."""
+    if user is None:
+        return ""
+    return user.first_name or user.get_username()
+
+
+def person(user) -> dict[str, Any] | None:
+    """A staff member as console frames show them (never sent to customers: they get only the name)."""
+    return None if user is None else {"id": user.pk, "name": display_name(user)}
+
+
+def _rows():
+    unread = (
+        Message.objects.filter(
+            conversation=OuterRef("pk"),
+            role=Message.Role.USER,
+            created_at__gt=Coalesce(OuterRef("agent_read_at"), Value(EPOCH)),
+        )
+        .order_by()
+        .values("conversation")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Conversation.objects.select_related("owner", "assigned_agent")
+        .annotate(
+            unread=Coalesce(Subquery(unread), 0),
+            has_messages=Exists(Message.objects.filter(conversation=OuterRef("pk"))),
+        )
+        .filter(has_messages=True)
+    )
+
+
+def _last_messages(ids: list[uuid.UUID]) -> dict[uuid.UUID, Message]:
+    """The latest visible message of each conversation (PostgreSQL DISTINCT ON, one query)."""
+    rows = (
+        Message.objects.filter(conversation_id__in=ids)
+        .exclude(role=Message.Role.ASSISTANT, state=Message.State.STREAMING, text="")
+        .order_by("conversation_id", "-created_at")
+        .distinct("conversation_id")
+        .only("conversation_id", "role", "text", "state", "created_at")
+    )
+    return {m.conversation_id: m for m in rows}
+
+
+def _unanswered_since(conversation: Conversation) -> datetime | None:
+    """While a person holds it: the first customer message after the person's last reply (else None)."""
+    last_agent = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.AGENT)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    first = Message.objects.filter(conversation=conversation, role=Message.Role.USER)
+    if last_agent is not None:
+        first = first.filter(created_at__gt=last_agent)
+    elif conversation.taken_over_at is not None:
+        first = first.filter(created_at__gt=conversation.taken_over_at)
+    return first.order_by("created_at").values_list("created_at", flat=True).first()
+
+
+def _item(conversation: Conversation, last: Message | None) -> dict[str, Any]:
+    status = conversation.status
+    waiting_since = None
+    if status == Conversation.Status.WAITING_FOR_AGENT:
+        waiting_since = conversation.waiting_since or conversation.updated_at
+    elif status == Conversation.Status.AGENT:
+        waiting_since = _unanswered_since(conversation)
+    owner = conversation.owner
+    return {
+        "conversation": str(conversation.pk),
+        "title": conversation.title or "New conversation",
+        "status": status,
+        "status_label": Conversation.Status(status).label,
+        "section": SECTIONS.get(status, "recent"),
+        "customer": (owner.get_full_name() or owner.get_username()) if owner else "Visitor",
+        "holder": person(conversation.assigned_agent) if status == Conversation.Status.AGENT else None,
+        "unread": conversation.unread,
+        "last_message": None
+        if last is None
+        else {
+            "role": last.role,
+            "text": _preview(last),
+            "at": last.created_at.isoformat(),
+        },
+        "waiting_since": waiting_since.isoformat() if waiting_since else None,
+        "updated_at": conversation.updated_at.isoformat(),
+        "url": reverse("console:detail", args=[conversation.pk]),
+    }
+
+
+def _preview(message: Message) -> str:
+    if message.role == Message.Role.ASSISTANT and message.state == Message.State.STREAMING:
+        return "Answering…"
+    text = " ".join(message.text.split())
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+
+
+def _sort_key(item: dict[str, Any]) -> tuple:
+    """Waiting first, longest wait first; then active, recent and resolved, latest activity first."""
+    section = SECTION_ORDER.index(item["section"])
+    if item["section"] == "waiting":
+        return (section, item["waiting_since"] or "", "")
+    inverted = "".join(chr(0x10FFFF - ord(c)) for c in item["updated_at"])  # descending within the section
+    return (section, "", inverted)
+
+
+def list_items(limit: int | None = None) -> list[dict[str, Any]]:
+    """The list snapshot: every conversation waiting for a person, then the most recent others up to ``limit``."""
+    limit = settings.CONSOLE_LIST_LIMIT if limit is None else limit
+    rows = _rows()
+    waiting = list(rows.filter(status=Conversation.Status.WAITING_FOR_AGENT))
+    others = list(rows.filter(~Q(status=Conversation.Status.WAITING_FOR_AGENT)).order_by("-updated_at")[:limit])
+    conversations = waiting + others
+    last = _last_messages([c.pk for c in conversations])
+    return sorted((_item(c, last.get(c.pk)) for c in conversations), key=_sort_key)
+
+
+def list_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
+    conversation = _rows().filter(pk=conversation_id).first()
+    if conversation is None:
+        return None
+    return _item(conversation, _last_messages([conversation.pk]).get(conversation.pk))
+
+
+alist_items = sync_to_async(list_items)
+alist_item = sync_to_async(list_item)
+
+
+async def publish_item(conversation_id: uuid.UUID | str) -> None:
+    """Tell every console that this conversation's row changed (new, new question, status, unread…)."""
+    item = await alist_item(conversation_id)
+    if item is not None:
+        await get_channel_layer().group_send(GROUP, {"type": "console.item", "item": item})
+

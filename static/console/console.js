@@ -1,0 +1,447 @@
+// The staff support console: the live conversation list (/console/) and one conversation (/console/c/<id>/).
+//
+// Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
+// and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
+
+import { ChatSocket } from "../chat/socket.js";
+import {
+  Typewriter,
+  agentMessage,
+  assistantMessage,
+  linkCitations,
+  markUsedSources,
+  renderSources,
+  setStateNote,
+  showFinalHtml,
+  systemMessage,
+  userMessage,
+} from "../chat/render.js";
+
+const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
+const STATUS_LABELS = {
+  bot: "Answered by the assistant",
+  waiting_for_agent: "Waiting for a person",
+  agent: "A person is answering",
+  resolved: "Resolved",
+};
+const SECTION_ORDER = ["waiting", "active", "recent", "resolved"];
+
+const config = JSON.parse(document.getElementById("console-config").textContent);
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
+}
+
+/** "3 min", "1 h 5 min": how long since an ISO time. */
+export function since(iso, now = Date.now()) {
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+}
+
+function openSocket(handlers, connectionEl) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new ChatSocket(`${scheme}://${location.host}/ws/console/`, {
+    onOpen: handlers.onOpen,
+    onFrame: handlers.onFrame,
+    onState: (state) => {
+      if (!connectionEl) return;
+      connectionEl.dataset.state = state;
+      connectionEl.textContent = state === "open" ? "Live" : state === "closed" ? "Offline" : "Reconnecting…";
+    },
+  });
+  socket.connect();
+  window.addEventListener("pagehide", () => socket.close());
+  return socket;
+}
+
+// ---- the list ----------------------------------------------------------------------------------------------
+
+/** The same markup as templates/console/_row.html. */
+function rowElement(item) {
+  const li = el("li", "console-row");
+  li.dataset.conversation = item.conversation;
+  const main = el("div", "row-main");
+  const link = el("a", "row-title", item.title);
+  link.href = item.url;
+  const unread = el("span", "unread", String(item.unread));
+  unread.dataset.unread = "";
+  unread.setAttribute("aria-label", "unread customer messages");
+  main.append(link, " ", el("span", "row-customer", item.customer), " ", unread);
+  const meta = el("div", "row-meta");
+  const badge = el("span", `badge ${item.status}`, item.status_label || STATUS_LABELS[item.status]);
+  badge.dataset.badge = "";
+  const holder = el("span", "row-holder", item.holder ? `held by ${item.holder.name}` : "");
+  holder.dataset.holder = "";
+  const waited = el("span", "row-waited");
+  waited.dataset.waited = "";
+  meta.append(badge, " ", holder, " ", waited);
+  const last = el("div", "row-last");
+  last.dataset.last = "";
+  if (item.last_message) last.append(el("span", "role", `${item.last_message.role}:`), ` ${item.last_message.text}`);
+  li.append(main, meta, last);
+  applyRowData(li, item);
+  return li;
+}
+
+function applyRowData(li, item) {
+  li.dataset.section = item.section;
+  li.dataset.status = item.status;
+  li.dataset.updatedAt = item.updated_at;
+  if (item.waiting_since) li.dataset.waitingSince = item.waiting_since;
+  else delete li.dataset.waitingSince;
+  li.querySelector("[data-unread]").hidden = !item.unread;
+}
+
+function rowOrder(a, b) {
+  // Waiting: longest wait first. Everything else: latest activity first.
+  if (a.dataset.section === "waiting") return (a.dataset.waitingSince || "").localeCompare(b.dataset.waitingSince || "");
+  return (b.dataset.updatedAt || "").localeCompare(a.dataset.updatedAt || "");
+}
+
+class ConsoleList {
+  constructor(root) {
+    this.root = root;
+    this.sections = {};
+    for (const key of SECTION_ORDER) this.sections[key] = root.querySelector(`[data-section-list="${key}"]`);
+    this.socket = openSocket(
+      { onOpen: () => {}, onFrame: (frame) => this.onFrame(frame) },
+      root.querySelector("[data-connection-state]"),
+    );
+    this.tick();
+    setInterval(() => this.tick(), 5000);
+  }
+
+  onFrame(frame) {
+    if (frame.type === "conversations") {
+      for (const section of Object.values(this.sections)) section.querySelector("ul").replaceChildren();
+      for (const item of frame.items) this.upsert(item);
+    } else if (frame.type === "conversation_update") {
+      this.upsert(frame.item);
+    } else if (frame.type === "error") {
+      this.root.querySelector("[data-connection-state]").textContent = frame.detail;
+    }
+    this.tick();
+  }
+
+  upsert(item) {
+    this.root.querySelector(`.console-row[data-conversation="${item.conversation}"]`)?.remove();
+    const row = rowElement(item);
+    const list = this.sections[item.section].querySelector("ul");
+    const before = [...list.children].find((other) => rowOrder(row, other) < 0);
+    list.insertBefore(row, before || null);
+    row.classList.add("flash");
+    setTimeout(() => row.classList.remove("flash"), 1200);
+    for (const section of Object.values(this.sections)) {
+      section.querySelector("[data-count]").textContent = section.querySelectorAll(".console-row").length;
+    }
+  }
+
+  tick() {
+    for (const row of this.root.querySelectorAll(".console-row")) {
+      const waited = row.querySelector("[data-waited]");
+      waited.textContent = row.dataset.waitingSince ? `waiting ${since(row.dataset.waitingSince)}` : "";
+    }
+  }
+}
+
+// ---- one conversation --------------------------------------------------------------------------------------
+
+class ConsoleConversation {
+  constructor(root) {
+    this.root = root;
+    this.id = config.conversation;
+    this.status = config.status;
+    this.holder = config.holder;
+    this.log = root.querySelector("[data-log]");
+    this.notice = root.querySelector("[data-notice]");
+    this.traces = root.querySelector("[data-traces]");
+    this.notes = root.querySelector("[data-notes]");
+    this.composer = root.querySelector("[data-agent-composer]");
+    this.noteForm = root.querySelector("[data-note-form]");
+    this.messages = new Map(); // assistant message id -> {lastSeq, done, el, text, typewriter}
+    this.pending = new Map(); // agent_message id -> text, until the server confirms it
+    this.adoptHistory();
+    this.bind();
+    this.render();
+    this.socket = openSocket(
+      { onOpen: () => this.onOpen(), onFrame: (frame) => this.onFrame(frame) },
+      root.querySelector("[data-connection-state]"),
+    );
+  }
+
+  adoptHistory() {
+    for (const who of this.log.querySelectorAll(".msg-user .who")) who.textContent = "Customer";
+    for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
+      const answer = msgEl.querySelector(".answer");
+      const done = msgEl.dataset.state !== "streaming";
+      if (done) linkCitations(answer, msgEl.dataset.message);
+      else answer.textContent = ""; // replayed from seq 1 after `watch`
+      this.messages.set(msgEl.dataset.message, this.entry(msgEl, done));
+    }
+    this.scroll();
+  }
+
+  entry(msgEl, done) {
+    return { lastSeq: 0, done, el: msgEl, text: "", typewriter: new Typewriter(msgEl.querySelector(".answer")) };
+  }
+
+  onOpen() {
+    this.socket.send({ type: "watch", conversation: this.id });
+    for (const [id, text] of this.pending) {
+      this.socket.send({ type: "agent_message", conversation: this.id, id, text }); // same id: never twice
+    }
+  }
+
+  send(frame) {
+    if (!this.socket.send({ ...frame, conversation: this.id })) this.showNotice("Not connected; try again in a moment.");
+  }
+
+  // -- frames --
+  onFrame(frame) {
+    if (frame.conversation && frame.conversation !== this.id && frame.type !== "conversation_update") return;
+    if (STREAM_TYPES.has(frame.type) && frame.message && frame.seq) {
+      this.onStream(frame);
+      return;
+    }
+    switch (frame.type) {
+      case "question":
+        this.onQuestion(frame);
+        break;
+      case "agent_message":
+        this.pending.delete(frame.id);
+        this.appendOnce(frame.message, () => agentMessage(frame.text, frame.agent?.name));
+        break;
+      case "agent_joined":
+      case "agent_left":
+      case "nudge":
+      case "reminder":
+        this.appendOnce(frame.message, () => systemMessage(frame.text));
+        break;
+      case "conversation":
+        this.status = frame.status;
+        this.render();
+        break;
+      case "conversation_update":
+        if (frame.item.conversation === this.id) {
+          this.status = frame.item.status;
+          this.holder = frame.item.holder;
+          this.render();
+        }
+        break;
+      case "holder":
+        this.status = frame.status;
+        this.holder = frame.holder;
+        this.render();
+        break;
+      case "presence":
+        this.renderPresence(frame.watchers);
+        break;
+      case "note":
+        this.addNote(frame.note);
+        break;
+      case "trace":
+        this.renderTrace(frame.message, frame.trace, frame.state);
+        break;
+      case "error":
+        this.showNotice(frame.detail || frame.code);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onQuestion(frame) {
+    if (this.log.querySelector(`[data-message="${frame.question}"]`)) return;
+    const userEl = userMessage(frame.text);
+    userEl.querySelector(".who").textContent = "Customer";
+    userEl.dataset.message = frame.question;
+    this.log.append(userEl);
+    if (frame.message && !this.messages.has(frame.message)) {
+      const msgEl = assistantMessage({ messageId: frame.message, question: frame.text });
+      this.log.append(msgEl);
+      this.messages.set(frame.message, this.entry(msgEl, false));
+    }
+    this.scroll();
+  }
+
+  onStream(frame) {
+    let entry = this.messages.get(frame.message);
+    if (!entry) {
+      const msgEl = assistantMessage({ messageId: frame.message, question: "" });
+      this.log.append(msgEl);
+      entry = this.entry(msgEl, false);
+      this.messages.set(frame.message, entry);
+    }
+    if (frame.seq <= entry.lastSeq) return;
+    entry.lastSeq = frame.seq;
+    const msgEl = entry.el;
+    const status = msgEl.querySelector(".status");
+    if (frame.type === "status") {
+      status.textContent = frame.text;
+      status.classList.add("busy");
+    } else if (frame.type === "sources") {
+      renderSources(msgEl.querySelector(".sources"), frame.items || [], frame.message);
+      // Live trace: the passages and their scores are known before the answer is written.
+      this.renderTrace(frame.message, { passages: frame.items, timings: {}, query: msgEl.dataset.question }, "streaming");
+    } else if (frame.type === "token") {
+      entry.text += frame.text;
+      entry.typewriter.push(frame.text);
+    } else if (frame.type === "error") {
+      setStateNote(msgEl, "failed", frame.detail);
+    } else if (frame.type === "final") {
+      entry.done = true;
+      entry.typewriter.stop();
+      msgEl.dataset.state = frame.state;
+      msgEl.dataset.text = frame.text;
+      status.textContent = "";
+      status.classList.remove("busy");
+      showFinalHtml(msgEl, frame.html, frame.message);
+      markUsedSources(msgEl.querySelector(".sources"), frame.citations || []);
+      setStateNote(msgEl, frame.state === "complete" ? "" : frame.state);
+    }
+    this.scroll();
+  }
+
+  appendOnce(messageId, build) {
+    if (messageId && this.log.querySelector(`[data-message="${messageId}"]`)) return;
+    const msgEl = build();
+    if (messageId) msgEl.dataset.message = messageId;
+    this.log.append(msgEl);
+    this.scroll();
+  }
+
+  // -- panels --
+  renderTrace(messageId, trace, state) {
+    this.traces.querySelector("[data-traces-empty]")?.remove();
+    let card = this.traces.querySelector(`.trace[data-message="${messageId}"]`);
+    if (!card) {
+      card = el("article", "trace");
+      card.dataset.message = messageId;
+      this.traces.append(card);
+    }
+    card.dataset.state = state;
+    const head = el("div", "trace-head");
+    head.append(el("strong", "", trace.query ? `“${trace.query}”` : "Answer"), " ", el("span", `badge ${state}`, state));
+    if (trace.rewritten_query) head.append(el("div", "muted", `searched as: ${trace.rewritten_query}`));
+    const table = el("table", "passages");
+    const header = el("tr");
+    for (const label of ["#", "passage", "score", "vector", "keyword"]) header.append(el("th", "", label));
+    table.append(header);
+    const fmt = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
+    for (const p of trace.passages || []) {
+      const row = el("tr");
+      row.append(
+        el("td", "", String(p.n ?? "")),
+        el("td", "", [p.title, p.heading].filter(Boolean).join(" · ")),
+        el("td", "score", fmt(p.score)),
+        el("td", "", fmt(p.vector_score)),
+        el("td", "", fmt(p.keyword_score)),
+      );
+      table.append(row);
+    }
+    const timings = el("dl", "timings");
+    for (const [key, value] of Object.entries(trace.timings || {})) {
+      timings.append(el("dt", "", key.replace(/_ms$/, "")), el("dd", "", `${value} ms`));
+    }
+    const generator = el("div", "generator", trace.generator ? `generator: ${trace.generator}` : "");
+    card.replaceChildren(head, table, timings, generator);
+  }
+
+  renderPresence(watchers) {
+    const others = watchers.filter((w) => !config.me || w.id !== config.me.id);
+    this.root.querySelector("[data-presence]").textContent = others.length
+      ? `Also here: ${others.map((w) => w.name).join(", ")}`
+      : "";
+  }
+
+  addNote(note) {
+    if (this.notes.querySelector(`[data-note="${note.id}"]`)) return;
+    const li = el("li", "note");
+    li.dataset.note = note.id;
+    li.append(el("div", "note-meta", `${note.author ? note.author.name : "Someone"} · ${new Date(note.created_at).toLocaleTimeString()}`));
+    li.append(el("div", "note-text", note.text));
+    this.notes.append(li);
+  }
+
+  render() {
+    const mine = this.status === "agent" && this.holder && config.me && this.holder.id === config.me.id;
+    const heldByOther = this.status === "agent" && this.holder && !mine;
+    this.root.dataset.status = this.status;
+    const badge = this.root.querySelector("[data-status-badge]");
+    badge.className = `badge ${this.status}`;
+    badge.textContent = STATUS_LABELS[this.status] || this.status;
+    this.root.querySelector("[data-holder]").textContent = this.holder && this.status === "agent"
+      ? mine ? "You are answering this conversation" : `Held by ${this.holder.name}`
+      : "";
+    const button = (action) => this.root.querySelector(`[data-action="${action}"]`);
+    button("take_over").hidden = mine;
+    button("take_over").disabled = heldByOther;
+    button("hand_back").hidden = !mine;
+    button("resolve").disabled = heldByOther || this.status === "resolved";
+    button("nudge").disabled = heldByOther;
+    for (const field of this.composer.elements) field.disabled = !mine;
+    this.composer.querySelector("textarea").placeholder = mine
+      ? "Reply to the customer as yourself…"
+      : "Take the conversation over to reply";
+  }
+
+  showNotice(text) {
+    this.notice.textContent = text;
+    this.notice.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => {
+      this.notice.hidden = true;
+    }, 8000);
+  }
+
+  scroll() {
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  bind() {
+    this.root.querySelector(".console-actions").addEventListener("click", (event) => {
+      const action = event.target.closest("[data-action]")?.dataset.action;
+      if (action) this.send({ type: action });
+    });
+    this.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const area = this.composer.querySelector("textarea");
+      const text = area.value.trim();
+      if (!text) return;
+      const id = newId();
+      this.pending.set(id, text);
+      this.send({ type: "agent_message", id, text });
+      area.value = "";
+    });
+    this.composer.querySelector("textarea").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.composer.requestSubmit();
+      }
+    });
+    this.noteForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const area = this.noteForm.querySelector("textarea");
+      const text = area.value.trim();
+      if (!text) return;
+      this.send({ type: "note", text });
+      area.value = "";
+    });
+  }
+}
+
+const listRoot = document.querySelector("[data-console-list]");
+const detailRoot = document.querySelector("[data-console-detail]");
+if (listRoot) window.__console = new ConsoleList(listRoot);
+if (detailRoot) window.__console = new ConsoleConversation(detailRoot);
