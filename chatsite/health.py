@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -18,16 +19,25 @@ def _check_database() -> None:
             raise RuntimeError("pgvector extension is not installed")
 
 
+# One probe channel per layer instance, reused: with RedisPubSubChannelLayer every new channel is a Redis
+# subscription that lives until a receive on it is cancelled, so a channel per poll would leak subscriptions.
+_probes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 async def _check_channel_layer() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
-    channel = await layer.new_channel("healthz.")
-    token = uuid.uuid4().hex
-    await layer.send(channel, {"type": "healthz.ping", "token": token})
-    message = await asyncio.wait_for(layer.receive(channel), timeout=2)
-    if message.get("token") != token:
-        raise RuntimeError("channel layer returned a different message")
+    if layer not in _probes:
+        _probes[layer] = (await layer.new_channel("healthz."), asyncio.Lock())
+    channel, lock = _probes[layer]
+    async with lock:
+        token = uuid.uuid4().hex
+        await layer.send(channel, {"type": "healthz.ping", "token": token})
+        while True:  # skip the answer to an earlier probe that timed out
+            message = await asyncio.wait_for(layer.receive(channel), timeout=2)
+            if message.get("token") == token:
+                return
 
 
 async def healthz(request):

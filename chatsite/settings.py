@@ -108,21 +108,34 @@ if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Channel layer ---------------------------------------------------------------
-# REDIS_URL set: Redis fans events out across every node. Unset: in-memory, which
-# only works inside ONE process (fine for `make run`, wrong for several nodes).
+# --- Channel layer (docs/architecture.md "Channel layer", numbers in docs/benchmarks.md) ------------------
+# REDIS_URL set: Redis fans events out across every node. Unset: in-memory, which only works inside ONE
+# process (fine for `make run`, wrong for several nodes: frames, the resume log and cancels stay in-process).
+# CHANNEL_LAYER=pubsub (default): RedisPubSubChannelLayer — ~1 ms p50 fan-out, no per-node capacity to overflow,
+# group membership lives as long as the socket (no group expiry). It has no capacity/expiry settings: delivery
+# is at-most-once, and a frame lost while a node reconnects to Redis is refilled from the frame log by seq.
+# CHANNEL_LAYER=core: RedisChannelLayer with the deliberate limits below (kept for comparison and fallback).
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+CHANNEL_PREFIX = os.environ.get("CHANNEL_PREFIX", "chatsite")  # one per site sharing a Redis (and per test run)
+if REDIS_URL and os.environ.get("CHANNEL_LAYER", "pubsub") == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
+                # Per node-process inbound queue (all its sockets share one Redis key): 100 overflowed in the bench.
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
-                "expiry": env_int("CHANNEL_EXPIRY", 60),
-                "group_expiry": env_int("CHANNEL_GROUP_EXPIRY", 86400),
-                "prefix": os.environ.get("CHANNEL_PREFIX", "chatsite"),
+                "expiry": env_int("CHANNEL_EXPIRY", 10),  # a frame older than this is stale; resume covers it
+                "group_expiry": env_int("CHANNEL_GROUP_EXPIRY", 7 * 86400),  # > the longest-lived socket
+                "prefix": CHANNEL_PREFIX,
             },
+        }
+    }
+elif REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_PREFIX},
         }
     }
 else:
@@ -219,6 +232,13 @@ CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors witho
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
+
+# --- Several nodes (conversations/streaming.py; docs/architecture.md "Several nodes") -----------------------
+# The node generating an answer renews a lease on it every CHAT_REAPER_INTERVAL_SECONDS (at most a third of
+# the lease); every node's reaper, on the same interval, closes answers whose lease lapsed as `interrupted`.
+# A node killed mid-answer is detected within CHAT_LEASE_SECONDS + CHAT_REAPER_INTERVAL_SECONDS (12 s).
+CHAT_LEASE_SECONDS = env_float("CHAT_LEASE_SECONDS", 10.0)
+CHAT_REAPER_INTERVAL_SECONDS = env_float("CHAT_REAPER_INTERVAL_SECONDS", 2.0)
 
 # --- Staff support console (conversations/console.py, /console/, /ws/console/) -----------------------------
 # A customer who has not answered an agent's message for CONSOLE_REMINDER_SECONDS gets one reminder per agent

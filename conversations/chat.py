@@ -194,14 +194,7 @@ async def cancel(requester: Requester, message_id: uuid.UUID) -> None:
     message = await _own_assistant_message(requester, message_id, "cancelled")
     if message.is_finished:
         return  # already over: nothing to stop, no frame
-    if await streaming.cancel(message):
-        return
-    if not settings.REDIS_URL:
-        # One process and no task owns it: an orphan from a previous run. End it honestly.
-        stream = streaming.MessageStream(message)
-        stream.seq = message.seq_last
-        await stream.finish(protocol.INTERRUPTED)
-    # With several nodes the owning node stops it (issue 4: cross-node cancel via the lease holder).
+    await streaming.cancel_message(message.pk)  # wherever it is generated or queued, on any node
 
 
 async def resume(requester: Requester, message_id: uuid.UUID, after: int) -> tuple[Message, list[dict]]:

@@ -106,6 +106,13 @@ class Message(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
     seq_last = models.PositiveIntegerField(default=0, help_text="seq of the last stream frame saved.")
+    # Several nodes (conversations/streaming.py): the node generating a streaming answer holds a lease on it,
+    # renewed every few seconds; a lapsed lease means the node died and any node's reaper closes the answer.
+    lease_owner = models.CharField(
+        max_length=200, blank=True, default="", help_text="Control channel of the node generating this answer."
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False, help_text="Stop asked from another node (durable).")
     # Agent messages: when the customer was reminded of it (the idle reminder goes once per agent message).
     reminded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

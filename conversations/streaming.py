@@ -1,50 +1,73 @@
-"""Generating answers independently of any socket: numbering, the frame log for ``resume``, and fan-out.
+"""Generating answers independently of any socket: numbering, the frame log for ``resume``, fan-out, and leases.
 
-An answer is produced by a task owned by the process, not by the WebSocket that asked, so a dropped connection
-never stops it. For each assistant message a single ``MessageStream`` numbers its frames (seq 1, 2, 3…), appends
-each to the message's frame log (Redis list with a TTL when ``REDIS_URL`` is set, readable by every node; an
-in-process dict otherwise — one process only) and then publishes it to the conversation's channel-layer group
-``conv.<hex>``, which every socket showing the conversation has joined. ``replay()`` reads the log, or rebuilds
-the frames from PostgreSQL once the log has expired.
+An answer is produced by a task owned by a process (a *node*), not by the WebSocket that asked, so a dropped
+connection never stops it. For each assistant message a single ``MessageStream`` numbers its frames (seq 1, 2,
+3…), appends each to the message's frame log (Redis list with a TTL when ``REDIS_URL`` is set, readable by every
+node; an in-process dict otherwise — one process only) and then publishes it to the conversation's channel-layer
+group ``conv.<hex>``, which every socket showing the conversation, on any node, has joined. The append is a
+compare-and-append on the expected ``seq``, so two writers can never both own a ``seq``. ``replay()`` reads the
+log, or rebuilds the frames from PostgreSQL once the log has expired.
 
-Questions of one conversation are answered one at a time, in order, by a per-conversation worker task.
-A generation that dies (error, shutdown) ends ``interrupted``; issue 4 adds a cross-node lease for nodes that
-die without running any code (SIGKILL).
+Several nodes (docs/architecture.md, "Several nodes"):
+
+* **The queue is the database.** An assistant message in state ``streaming`` that nobody has claimed is a queued
+  answer. A per-conversation ``ConversationWorker`` on some node *claims* the oldest one under a row lock on the
+  conversation, and only when no other answer of that conversation holds a live lease: generation is single-flight
+  per conversation across all nodes, in the order the questions were asked.
+* **Leases.** A claimed message has ``lease_owner`` (the node's control channel) and ``lease_expires_at``, renewed
+  by the node every ``CHAT_REAPER_INTERVAL_SECONDS``. The same periodic ``Node`` task, on every node, reaps
+  messages whose lease lapsed (their node died, e.g. SIGKILL): it closes them ``interrupted`` with the partial
+  text rebuilt from the frame log, publishes their ``final`` and restarts the conversation's queue. Detection
+  time: at most ``CHAT_LEASE_SECONDS + CHAT_REAPER_INTERVAL_SECONDS`` after the node's last renewal.
+* **Cancel from anywhere.** ``cancel_message`` / ``cancel_conversation`` end a queued answer directly in the
+  database; for a claimed one they set ``Message.cancel_requested`` (durable) and send ``stream.cancel`` to the
+  owner's control channel (fast). The owner also re-reads the flag at every renewal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import json
 import logging
+import sys
 import time
 import uuid
 import weakref
+from datetime import timedelta
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from conversations import protocol
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from knowledge import answering
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 20  # earlier messages handed to the pipeline, which keeps the recent turns it needs
+REAP_BATCH = 50  # expired leases closed per reaper pass (the rest on the next pass)
+CAS_ATTEMPTS = 5  # a reaper racing a still-writing owner re-reads the log this many times at most
 
 
 def group_name(conversation_id: uuid.UUID | str) -> str:
-    """The channel-layer group of one conversation: every socket (and, later, staff watcher) showing it."""
+    """The channel-layer group of one conversation: every socket (and staff watcher) showing it, on any node."""
     return f"conv.{uuid.UUID(str(conversation_id)).hex}"
 
 
 async def publish(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
     """Send a frame to every socket in the conversation, on any node (through the channel layer)."""
     await get_channel_layer().group_send(group_name(conversation_id), {"type": "chat.frame", "frame": frame})
+
+
+class LeaseLost(Exception):
+    """Another node closed this message (its lease lapsed and was reaped): stop writing it, silently."""
 
 
 # --- Frame log ----------------------------------------------------------------------------------------------
@@ -54,15 +77,25 @@ class MemoryFrameLog:
     def __init__(self) -> None:
         self._frames: dict[str, tuple[float, list[dict]]] = {}
 
-    async def append(self, message_id: str, frame: dict) -> None:
+    def append_sync(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
         _, frames = self._frames.get(message_id, (0.0, []))
+        if expected is not None and len(frames) != expected:
+            return False
         frames.append(frame)
         self._frames[message_id] = (time.monotonic() + settings.CHAT_FRAME_LOG_TTL_SECONDS, frames)
+        return True
 
-    async def read(self, message_id: str, after: int) -> list[dict]:
+    async def append(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
+        """Append ``frame``; with ``expected``, only if the log holds exactly that many frames (else False)."""
+        return self.append_sync(message_id, frame, expected)
+
+    def read_sync(self, message_id: str, after: int) -> list[dict]:
         self._expire()
         _, frames = self._frames.get(message_id, (0.0, []))
         return list(frames[after:])
+
+    async def read(self, message_id: str, after: int) -> list[dict]:
+        return self.read_sync(message_id, after)
 
     def clear(self) -> None:
         self._frames.clear()
@@ -71,6 +104,15 @@ class MemoryFrameLog:
         now = time.monotonic()
         for key in [k for k, (deadline, _) in self._frames.items() if deadline < now]:
             del self._frames[key]
+
+
+# Append only if the list has exactly ARGV[2] items: the seq slot is still free. Returns 1 if appended.
+_CAS_APPEND = """
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
 
 
 class RedisFrameLog:
@@ -93,29 +135,45 @@ class RedisFrameLog:
             client = self._clients[loop] = aioredis.from_url(self.url)
         return client
 
-    async def append(self, message_id: str, frame: dict) -> None:
-        key = self.key(message_id)
+    async def append(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
+        """Append ``frame``; with ``expected``, only if the log holds exactly that many frames (else False)."""
+        key, ttl = self.key(message_id), settings.CHAT_FRAME_LOG_TTL_SECONDS
+        if expected is not None:
+            return bool(await self._client().eval(_CAS_APPEND, 1, key, protocol.encode(frame), expected, ttl))
         async with self._client().pipeline(transaction=True) as pipe:
             pipe.rpush(key, protocol.encode(frame))
-            pipe.expire(key, settings.CHAT_FRAME_LOG_TTL_SECONDS)
+            pipe.expire(key, ttl)
             await pipe.execute()
+        return True
 
     async def read(self, message_id: str, after: int) -> list[dict]:
         raw = await self._client().lrange(self.key(message_id), after, -1)
         return [json.loads(item) for item in raw]
 
-    def append_sync(self, message_id: str, frame: dict) -> None:
-        """For process exit, when no event loop runs any more."""
+    def _sync_client(self):
         import redis
 
-        client = redis.Redis.from_url(self.url)
+        return redis.Redis.from_url(self.url)
+
+    def append_sync(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
+        """For threads and process exit, where no event loop runs."""
+        client = self._sync_client()
         try:
-            client.rpush(self.key(message_id), protocol.encode(frame))
-            client.expire(self.key(message_id), settings.CHAT_FRAME_LOG_TTL_SECONDS)
+            key, ttl = self.key(message_id), settings.CHAT_FRAME_LOG_TTL_SECONDS
+            if expected is not None:
+                return bool(client.eval(_CAS_APPEND, 1, key, protocol.encode(frame), expected, ttl))
+            client.rpush(key, protocol.encode(frame))
+            client.expire(key, ttl)
+            return True
         finally:
             client.close()
 
-
+    def read_sync(self, message_id: str, after: int) -> list[dict]:
+        client = self._sync_client()
+        try:
+            return [json.loads(item) for item in client.lrange(self.key(message_id), after, -1)]
+        finally:
+            client.close()
 _memory_log = MemoryFrameLog()
 _redis_logs: dict[tuple[str, str], RedisFrameLog] = {}
 
@@ -170,36 +228,72 @@ def _final_from_message(message: Message, seq: int) -> dict:
 
 # --- One message's stream -----------------------------------------------------------------------------------
 class MessageStream:
-    """The single writer of one assistant message's frames: numbers them, logs them, publishes them."""
+    """The single writer of one assistant message's frames: numbers them, logs them, publishes them.
 
-    def __init__(self, message: Message) -> None:
+    ``owner`` is the ``lease_owner`` the message row must still have for this stream to write it ("" for a
+    queued message nobody claimed); if the row moved on (reaped by another node), the stream is ``lost``.
+    """
+
+    def __init__(self, message: Message, owner: str = "") -> None:
         self.message = message
+        self.owner = owner
         self.seq = 0
         self.parts: list[str] = []
         self.compact: list[Any] = []  # what Message.frames will hold
         self.sources: list[dict] = []
         self.cancel_requested = False
         self.finished = False
+        self.lost = False
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
-    async def emit(self, build, *args: Any, **kwargs: Any) -> dict:
-        self.seq += 1
-        frame = build(self.message.pk, self.seq, *args, **kwargs)
+    def _record(self, frame: dict) -> None:
+        self.seq = frame["seq"]
         if frame["type"] == protocol.TOKEN:
             self.parts.append(frame["text"])
             self.compact.append(len(frame["text"]))
+        elif frame["type"] == protocol.SOURCES:
+            self.sources = list(frame.get("items") or [])
+            self.compact.append({k: v for k, v in frame.items() if k not in ("message", "seq")})
         elif frame["type"] != protocol.FINAL:
             self.compact.append({k: v for k, v in frame.items() if k not in ("message", "seq")})
-        await frame_log().append(str(self.message.pk), frame)
+
+    def absorb(self, frames: list[dict]) -> None:
+        """Take over the frames another writer logged (the reaper closing a dead node's message)."""
+        for frame in frames:
+            if frame["type"] != protocol.FINAL:
+                self._record(frame)
+
+    async def emit(self, build, *args: Any, **kwargs: Any) -> dict:
+        frame = build(self.message.pk, self.seq + 1, *args, **kwargs)
+        if not await frame_log().append(str(self.message.pk), frame, expected=self.seq):
+            self.lost = self.finished = True
+            raise LeaseLost(f"seq {frame['seq']} of {self.message.pk} was written by another node")
+        self._record(frame)
         await publish(self.message.conversation_id, frame)
         await asyncio.sleep(0)  # let the sockets drain their channels between frames
         return frame
 
     async def error(self, code: str, detail: str) -> None:
         await self.emit(lambda m, s: protocol.error_frame(code, detail, message=m, seq=s))
+
+    def _final_fields(self, state: str, html: str, citations: list[int] | None, trace: dict, error: str) -> dict:
+        return {
+            "text": self.text,
+            "html": html or _plain_html(self.text),
+            "state": state,
+            "citations": citations or [],
+            "sources": self.sources,
+            "trace": trace,
+            "frames": self.compact,
+            "error": error,
+            "seq_last": self.seq + 1,
+            "lease_expires_at": None,
+            "completed_at": timezone.now(),
+            "updated_at": timezone.now(),
+        }
 
     async def finish(
         self,
@@ -209,59 +303,55 @@ class MessageStream:
         citations: list[int] | None = None,
         trace: dict | None = None,
         error: str = "",
-    ) -> None:
-        """Save the message as finished, then send its final frame. Idempotent."""
+    ) -> bool:
+        """Save the message as finished, then send its final frame. Idempotent; False if another writer did."""
         if self.finished:
-            return
+            return False
         self.finished = True
-        msg = self.message
         trace = dict(trace or {})
-        msg.text = self.text
-        msg.html = html or _plain_html(msg.text)
-        msg.state = state
-        msg.citations = citations or []
-        msg.sources = self.sources
-        msg.trace = trace
-        msg.frames = self.compact
-        msg.error = error
-        msg.seq_last = self.seq + 1
-        msg.completed_at = timezone.now()
+        fields = self._final_fields(state, html, citations, trace, error)
         try:
-            await msg.asave()
-        except Exception:  # the final frame still goes out; shutdown/lease will reconcile the row
-            log.exception("could not save message %s", msg.pk)
-        await self.emit(
-            protocol.final_frame,
-            text=msg.text,
-            html=msg.html,
-            citations=msg.citations,
-            state=state,
-            timings=trace.get("timings", {}),
-        )
+            saved = await Message.objects.filter(
+                pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
+            ).aupdate(**fields)
+        except Exception:  # the final frame still goes out; the lease will reconcile the row
+            log.exception("could not save message %s", self.message.pk)
+            saved = 1
+        if not saved:
+            self.lost = True  # reaped, cancelled or claimed elsewhere meanwhile: that writer sends the final
+            return False
+        for name, value in fields.items():
+            setattr(self.message, name, value)
+        try:
+            await self.emit(
+                protocol.final_frame,
+                text=fields["text"],
+                html=fields["html"],
+                citations=fields["citations"],
+                state=state,
+                timings=trace.get("timings", {}),
+            )
+        except LeaseLost:
+            log.warning("final of %s: its seq slot was taken", self.message.pk)
+        return True
 
     def finish_at_exit(self) -> None:
         """Process exit without a running loop: mark the message interrupted, synchronously."""
         if self.finished:
             return
         self.finished = True
-        msg = self.message
-        seq = self.seq + 1
-        Message.objects.filter(pk=msg.pk, state=Message.State.STREAMING).update(
-            state=Message.State.INTERRUPTED,
-            text=self.text,
-            html=_plain_html(self.text),
-            sources=self.sources,
-            frames=self.compact,
-            seq_last=seq,
-            completed_at=timezone.now(),
-            updated_at=timezone.now(),
-        )
-        log_ = frame_log()
-        if isinstance(log_, RedisFrameLog):
-            frame = protocol.final_frame(
-                msg.pk, seq, text=self.text, html="", citations=[], state=protocol.INTERRUPTED, timings={}
-            )
-            log_.append_sync(str(msg.pk), frame)
+        fields = self._final_fields(protocol.INTERRUPTED, "", [], {}, "The server stopped while answering.")
+        if Message.objects.filter(
+            pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
+        ).update(**fields):
+            frame_log().append_sync(str(self.message.pk), _final_frame(self, protocol.INTERRUPTED), expected=self.seq)
+
+
+def _final_frame(stream: MessageStream, state: str) -> dict:
+    return protocol.final_frame(
+        stream.message.pk, stream.seq + 1, text=stream.text, html=_plain_html(stream.text), citations=[],
+        state=state, timings={},
+    )
 
 
 def _plain_html(text: str) -> str:
@@ -299,8 +389,7 @@ async def generate(stream: MessageStream) -> None:
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)
             elif isinstance(event, answering.SourcesEvent):
-                stream.sources = list(event.items)
-                await stream.emit(protocol.sources_frame, stream.sources)
+                await stream.emit(protocol.sources_frame, list(event.items))
             elif isinstance(event, answering.TokenEvent):
                 if event.text:
                     await stream.emit(protocol.token_frame, event.text)
@@ -308,11 +397,16 @@ async def generate(stream: MessageStream) -> None:
                 final_event = event
                 break
     except asyncio.CancelledError:
+        if stream.lost:
+            return  # another node closed the message; nothing of ours to save
         if stream.cancel_requested:
             await stream.finish(protocol.CANCELLED)
             return
         await stream.finish(protocol.INTERRUPTED)
         raise
+    except LeaseLost:
+        log.warning("answer %s was closed by another node (lease lapsed); stopping", msg.pk)
+        return
     except answering.AnswerBackendError as exc:
         await stream.error(protocol.BACKEND_ERROR, str(exc) or "The answer generator failed.")
         await stream.finish(protocol.FAILED, error=str(exc))
@@ -338,93 +432,366 @@ async def generate(stream: MessageStream) -> None:
     )
 
 
+# --- The queue: claiming the next answer of a conversation, single-flight across nodes ---------------------
+def _live_lease(conversation_ref) -> Any:
+    """Answers of a conversation some node is generating right now (claimed, lease not lapsed)."""
+    return Message.objects.filter(
+        conversation=conversation_ref, role=Message.Role.ASSISTANT, state=Message.State.STREAMING,
+        lease_expires_at__gt=Now(),
+    ).exclude(lease_owner="")
+
+
+def claim_next(conversation_id: uuid.UUID, owner: str) -> Message | None:
+    """Claim the conversation's oldest queued answer for ``owner``, unless one is already being generated.
+
+    The row lock on the conversation serialises claims (and asks, which take the same lock), so across all
+    nodes at most one answer per conversation is generated at a time, in the order the questions were saved.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        if conversation is None or _live_lease(conversation).exists():
+            return None
+        message = (
+            Message.objects.select_related("conversation__knowledge_base", "reply_to")
+            .filter(conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING,
+                    lease_owner="")
+            .order_by("created_at")
+            .first()
+        )
+        if message is None:
+            return None
+        lease = Now() + timedelta(seconds=settings.CHAT_LEASE_SECONDS)
+        Message.objects.filter(pk=message.pk).update(lease_owner=owner, lease_expires_at=lease)
+        message.lease_owner = owner
+        message.conversation.status = conversation.status
+        return message
+
+
 class ConversationWorker:
-    """Answers one conversation's questions one at a time, in the order they were asked."""
+    """Answers one conversation's questions one at a time, in order, while this node holds the conversation."""
 
     def __init__(self, conversation_id: uuid.UUID) -> None:
         self.conversation_id = conversation_id
         self.loop = asyncio.get_running_loop()
-        self.queue: collections.deque[MessageStream] = collections.deque()
         self.current: MessageStream | None = None
         self.current_task: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
+        self.kicked = False
 
-    def submit(self, stream: MessageStream) -> None:
-        self.queue.append(stream)
+    def kick(self) -> None:
+        """Look for a queued answer now (a new question, or the answer before it ended)."""
+        self.kicked = True
         if self.task is None or self.task.done():
             self.task = self.loop.create_task(self._run(), name=f"chat-worker-{self.conversation_id}")
 
     async def _run(self) -> None:
         try:
-            while self.queue:
-                stream = self.queue.popleft()
-                self.current = stream
-                self.current_task = self.loop.create_task(generate(stream), name=f"chat-answer-{stream.message.pk}")
-                try:
-                    await self.current_task
-                except asyncio.CancelledError:
-                    stopping = asyncio.current_task().cancelling() > 0  # the worker itself is being stopped
-                    # Reached only if the answer task was cancelled before it could record why; finish() is
-                    # idempotent, so a message generate() already finished is left alone.
-                    await stream.finish(protocol.CANCELLED if stream.cancel_requested and not stopping else
-                                        protocol.INTERRUPTED)
-                    if stopping:
-                        raise
-                finally:
-                    _active.pop(stream.message.pk, None)
-                    self.current = self.current_task = None
+            node = await ensure_node()
+            while True:
+                self.kicked = False
+                message = await database_sync_to_async(claim_next)(self.conversation_id, node.channel)
+                if message is None:
+                    if self.kicked:
+                        continue  # a question arrived while we looked
+                    return  # nothing queued, or another node is answering (it takes the next one after)
+                stream = MessageStream(message, owner=node.channel)
+                _active[message.pk] = stream
+                if message.cancel_requested or message.conversation.status == Conversation.Status.AGENT:
+                    stream.cancel_requested = True  # cancelled, or a person took over, before it started
+                    await stream.finish(protocol.CANCELLED)
+                    _active.pop(message.pk, None)
+                    continue
+                await self._generate(stream)
         finally:
-            if _workers.get(self.conversation_id) is self and not self.queue:
+            if _workers.get(self.conversation_id) is self:
                 del _workers[self.conversation_id]
 
-    async def cancel(self, message_id: uuid.UUID) -> bool:
-        """Stop ``message_id`` if this worker owns it; a queued one ends at once. True if it was here."""
-        if self.current is not None and self.current.message.pk == message_id and self.current_task:
+    async def _generate(self, stream: MessageStream) -> None:
+        self.current = stream
+        self.current_task = self.loop.create_task(generate(stream), name=f"chat-answer-{stream.message.pk}")
+        try:
+            await self.current_task
+        except asyncio.CancelledError:
+            stopping = asyncio.current_task().cancelling() > 0  # the worker itself is being stopped
+            # Reached only if the answer task was cancelled before it could record why; finish() is
+            # idempotent, so a message generate() already finished is left alone.
+            if not stream.lost:
+                await stream.finish(
+                    protocol.CANCELLED if stream.cancel_requested and not stopping else protocol.INTERRUPTED
+                )
+            if stopping:
+                raise
+        finally:
+            _active.pop(stream.message.pk, None)
+            self.current = self.current_task = None
+
+    def stop_current(self, message_id: uuid.UUID, *, lost: bool = False) -> bool:
+        """Cancel the answer being generated if it is ``message_id`` (``lost``: drop it without writing)."""
+        if self.current is None or self.current.message.pk != message_id or self.current_task is None:
+            return False
+        if lost:
+            self.current.lost = self.current.finished = True
+        else:
             self.current.cancel_requested = True
-            self.current_task.cancel()
-            return True
-        for stream in list(self.queue):
-            if stream.message.pk == message_id:
-                self.queue.remove(stream)
-                stream.cancel_requested = True
-                _active.pop(message_id, None)
-                await stream.finish(protocol.CANCELLED)
-                return True
-        return False
+        self.current_task.cancel()
+        return True
 
 
 _workers: dict[uuid.UUID, ConversationWorker] = {}
-_active: dict[uuid.UUID, MessageStream] = {}  # every unfinished message this process owns (queued or generating)
+_active: dict[uuid.UUID, MessageStream] = {}  # the answers this process is generating (claimed by its node)
+
+
+def kick(conversation_id: uuid.UUID) -> None:
+    """Make sure this node looks at the conversation's queue (claiming is single-flight, so any node may)."""
+    loop = asyncio.get_running_loop()
+    worker = _workers.get(conversation_id)
+    if worker is None or worker.loop is not loop:
+        worker = _workers[conversation_id] = ConversationWorker(conversation_id)
+    worker.kick()
 
 
 def start(message: Message) -> None:
-    """Queue generation of an assistant message (state streaming) behind its conversation's earlier questions.
-
-    ``message`` must have ``conversation__knowledge_base`` and ``reply_to`` loaded.
-    """
-    loop = asyncio.get_running_loop()
-    worker = _workers.get(message.conversation_id)
-    if worker is None or worker.loop is not loop:
-        worker = _workers[message.conversation_id] = ConversationWorker(message.conversation_id)
-    stream = MessageStream(message)
-    _active[message.pk] = stream
-    worker.submit(stream)
+    """Queue generation of an assistant message (state streaming, unclaimed) behind its conversation's earlier
+    questions. The answer may end up generated by another node if that node is answering this conversation."""
+    kick(message.conversation_id)
 
 
+# --- Cancel, from any node ---------------------------------------------------------------------------------
 async def cancel(message: Message) -> bool:
-    """Cancel an unfinished assistant message owned by this process. False if no task here owns it."""
-    worker = _workers.get(message.conversation_id)
-    return bool(worker and await worker.cancel(message.pk))
+    """Cancel an unfinished assistant message wherever it is generated or queued (see ``cancel_message``)."""
+    return await cancel_message(message.pk)
 
 
+async def cancel_message(message_id: uuid.UUID | str) -> bool:
+    """Stop one assistant answer from any node; its ``final`` says ``cancelled`` with the partial text kept.
+
+    Here: stop the task at once. Queued (unclaimed): end it in the database and publish its final. Generated by
+    another node: set ``cancel_requested`` (durable) and send ``stream.cancel`` to the owner's channel (fast);
+    the owner also re-reads the flag at each lease renewal. False if there was nothing left to stop.
+    """
+    message_id = uuid.UUID(str(message_id))
+    if _stop_local(message_id):
+        return True
+    message = await Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    if message is None or message.is_finished:
+        return False
+    if not message.lease_owner:
+        stream = MessageStream(message, owner="")
+        stream.cancel_requested = True
+        if await stream.finish(protocol.CANCELLED):
+            return True
+        message = await Message.objects.aget(pk=message_id)  # claimed meanwhile
+        if message.is_finished:
+            return False
+    await Message.objects.filter(pk=message_id, state=Message.State.STREAMING).aupdate(cancel_requested=True)
+    if _stop_local(message_id):
+        return True
+    try:
+        await get_channel_layer().send(message.lease_owner, {"type": "stream.cancel", "message": str(message_id)})
+    except Exception:  # the flag is in the database: the owner sees it at its next renewal
+        log.exception("could not signal cancel of %s to %s", message_id, message.lease_owner)
+    return True
+
+
+async def cancel_conversation(conversation_id: uuid.UUID | str) -> int:
+    """Stop every unfinished assistant answer of a conversation, on any node (a staff take-over).
+
+    Save the conversation's ``agent`` status first: a worker never starts an answer in such a conversation.
+    Returns how many answers were stopped.
+    """
+    ids = [
+        pk
+        async for pk in Message.objects.filter(
+            conversation_id=conversation_id, role=Message.Role.ASSISTANT, state=Message.State.STREAMING
+        )
+        .order_by("-created_at")  # queued ones first, so none starts while the current one stops
+        .values_list("pk", flat=True)
+    ]
+    return sum([await cancel_message(pk) for pk in ids])
+
+
+def _stop_local(message_id: uuid.UUID, *, lost: bool = False) -> bool:
+    stream = _active.get(message_id)
+    worker = _workers.get(stream.message.conversation_id) if stream else None
+    return bool(worker and worker.stop_current(message_id, lost=lost))
+
+
+# --- The node: control channel, lease renewal, reaper ------------------------------------------------------
+class Node:
+    """This process as one node of the site: its control channel, the leases it renews, the reaper it runs.
+
+    One per event loop. Started when Daphne's reactor starts (``start_node_when_serving``, from chatsite/asgi.py)
+    and lazily by the first answer, so it runs without any customer action.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.channel = ""
+        self.ready = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self.channel = await get_channel_layer().new_channel()
+        self.tasks = [
+            self.loop.create_task(self._control(self.channel), name="chat-node-control"),
+            self.loop.create_task(self._periodic(), name="chat-node-leases"),
+        ]
+        self.ready.set()
+        log.info("chat node %s: leases %ss, reaper every %ss", self.channel, settings.CHAT_LEASE_SECONDS,
+                 settings.CHAT_REAPER_INTERVAL_SECONDS)
+
+    async def _control(self, channel: str) -> None:
+        """Messages addressed to this node: ``stream.cancel`` for an answer it generates."""
+        layer = get_channel_layer()
+        while True:
+            try:
+                event = await layer.receive(channel)
+                if event.get("type") == "stream.cancel":
+                    _stop_local(uuid.UUID(event["message"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node control channel failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(reaper_interval())
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database or Redis is down: try again next time
+                log.exception("chat node lease/reaper pass failed")
+
+    async def tick(self) -> None:
+        """One pass: renew this node's leases (and see cancels), reap lapsed ones, restart orphaned queues."""
+        await self.renew()
+        for conversation_id, frame in await database_sync_to_async(reap_expired)():
+            await publish(conversation_id, frame)
+            kick(conversation_id)  # the questions queued behind the dead answer are answered next
+        for conversation_id in await database_sync_to_async(orphaned_conversations)():
+            kick(conversation_id)
+
+    async def renew(self) -> None:
+        owned = [pk for pk, stream in _active.items() if stream.owner == self.channel and not stream.finished]
+        if not owned:
+            return
+        rows = await database_sync_to_async(_renew)(owned, self.channel)
+        for pk in owned:
+            if pk not in rows:
+                log.warning("lost the lease of %s (reaped by another node); stopping it", pk)
+                _stop_local(pk, lost=True)
+            elif rows[pk]:
+                _stop_local(pk)  # cancel_requested, and the fast signal did not arrive
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def reaper_interval() -> float:
+    """Seconds between lease renewals / reaper passes: never more than a third of the lease."""
+    return max(0.2, min(settings.CHAT_REAPER_INTERVAL_SECONDS, settings.CHAT_LEASE_SECONDS / 3))
+
+
+def _renew(owned: list[uuid.UUID], owner: str) -> dict[uuid.UUID, bool]:
+    """Extend this node's leases; returns {message: cancel_requested} for the rows it still owns."""
+    rows = Message.objects.filter(pk__in=owned, state=Message.State.STREAMING, lease_owner=owner)
+    rows.update(lease_expires_at=Now() + timedelta(seconds=settings.CHAT_LEASE_SECONDS))
+    return dict(rows.values_list("pk", "cancel_requested"))
+
+
+def reap_expired() -> list[tuple[uuid.UUID, dict]]:
+    """Close every answer whose lease lapsed (its node died): ``interrupted`` (or ``cancelled`` if asked).
+
+    The partial text is rebuilt from the frame log and the final is compare-and-appended at the next free seq,
+    so a slow-but-alive owner cannot write the same seq; it notices at its next frame or renewal and stops.
+    Runs in one transaction with SKIP LOCKED, so several nodes' reapers share the work without doubling it.
+    Returns (conversation, final frame) pairs to publish.
+    """
+    closed = []
+    with transaction.atomic():
+        expired = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(role=Message.Role.ASSISTANT, state=Message.State.STREAMING, lease_expires_at__lt=Now())
+            .order_by("lease_expires_at")[:REAP_BATCH]
+        )
+        for message in expired:
+            state = protocol.CANCELLED if message.cancel_requested else protocol.INTERRUPTED
+            stream, final = _close_log(message, state)
+            fields = stream._final_fields(state, "", [], {}, "The node generating this answer stopped responding.")
+            if final["state"] != state:  # a final already logged (a reaper that died before committing)
+                fields["state"] = final["state"]
+            Message.objects.filter(pk=message.pk).update(**fields)
+            log.warning("reaped answer %s of node %s: %s at seq %s", message.pk, message.lease_owner,
+                        fields["state"], final["seq"])
+            closed.append((message.conversation_id, final))
+    return closed
+
+
+def _close_log(message: Message, state: str) -> tuple[MessageStream, dict]:
+    log_ = frame_log()
+    key = str(message.pk)
+    for _ in range(CAS_ATTEMPTS):
+        frames = log_.read_sync(key, 0)
+        stream = MessageStream(message, owner=message.lease_owner)
+        stream.absorb(frames)
+        if frames and frames[-1]["type"] == protocol.FINAL:
+            return stream, frames[-1]
+        final = _final_frame(stream, state)
+        if log_.append_sync(key, final, expected=len(frames)):
+            return stream, final
+    raise RuntimeError(f"could not close the frame log of {message.pk}: its writer keeps writing")
+
+
+def orphaned_conversations() -> list[uuid.UUID]:
+    """Conversations with a queued answer nobody will pick up (its node died before claiming it)."""
+    stale = timezone.now() - timedelta(seconds=settings.CHAT_LEASE_SECONDS)
+    return list(
+        Message.objects.filter(
+            role=Message.Role.ASSISTANT, state=Message.State.STREAMING, lease_owner="", created_at__lt=stale
+        )
+        .filter(~Exists(_live_lease(OuterRef("conversation"))))
+        .values_list("conversation_id", flat=True)
+        .distinct()[:REAP_BATCH]
+    )
+
+
+_node: Node | None = None
+
+
+async def ensure_node() -> Node:
+    """This process's node for the running loop, started on first use."""
+    global _node
+    loop = asyncio.get_running_loop()
+    if _node is None or _node.loop is not loop:
+        _node = Node()
+        await _node.start()
+    await _node.ready.wait()
+    return _node
+
+
+def start_node_when_serving() -> None:
+    """Under Daphne, start the node as soon as the reactor runs: the reaper must not wait for a customer."""
+    if "daphne.server" not in sys.modules:
+        return
+    from twisted.internet import reactor
+
+    reactor.callWhenRunning(lambda: asyncio.ensure_future(ensure_node()))
+
+
+# --- Shutdown -----------------------------------------------------------------------------------------------
 async def shutdown(grace_seconds: float = 5.0) -> None:
-    """Stop every generation in this process; each unfinished message ends ``interrupted``, none stays streaming."""
+    """Stop every generation in this process; each unfinished message ends ``interrupted``, none stays streaming.
+
+    Questions queued behind them in the conversations this node was answering end ``interrupted`` too (the
+    customer asks again), rather than waiting for another node that may not exist.
+    """
+    global _node
     workers = list(_workers.values())
     for worker in workers:
-        for stream in list(worker.queue):
-            worker.queue.remove(stream)
-            _active.pop(stream.message.pk, None)
-            await stream.finish(protocol.INTERRUPTED)
         if worker.task and not worker.task.done():
             worker.task.cancel()
         if worker.current_task and not worker.current_task.done():
@@ -434,8 +801,17 @@ async def shutdown(grace_seconds: float = 5.0) -> None:
         await asyncio.wait(tasks, timeout=grace_seconds)
     for stream in list(_active.values()):
         await stream.finish(protocol.INTERRUPTED)
+    for worker in workers:
+        async for message in Message.objects.filter(
+            conversation_id=worker.conversation_id, role=Message.Role.ASSISTANT, state=Message.State.STREAMING,
+            lease_owner="",
+        ).order_by("created_at"):
+            await MessageStream(message, owner="").finish(protocol.INTERRUPTED)
     _active.clear()
     _workers.clear()
+    if _node is not None and _node.loop is asyncio.get_running_loop():
+        await _node.stop()
+    _node = None
 
 
 @atexit.register
@@ -444,6 +820,6 @@ def _interrupt_at_exit() -> None:
     for stream in list(_active.values()):
         try:
             stream.finish_at_exit()
-        except Exception:  # the DB may already be gone; issue 4's lease catches what is left
+        except Exception:  # the DB may already be gone; the lease lapses and another node reaps it
             log.exception("could not mark message %s interrupted at exit", stream.message.pk)
     _active.clear()
