@@ -1,0 +1,277 @@
+"""Two real Daphne nodes sharing PostgreSQL (the test database) and the machine's Redis behave as one site.
+
+Each test starts two `daphne` processes on free ports (tests/daphne_process.py) with REDIS_URL set, a
+CHANNEL_PREFIX unique to the test (so parallel runs never see each other's groups or frame logs), answers
+paced at 15 words/s so they take a few seconds, and a short lease (CHAT_LEASE_SECONDS=4, reaper every 1 s) so a
+dead node is noticed quickly. Clients are real WebSocket connections (the `websockets` library) authenticated
+with a bearer token from POST /api/token/, with an Origin from ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from websockets.asyncio.client import connect as ws_connect
+
+from conversations.models import Message
+
+pytestmark = [pytest.mark.multinode, pytest.mark.django_db(transaction=True)]
+
+REDIS = "redis://127.0.0.1:6379/0"
+LEASE_SECONDS = 4.0
+REAPER_SECONDS = 1.0
+DETECTION_SECONDS = LEASE_SECONDS + REAPER_SECONDS  # the documented bound: lease + reaper interval
+WAIT = 60.0  # generous: each node loads the embedding model on its first answer
+
+
+class Client:
+    """A real chat socket to one node."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, node, token: str) -> Client:
+        ws = await ws_connect(
+            node.url.replace("http://", "ws://") + "/ws/chat/",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            origin=node.url,
+        )
+        return cls(ws)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, wait: float = WAIT) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), wait))
+
+    async def recv_type(self, kind: str, wait: float = WAIT) -> dict[str, Any]:
+        while (frame := await self.recv(wait))["type"] != kind:
+            pass
+        return frame
+
+    async def ask(self, text: str, **fields: Any) -> dict[str, Any]:
+        await self.send({"type": "ask", "id": str(uuid.uuid4()), "text": text, **fields})
+        return await self.recv_type("ack")
+
+    async def stream_of(self, message: str, wait: float = WAIT) -> dict[str, Any]:
+        while True:
+            frame = await self.recv(wait)
+            if frame.get("message") == message and "seq" in frame:
+                return frame
+
+    async def until_final(self, message: str, wait: float = WAIT) -> list[dict[str, Any]]:
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] != "final":
+            frames.append(await self.stream_of(message, wait))
+        return frames
+
+    async def tokens(self, message: str, count: int) -> list[dict[str, Any]]:
+        """Stream frames of ``message`` until ``count`` tokens have arrived."""
+        frames: list[dict[str, Any]] = []
+        while sum(f["type"] == "token" for f in frames) < count:
+            frames.append(await self.stream_of(message))
+        return frames
+
+    async def join(self, conversation: str) -> None:
+        await self.send({"type": "join", "conversation": conversation})
+        await self.recv_type("conversation")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "token")
+
+
+def assert_contiguous(frames: list[dict[str, Any]], start: int = 1) -> None:
+    assert [f["seq"] for f in frames] == list(range(start, start + len(frames)))
+
+
+def get_token(node, username: str, password: str) -> str:
+    request = urllib.request.Request(
+        node.url + "/api/token/",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["access"]
+
+
+@pytest.fixture
+def redis_available():
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Multi-node tests need the machine's Redis at {REDIS} (start redis-server): {exc}")
+
+
+@pytest.fixture
+def two_nodes(demo_kb, daphne_server, redis_available):
+    """Nodes A and B: same database, same Redis, same channel prefix (unique to this test)."""
+    env = {
+        "REDIS_URL": REDIS,
+        "CHANNEL_PREFIX": f"mn-{uuid.uuid4().hex[:10]}",
+        "ANSWER_WORDS_PER_SECOND": "15",
+        "CHAT_LEASE_SECONDS": str(LEASE_SECONDS),
+        "CHAT_REAPER_INTERVAL_SECONDS": str(REAPER_SECONDS),
+    }
+    return daphne_server(**env), daphne_server(**env)
+
+
+@pytest.fixture
+def token(two_nodes):
+    get_user_model().objects.create_user("carol", password="pw-carol-123")
+    return get_token(two_nodes[0], "carol", "pw-carol-123")
+
+
+async def message_row(pk: str) -> Message:
+    return await database_sync_to_async(Message.objects.select_related("reply_to").get)(pk=pk)
+
+
+async def test_watcher_on_b_receives_every_token_of_an_answer_generated_on_a(two_nodes, token):
+    node_a, node_b = two_nodes
+    customer = await Client.open(node_a, token)
+    first = await customer.ask("How do I return an item?")
+    await customer.until_final(first["message"])  # node A has loaded its model; the conversation exists
+
+    watcher = await Client.open(node_b, token)
+    await watcher.join(first["conversation"])
+    ack = await customer.ask("How do I track my order?", conversation=first["conversation"])
+    seen_by_customer = await customer.until_final(ack["message"])
+    seen_by_watcher = await watcher.until_final(ack["message"])
+
+    assert seen_by_watcher == seen_by_customer
+    assert_contiguous(seen_by_watcher)
+    assert sum(f["type"] == "token" for f in seen_by_watcher) > 5
+    final = seen_by_watcher[-1]
+    assert final["state"] == "complete" and final["text"] == text_of(seen_by_watcher)
+    row = await message_row(ack["message"])
+    assert row.lease_owner and row.lease_expires_at is None  # generated under a lease, released at the end
+    assert (row.state, row.text) == ("complete", final["text"])
+    await customer.close()
+    await watcher.close()
+
+
+async def test_customer_dropping_from_a_resumes_on_b_with_nothing_missing_or_doubled(two_nodes, token):
+    node_a, node_b = two_nodes
+    first = await Client.open(node_a, token)
+    ack = await first.ask("How do I return an item?")
+    got = await first.tokens(ack["message"], 3)
+    await first.close()  # the customer's connection to A drops; A keeps generating
+
+    second = await Client.open(node_b, token)
+    await second.send({"type": "resume", "message": ack["message"], "after": got[-1]["seq"]})
+    rest = await second.until_final(ack["message"])
+    frames = got + rest
+    assert_contiguous(frames)
+    final = frames[-1]
+    assert final["state"] == "complete" and final["text"] == text_of(frames)
+    row = await message_row(ack["message"])
+    assert (row.state, row.text, row.seq_last) == ("complete", final["text"], final["seq"])
+    # Nothing more arrives for that message (no doubled frames trailing in).
+    await second.send({"type": "ping", "t": "end"})
+    while (frame := await second.recv(10))["type"] != "pong":
+        assert frame.get("message") != ack["message"], frame
+    await second.close()
+
+
+async def test_node_killed_mid_answer_leaves_it_interrupted_and_the_question_kept(two_nodes, token):
+    node_a, node_b = two_nodes
+    customer = await Client.open(node_a, token)
+    ack = await customer.ask("How do I return an item?")
+    watcher = await Client.open(node_b, token)
+    await watcher.join(ack["conversation"])
+    await watcher.send({"type": "resume", "message": ack["message"], "after": 0})
+    seen = await watcher.tokens(ack["message"], 3)
+
+    node_a.kill()  # SIGKILL: no atexit, no shutdown; only the lease can tell
+    killed_at = time.monotonic()
+    rest = await watcher.until_final(ack["message"], wait=DETECTION_SECONDS + 10)
+    detected_after = time.monotonic() - killed_at
+    frames = seen + rest
+    assert_contiguous(frames)
+    final = frames[-1]
+    assert final["state"] == "interrupted"
+    assert final["text"] == text_of(frames) and final["text"]  # the partial answer is kept
+    # Documented bound: lease + reaper interval after the last renewal (plus scheduling slack).
+    assert detected_after <= DETECTION_SECONDS + 3, detected_after
+
+    row = await message_row(ack["message"])
+    assert row.state == "interrupted" and row.text == final["text"]
+    assert row.reply_to is not None and row.reply_to.text == "How do I return an item?"
+
+    # The customer, now on B, resumes the interrupted answer through its final, then regenerates it.
+    customer_b = await Client.open(node_b, token)
+    await customer_b.send({"type": "resume", "message": ack["message"], "after": 0})
+    assert await customer_b.until_final(ack["message"]) == frames
+    again = await customer_b.ask("How do I return an item?", conversation=ack["conversation"])
+    redo = await customer_b.until_final(again["message"])
+    assert redo[-1]["state"] == "complete"
+    await watcher.close()
+    await customer_b.close()
+
+
+async def test_cancel_sent_to_b_stops_an_answer_generated_on_a(two_nodes, token):
+    node_a, node_b = two_nodes
+    customer = await Client.open(node_a, token)
+    ack = await customer.ask("How do I return an item?")
+    before = await customer.tokens(ack["message"], 3)
+
+    other_tab = await Client.open(node_b, token)
+    await other_tab.send({"type": "cancel", "message": ack["message"]})
+    after = await customer.until_final(ack["message"], wait=15)
+    frames = before + after
+    assert_contiguous(frames)
+    final = frames[-1]
+    assert final["state"] == "cancelled" and final["text"] == text_of(frames)
+    assert sum(f["type"] == "token" for f in after) <= 3  # stopped within a token or two of crossing nodes
+    row = await message_row(ack["message"])
+    assert (row.state, row.text) == ("cancelled", final["text"])
+    await customer.close()
+    await other_tab.close()
+
+
+async def test_asks_for_one_conversation_on_two_nodes_are_answered_one_at_a_time_in_order(two_nodes, token):
+    node_a, node_b = two_nodes
+    on_a = await Client.open(node_a, token)
+    first = await on_a.ask("How do I return an item?")
+    await on_a.until_final(first["message"])
+    conversation = first["conversation"]
+    on_b = await Client.open(node_b, token)
+    await on_b.join(conversation)
+
+    # Two questions at once, one per node: neither node may start the second answer before the first ends.
+    ack_a, ack_b = await asyncio.gather(
+        on_a.ask("How do I track my order?", conversation=conversation),
+        on_b.ask("Can I exchange an item?", conversation=conversation),
+    )
+    order: list[str] = []
+    finals: dict[str, dict] = {}
+    while len(finals) < 2:
+        frame = await on_b.recv()
+        if frame.get("seq") is None or frame["message"] not in (ack_a["message"], ack_b["message"]):
+            continue
+        if not order or order[-1] != frame["message"]:
+            order.append(frame["message"])
+        if frame["type"] == "final":
+            finals[frame["message"]] = frame
+    assert len(order) == 2, f"answers interleaved: {order}"
+    rows = {m.pk: m async for m in Message.objects.filter(pk__in=[ack_a["message"], ack_b["message"]])}
+    first_asked, second_asked = sorted(rows.values(), key=lambda m: m.created_at)
+    assert order == [str(first_asked.pk), str(second_asked.pk)]  # answered in the order they were asked
+    assert all(f["state"] == "complete" for f in finals.values())
+    await on_a.close()
+    await on_b.close()
