@@ -150,6 +150,15 @@ class ChatPage {
       case "feedback":
         this._onFeedback(frame);
         break;
+      case "agent_message": // a person from the support team (docs/protocol.md "Console")
+        if (frame.conversation === this.conversation) this.appendAgent(frame.text, frame.agent?.name, frame.message);
+        break;
+      case "agent_joined":
+      case "agent_left":
+      case "nudge":
+      case "reminder":
+        if (frame.conversation === this.conversation) this.appendSystem(frame.text, frame.message, frame.type);
+        break;
       case "pong":
         break;
       default:
@@ -460,13 +469,21 @@ class ChatPage {
   }
 
   /** Live messages from a person or the system (see docs/protocol.md). */
-  appendAgent(text, name) {
-    this.log.append(agentMessage(text, name));
-    this._scrollToEnd();
+  appendAgent(text, name, messageId) {
+    this._appendOnce(agentMessage(text, name), messageId);
   }
 
-  appendSystem(text) {
-    this.log.append(systemMessage(text));
+  appendSystem(text, messageId, kind) {
+    const msg = systemMessage(text);
+    if (kind) msg.dataset.kind = kind; // agent_joined, agent_left, nudge, reminder
+    this._appendOnce(msg, messageId);
+  }
+
+  _appendOnce(msg, messageId) {
+    if (messageId && this.log.querySelector(`[data-message="${messageId}"]`)) return;
+    if (messageId) msg.dataset.message = messageId;
+    this.log.querySelector("[data-empty]")?.remove();
+    this.log.append(msg);
     this._scrollToEnd();
   }
 }

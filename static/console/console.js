@@ -181,7 +181,6 @@ class ConsoleConversation {
   }
 
   adoptHistory() {
-    for (const who of this.log.querySelectorAll(".msg-user .who")) who.textContent = "Customer";
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
       const answer = msgEl.querySelector(".answer");
       const done = msgEl.dataset.state !== "streaming";
