@@ -39,9 +39,9 @@ class Client:
         self.ws = ws
 
     @classmethod
-    async def open(cls, node, token: str) -> Client:
+    async def open(cls, node, token: str, path: str = "/ws/chat/") -> Client:
         ws = await ws_connect(
-            node.url.replace("http://", "ws://") + "/ws/chat/",
+            node.url.replace("http://", "ws://") + path,
             additional_headers={"Authorization": f"Bearer {token}"},
             origin=node.url,
         )
@@ -275,3 +275,23 @@ async def test_asks_for_one_conversation_on_two_nodes_are_answered_one_at_a_time
     assert all(f["state"] == "complete" for f in finals.values())
     await on_a.close()
     await on_b.close()
+
+
+async def test_staff_take_over_on_b_stops_the_answer_generated_on_a(two_nodes, token):
+    node_a, node_b = two_nodes
+    await database_sync_to_async(get_user_model().objects.create_user)("sam", password="pw-sam-123", is_staff=True)
+    staff_token = await asyncio.to_thread(get_token, node_b, "sam", "pw-sam-123")
+    customer = await Client.open(node_a, token)
+    ack = await customer.ask("How do I return an item?")
+    before = await customer.tokens(ack["message"], 3)
+
+    staff = await Client.open(node_b, staff_token, path="/ws/console/")
+    await staff.send({"type": "take_over", "conversation": ack["conversation"]})
+    after = await customer.until_final(ack["message"], wait=15)
+    frames = before + after
+    assert_contiguous(frames)
+    assert frames[-1]["state"] == "cancelled" and frames[-1]["text"] == text_of(frames)
+    row = await message_row(ack["message"])
+    assert (row.state, row.text) == ("cancelled", frames[-1]["text"])
+    await customer.close()
+    await staff.close()
