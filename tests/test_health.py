@@ -59,7 +59,7 @@ def test_unreachable_database_is_named(tmp_path):
     script = (
         "import django, json; django.setup();"
         "from django.test import Client;"
-        "r = Client().get('/healthz');"
+        "r = Client(HTTP_HOST='localhost').get('/healthz');"
         "print(json.dumps({'status': r.status_code, 'body': r.json()}))"
     )
     env = {
