@@ -84,6 +84,8 @@ def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
             )
         else:
             _check_queue(conversation, frame)
+            if not conversation.title:  # created empty from the page's "New conversation"
+                conversation.title = _title(frame.text)
         question = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -103,7 +105,7 @@ def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
                 reply_to=question,
                 state=Message.State.STREAMING,
             )
-        conversation.save(update_fields=["status", "updated_at"])
+        conversation.save(update_fields=["status", "title", "updated_at"])
         return AskResult(conversation, question, answer, created=True)
 
 

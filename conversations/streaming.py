@@ -45,7 +45,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from conversations import protocol
+from conversations import inbox, protocol
 from conversations.models import Conversation, Message
 from knowledge import answering
 
@@ -333,6 +333,7 @@ class MessageStream:
             )
         except LeaseLost:
             log.warning("final of %s: its seq slot was taken", self.message.pk)
+        await _refresh_console_row(self.message.conversation_id)
         return True
 
     def finish_at_exit(self) -> None:
@@ -345,6 +346,14 @@ class MessageStream:
             pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
         ).update(**fields):
             frame_log().append_sync(str(self.message.pk), _final_frame(self, protocol.INTERRUPTED), expected=self.seq)
+
+
+async def _refresh_console_row(conversation_id: uuid.UUID) -> None:
+    """A finished answer changes the console list's "last message" for that conversation."""
+    try:
+        await inbox.publish_item(conversation_id)
+    except Exception:  # the list is a convenience view: never let it break an answer
+        log.exception("could not refresh the console row of %s", conversation_id)
 
 
 def _final_frame(stream: MessageStream, state: str) -> dict:

@@ -278,3 +278,18 @@ async def test_generation_killed_by_shutdown_ends_interrupted_not_streaming(demo
     states = {m.pk: m.state async for m in Message.objects.filter(role="assistant")}
     assert states == {uuid.UUID(ack["message"]): "interrupted", uuid.UUID(queued["message"]): "interrupted"}
     await client.close()
+
+
+async def test_first_question_titles_a_conversation_created_empty(demo_kb, alice, fast_answers, cleanup):
+    """The page's "New conversation" makes an untitled conversation; its first question names it."""
+    conversation = await Conversation.objects.acreate(owner=alice, knowledge_base=demo_kb)
+    client = await connect(alice)
+    ack = await client.ask("Where is my parcel?", conversation=str(conversation.pk))
+    await client.until_final(ack["message"])
+    await conversation.arefresh_from_db()
+    assert conversation.title == "Where is my parcel?"
+    second = await client.ask("Can I pay with Klarna?", conversation=str(conversation.pk))
+    await client.until_final(second["message"])
+    await conversation.arefresh_from_db()
+    assert conversation.title == "Where is my parcel?"
+    await client.close()

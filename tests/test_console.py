@@ -170,7 +170,15 @@ async def test_live_list_updates_on_a_new_question_and_on_a_handoff_request(demo
     assert item["title"] == "How do I return an item?" and item["customer"] == "Carol"
     assert item["section"] == "recent" and item["status"] == "bot" and item["unread"] == 1
     assert item["url"] == f"/console/c/{conversation}/"
-    await chat.until_final(ack["message"])
+    final = (await chat.until_final(ack["message"]))[-1]
+
+    # The bot's finished answer becomes the row's last message, live.
+    while True:
+        answered = await update_for(staff, conversation)
+        if (answered["last_message"] or {}).get("role") == "assistant":
+            break
+    preview = answered["last_message"]["text"].rstrip("…")
+    assert preview and " ".join(final["text"].split()).startswith(preview)
 
     await chat.send({"type": "handoff", "conversation": conversation})
     waiting = await update_for(staff, conversation, section="waiting")
