@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
-TCP_DB_PORT ?= 55432
+TCP_DB_PORT ?= 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -36,7 +36,9 @@ test: venv
 	$(MAKE) test-database-url
 
 test-database-url: venv
-	url=$$($(PY) -m chatsite.embedded_postgres tcp --data .data/pg-tcp --port $(TCP_DB_PORT)); \
+	set -eo pipefail; \
+	url=$$($(PY) -m chatsite.embedded_postgres tcp --data .data/pg-tcp --port $(TCP_DB_PORT) | tail -n 1); \
+	case "$$url" in postgres://*) ;; *) echo "could not start the TCP PostgreSQL: '$$url'" >&2; exit 1;; esac; \
 	trap '$(PY) -m chatsite.embedded_postgres stop --data .data/pg-tcp' EXIT; \
 	DATABASE_URL=$$url EXPECT_DATABASE_URL=$$url $(PY) -m pytest -m "not e2e and not multinode" \
 		tests/test_database_url.py tests/test_health.py tests/test_retrieval.py tests/test_ingest.py

@@ -8,7 +8,7 @@ by whichever process needs it first and left running, so any number of
 Run as a module it also serves a second cluster on a TCP port, which is how the
 test suite proves the ``DATABASE_URL`` path production uses::
 
-    python -m chatsite.embedded_postgres tcp --data .data/pg-tcp --port 55432
+    python -m chatsite.embedded_postgres tcp --data .data/pg-tcp [--port 55432]
     python -m chatsite.embedded_postgres stop --data .data/pg-tcp
 """
 
@@ -73,7 +73,8 @@ def _run_as_service_user(args: list[str]) -> None:
     if os.geteuid() == 0:
         user = "pgserver"
         ensure_user_exists(user)
-    subprocess.run(args, check=True, user=user)
+    # Their chatter goes to stderr: stdout carries only what callers capture (the URL).
+    subprocess.run(args, check=True, user=user, stdout=sys.stderr)
 
 
 def serve_tcp(data_dir: Path, port: int) -> str:
@@ -90,6 +91,13 @@ def serve_tcp(data_dir: Path, port: int) -> str:
         entry = pwd.getpwnam("pgserver")
         os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     bin_path = _bin_path()
+    if port == 0:
+        port = _free_port()
+    if (data_dir / "postmaster.pid").exists():  # left running by an interrupted run: start afresh
+        try:
+            stop(data_dir)
+        except Exception:  # noqa: BLE001 - a stale pid file; pg_ctl start below tells the real story
+            pass
     if not (data_dir / "PG_VERSION").exists():
         _run_as_service_user(
             [str(bin_path / "initdb"), "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(data_dir)]
@@ -105,6 +113,14 @@ def serve_tcp(data_dir: Path, port: int) -> str:
     return f"postgres://postgres@127.0.0.1:{port}/{quote(DATABASE_NAME)}"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def stop(data_dir: Path) -> None:
     if (data_dir / "postmaster.pid").exists():
         _run_as_service_user([str(_bin_path() / "pg_ctl"), "-w", "-D", str(data_dir.resolve()), "stop"])
@@ -115,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     tcp = sub.add_parser("tcp", help="serve a cluster on 127.0.0.1:PORT and print its DATABASE_URL")
     tcp.add_argument("--data", type=Path, required=True)
-    tcp.add_argument("--port", type=int, required=True)
+    tcp.add_argument("--port", type=int, default=0, help="0 (default): any free port")
     st = sub.add_parser("stop", help="stop the cluster under --data")
     st.add_argument("--data", type=Path, required=True)
     url = sub.add_parser("url", help="start the embedded cluster under --data and print its URL")

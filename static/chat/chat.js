@@ -6,7 +6,7 @@
 //  * stream frames carry (message, seq); a frame with a seq we already applied is ignored, so replays after
 //    `resume` never duplicate text, and a gap triggers a `resume` so nothing is dropped.
 
-import { ChatSocket } from "./socket.js";
+import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
   Typewriter,
   agentMessage,
@@ -21,24 +21,12 @@ import {
   userMessage,
 } from "./render.js";
 
-// Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
-const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
 
 const CONVERSATION_NOTES = {
   waiting_for_agent: "We have asked a member of our support team to join. You can keep writing meanwhile.",
   agent: "You are chatting with a member of our support team.",
   resolved: "This conversation was marked as resolved. Ask again any time.",
 };
-
-function newId() {
-  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  // crypto.randomUUID needs a secure context; getRandomValues does not.
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = (bytes[6] & 0x0f) | 0x40;
-  bytes[8] = (bytes[8] & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
 
 class ChatPage {
   constructor(root, config) {
@@ -130,7 +118,7 @@ class ChatPage {
   // ---- frames from the server ----------------------------------------------------------------------
 
   _onFrame(frame) {
-    if (STREAM_TYPES.has(frame.type) && frame.message && frame.seq) {
+    if (isStreamFrame(frame)) {
       this._onStreamFrame(frame);
       return;
     }

@@ -9,6 +9,25 @@ export const BACKOFF = { baseMs: 500, factor: 2, maxMs: 10000, jitter: 0.3 };
 export const PING_INTERVAL_MS = 15000;
 export const DEAD_AFTER_MS = 10000; // no frame at all this long after a ping: the connection is dead
 
+// Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
+export const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
+
+/** True for a frame of an answer's stream: it is ordered and de-duplicated by (message, seq). */
+export function isStreamFrame(frame) {
+  return STREAM_TYPES.has(frame.type) && Boolean(frame.message) && Boolean(frame.seq);
+}
+
+/** A client id for an ask or an agent message: re-sent unchanged after a reconnect, never applied twice. */
+export function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  // crypto.randomUUID needs a secure context; getRandomValues does not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** Delay before reconnect attempt `attempt` (0-based): exponential, capped, +-30 % jitter. */
 export function backoffDelay(attempt, random = Math.random) {
   const raw = Math.min(BACKOFF.maxMs, BACKOFF.baseMs * BACKOFF.factor ** attempt);

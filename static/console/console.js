@@ -3,7 +3,7 @@
 // Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
 // and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
 
-import { ChatSocket } from "../chat/socket.js";
+import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import {
   Typewriter,
   agentMessage,
@@ -17,7 +17,6 @@ import {
   userMessage,
 } from "../chat/render.js";
 
-const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
 const STATUS_LABELS = {
   bot: "Answered by the assistant",
   waiting_for_agent: "Waiting for a person",
@@ -33,11 +32,6 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined && text !== null) node.textContent = text;
   return node;
-}
-
-function newId() {
-  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  return `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
 }
 
 /** "3 min", "1 h 5 min": how long since an ISO time. */
@@ -209,7 +203,7 @@ class ConsoleConversation {
   // -- frames --
   onFrame(frame) {
     if (frame.conversation && frame.conversation !== this.id && frame.type !== "conversation_update") return;
-    if (STREAM_TYPES.has(frame.type) && frame.message && frame.seq) {
+    if (isStreamFrame(frame)) {
       this.onStream(frame);
       return;
     }
