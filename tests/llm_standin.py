@@ -1,8 +1,11 @@
-"""A local stand-in for a hosted OpenAI-compatible chat endpoint, speaking the real wire format.
+"""A local stand-in for a hosted OpenAI-compatible endpoint (chat and embeddings), speaking the real wire format.
 
 ``POST /v1/chat/completions``:
 - ``"stream": true`` -> ``text/event-stream``: ``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``;
 - otherwise a ``chat.completion`` JSON object (used for follow-up rewriting).
+
+``POST /v1/embeddings`` (when ``embed`` is given): ``{"object": "list", "data": [{"object": "embedding",
+"index": i, "embedding": [...]}, ...]}``, deliberately in reverse order (clients must sort by ``index``).
 
 Every request body is recorded in ``requests`` so tests can check the prompt. Behaviour knobs:
 ``reply`` (streamed answer, sent word by word), ``rewrite_reply`` (non-streamed answer),
@@ -22,6 +25,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,6 +40,7 @@ class LLMStandin:
         fail_status: int | None = None,
         hang_seconds: float = 0.0,
         model: str = "standin-model",
+        embed: Callable[[list[str]], list[list[float]]] | None = None,
     ) -> None:
         self.reply = reply
         self.rewrite_reply = rewrite_reply
@@ -43,6 +48,7 @@ class LLMStandin:
         self.fail_status = fail_status
         self.hang_seconds = hang_seconds
         self.model = model
+        self.embed = embed
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
         self.stream_finished = threading.Event()
@@ -111,7 +117,11 @@ def _handler_for(standin: LLMStandin) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(length) or b"{}")
             body["_authorization"] = self.headers.get("Authorization", "")
             standin.requests.append(body)
-            if self.path.rstrip("/") != "/v1/chat/completions":
+            route = self.path.rstrip("/")
+            if route == "/v1/embeddings" and standin.embed is not None and not standin.fail_status:
+                self._embeddings(body)
+                return
+            if route not in ("/v1/chat/completions", "/v1/embeddings"):
                 self._json(404, {"error": {"message": f"No route {self.path}", "type": "invalid_request_error"}})
                 return
             if standin.hang_seconds:
@@ -143,6 +153,20 @@ def _handler_for(standin: LLMStandin) -> type[BaseHTTPRequestHandler]:
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                     },
                 )
+
+        def _embeddings(self, body: dict[str, Any]) -> None:
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            vectors = standin.embed(texts)
+            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": list(reversed(data)),
+                    "model": body.get("model", standin.model),
+                    "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+                },
+            )
 
         def _stream(self, body: dict[str, Any]) -> None:
             model = body.get("model", standin.model)

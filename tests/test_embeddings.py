@@ -1,0 +1,93 @@
+"""Embeddings behind one interface: the offline local model, and any OpenAI-compatible /v1/embeddings endpoint.
+
+The endpoint is the wire-format stand-in of tests/llm_standin.py, serving the local model's vectors
+(unnormalised, in reverse order) the way TEI, vLLM or Ollama would.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from knowledge import embeddings, retrieval
+from knowledge.embeddings import EmbeddingError, OpenAIEmbedder, build_embedder, get_embedder
+from tests.llm_standin import LLMStandin
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def local():
+    return get_embedder()
+
+
+@pytest.fixture
+def fresh_embedder():
+    """The process-wide embedder is rebuilt from the overridden settings, then restored."""
+    embeddings.reset_embedder()
+    yield
+    embeddings.reset_embedder()
+
+
+def scaled(local, factor: float = 3.0):
+    """What a server returns: the same directions, not normalised."""
+    return lambda texts: [[x * factor for x in v] for v in local.embed_documents(texts)]
+
+
+def test_local_model_is_offline_normalised_and_meaningful(local):
+    refund, money_back, kettle = local.embed_documents(
+        ["How long does a refund take?", "When do I get my money back?", "The kettle does not heat up"]
+    )
+    assert local.dimensions == len(refund) == 384
+    assert math.isclose(math.sqrt(sum(x * x for x in refund)), 1.0, rel_tol=1e-4)
+    assert cosine(refund, money_back) > cosine(refund, kettle) + 0.2
+    assert local.embed_query("How long does a refund take?") == pytest.approx(refund, abs=1e-5)
+
+
+def test_openai_compatible_endpoint_in_batches_sorted_and_normalised(local):
+    texts = ["returns", "shipping to Switzerland", "password reset", "E42 on the dishwasher", "Klarna"]
+    with LLMStandin(embed=scaled(local)) as server:
+        embedder = OpenAIEmbedder(server.base_url, "standin-embed", "sk-test", 384, batch_size=2, timeout=5)
+        vectors = embedder.embed_documents(texts)
+    assert [len(r["input"]) for r in server.requests] == [2, 2, 1]
+    assert all(r["model"] == "standin-embed" and r["_authorization"] == "Bearer sk-test" for r in server.requests)
+    for vector, expected in zip(vectors, local.embed_documents(texts), strict=True):
+        assert cosine(vector, expected) == pytest.approx(1.0, abs=1e-5)  # right order, unit length
+
+
+def test_endpoint_with_another_dimension_says_how_to_fix_it():
+    with LLMStandin(embed=lambda texts: [[1.0, 0.0, 0.0] for _ in texts]) as server:
+        embedder = OpenAIEmbedder(server.base_url, "small", "", 384, batch_size=8, timeout=5)
+        with pytest.raises(EmbeddingError, match=r"3-dimensional.*EMBEDDING_DIMENSIONS=384.*reembed"):
+            embedder.embed_query("hello")
+
+
+def test_failing_endpoint_is_a_clear_embedding_error():
+    with LLMStandin(fail_status=500) as server:
+        embedder = OpenAIEmbedder(server.base_url, "standin-embed", "", 384, batch_size=8, timeout=5)
+        with pytest.raises(EmbeddingError, match="Embedding endpoint failed"):
+            embedder.embed_query("hello")
+
+
+def test_backend_settings_are_checked(settings, fresh_embedder):
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_BASE_URL = ""
+    with pytest.raises(EmbeddingError, match="EMBEDDING_BASE_URL"):
+        build_embedder()
+    settings.EMBEDDING_BACKEND = "word2vec"
+    with pytest.raises(EmbeddingError, match="Unknown EMBEDDING_BACKEND='word2vec'"):
+        build_embedder()
+
+
+def test_search_through_the_openai_backend_finds_the_paraphrase(demo_kb, local, settings, fresh_embedder):
+    with LLMStandin(embed=scaled(local)) as server:
+        settings.EMBEDDING_BACKEND = "openai"
+        settings.EMBEDDING_BASE_URL = server.base_url
+        settings.EMBEDDING_MODEL = "standin-embed"
+        result = retrieval.search("I regret this purchase, what now?", kb=demo_kb, k=3, mode="vector")
+    assert isinstance(get_embedder(), OpenAIEmbedder)
+    assert [r["input"] for r in server.requests] == [["I regret this purchase, what now?"]]
+    assert result.passages[0].source == "how-to-return-an-item.md"
