@@ -190,7 +190,7 @@ DEMO_KB_DIR = BASE_DIR / "knowledge" / "demo_kb"
 RETRIEVAL_TOP_K = env_int("RETRIEVAL_TOP_K", 5)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 40)
 RETRIEVAL_RRF_K = env_int("RETRIEVAL_RRF_K", 60)
-HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)
+HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 200)  # recall@10 0.976 vs 0.945 at 100 (docs/benchmarks.md)
 # Retrieval (knowledge/retrieval.py): pgvector >= 0.8 keeps scanning the HNSW graph until enough rows pass
 # the knowledge-base filter. "relaxed_order" (default), "strict_order", "off"; empty = do not set it at all
 # (a server with pgvector < 0.8 rejects the setting).
