@@ -107,3 +107,19 @@ def daphne_server(transactional_db, tmp_path):
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def fast_answers(settings):
+    """Answers stream with no pacing, through the in-process frame log and channel layer."""
+    settings.ANSWER_WORDS_PER_SECOND = 0
+    settings.REDIS_URL = ""
+
+
+@pytest.fixture
+async def cleanup():
+    """Stop every answer this test started, so none outlives its test database."""
+    from tests.chat_support import stop_generation
+
+    yield
+    await stop_generation()

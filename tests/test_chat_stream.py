@@ -14,17 +14,11 @@ from django.contrib.auth import get_user_model
 
 from conversations import streaming
 from conversations.models import Conversation, Feedback, Message
-from tests.chat_support import assert_contiguous, connect, stop_generation, stream_text
+from tests.chat_support import assert_contiguous, connect, stream_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REDIS = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def fast_answers(settings):
-    settings.ANSWER_WORDS_PER_SECOND = 0
-    settings.REDIS_URL = ""
 
 
 @pytest.fixture
@@ -53,12 +47,6 @@ def backend(request, settings):
 @pytest.fixture
 def alice(transactional_db):
     return get_user_model().objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-async def cleanup():
-    yield
-    await stop_generation()
 
 
 async def test_ask_streams_status_sources_tokens_final(demo_kb, alice, fast_answers, cleanup):

@@ -28,12 +28,6 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
-def fast_answers(settings):
-    settings.ANSWER_WORDS_PER_SECOND = 0
-    settings.REDIS_URL = ""
-
-
-@pytest.fixture
 def slow_answers(settings):
     settings.ANSWER_WORDS_PER_SECOND = 8
     settings.REDIS_URL = ""

@@ -9,16 +9,10 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation, Message
-from tests.chat_support import connect, stop_generation
+from tests.chat_support import connect
 from tests.llm_standin import LLMStandin
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_answers(settings):
-    settings.ANSWER_WORDS_PER_SECOND = 0
-    settings.REDIS_URL = ""
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_answers")]
 
 
 @pytest.fixture
@@ -29,12 +23,6 @@ def alice(transactional_db):
 @pytest.fixture
 def bob(transactional_db):
     return get_user_model().objects.create_user("bob", password="pw-bob-123")
-
-
-@pytest.fixture
-async def cleanup():
-    yield
-    await stop_generation()
 
 
 async def expect_error(client, code: str, **fields) -> dict:
