@@ -34,6 +34,14 @@ function el(tag, className, text) {
   return node;
 }
 
+/** "Title · Section": the heading path often starts with the document title; say it once. */
+function passageLabel(p) {
+  const title = p.title || "";
+  let heading = p.heading || "";
+  if (title && heading.startsWith(title)) heading = heading.slice(title.length).replace(/^\s*>\s*/, "");
+  return [title, heading].filter(Boolean).join(" · ");
+}
+
 /** "3 min", "1 h 5 min": how long since an ISO time. */
 export function since(iso, now = Date.now()) {
   const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
@@ -336,7 +344,7 @@ class ConsoleConversation {
       const row = el("tr");
       row.append(
         el("td", "", String(p.n ?? "")),
-        el("td", "", [p.title, p.heading].filter(Boolean).join(" · ")),
+        el("td", "", passageLabel(p)),
         el("td", "score", fmt(p.score)),
         el("td", "", fmt(p.vector_score)),
         el("td", "", fmt(p.keyword_score)),
