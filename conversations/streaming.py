@@ -566,11 +566,6 @@ def start(message: Message) -> None:
 
 
 # --- Cancel, from any node ---------------------------------------------------------------------------------
-async def cancel(message: Message) -> bool:
-    """Cancel an unfinished assistant message wherever it is generated or queued (see ``cancel_message``)."""
-    return await cancel_message(message.pk)
-
-
 async def cancel_message(message_id: uuid.UUID | str) -> bool:
     """Stop one assistant answer from any node; its ``final`` says ``cancelled`` with the partial text kept.
 
