@@ -173,10 +173,7 @@ async def start_answer(result: AskResult) -> None:
     """Queue the answer's generation (after the asking socket joined the group, so it misses nothing)."""
     if result.answer is None or not result.created:
         return
-    answer = await Message.objects.select_related("conversation__knowledge_base", "reply_to").aget(
-        pk=result.answer.pk
-    )
-    streaming.start(answer)
+    streaming.start(result.answer)  # only kicks the worker, which claims the row (with its joins) itself
 
 
 async def _own_assistant_message(requester: Requester, message_id: uuid.UUID, action: str) -> Message:
