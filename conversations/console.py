@@ -298,6 +298,7 @@ def mark_read(conversation_id: uuid.UUID) -> None:
     Conversation.objects.filter(pk=conversation_id).update(agent_read_at=timezone.now())
 
 
-async def amark_read(conversation_id: uuid.UUID) -> None:
+async def amark_read(conversation_id: uuid.UUID) -> dict[str, Any] | None:
+    """Mark read and refresh every console's row; returns that row."""
     await sync_to_async(mark_read)(conversation_id)
-    await inbox.publish_item(conversation_id)
+    return await inbox.publish_item(conversation_id)

@@ -76,8 +76,7 @@ class ConsoleConsumer(ChatConsumer):
         self.watching.add(key)
         self.watchers[key] = {self.channel_name: inbox.person(self.agent)}
 
-        await console.amark_read(conversation.pk)
-        item = await inbox.alist_item(conversation.pk)
+        item = await console.amark_read(conversation.pk)
         if item is not None:
             await self.send_frame(protocol.conversation_update_frame(item))
         await self.send_frame(await chat.conversation_frame(conversation))

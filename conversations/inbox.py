@@ -165,9 +165,13 @@ alist_items = sync_to_async(list_items)
 alist_item = sync_to_async(list_item)
 
 
-async def publish_item(conversation_id: uuid.UUID | str) -> None:
-    """Tell every console that this conversation's row changed (new, new question, status, unread…)."""
+async def publish_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
+    """Tell every console that this conversation's row changed (new, new question, status, unread…).
+
+    Returns the row sent (None: no such row), so a caller that also shows it directly need not build it again.
+    """
     item = await alist_item(conversation_id)
     if item is not None:
         await get_channel_layer().group_send(GROUP, {"type": "console.item", "item": item})
+    return item
 
