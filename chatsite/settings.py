@@ -196,7 +196,7 @@ HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 200)  # recall@10 0.976 vs 0.945 at 1
 # (a server with pgvector < 0.8 rejects the setting).
 HNSW_ITERATIVE_SCAN = os.environ.get("HNSW_ITERATIVE_SCAN", "relaxed_order")
 
-# --- Answer pipeline (knowledge/answering.py) --------------------------------------
+# --- Answer pipeline (knowledge/answering/) --------------------------------------
 # ANSWER_GENERATOR: "extractive" (offline, quotes the KB's own sentences) or "openai"
 # (any OpenAI-compatible chat endpoint: OpenAI, Azure, Ollama, vLLM, llama.cpp server).
 ANSWER_GENERATOR = os.environ.get("ANSWER_GENERATOR", "extractive")

@@ -15,10 +15,9 @@ from django.template.defaultfilters import filesizeformat, truncatechars
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from knowledge import retrieval
+from knowledge import retrieval, tasks
 from knowledge.admin_forms import SearchForm, UploadForm
 from knowledge.embeddings import EmbeddingError
-from knowledge.ingest import pipeline
 from knowledge.models import Chunk, Document, KnowledgeBase
 
 #: Statuses after which nothing changes until someone acts; the progress poller stops on these.
@@ -217,7 +216,7 @@ class DocumentAdmin(admin.ModelAdmin):
         """Rebuild chunks from the stored source; the previous chunks stay searchable until the new ones land."""
         documents = list(queryset)
         for document in documents:
-            pipeline.enqueue_ingestion(document)  # marks it pending; the job is deferred on commit
+            tasks.enqueue_ingestion(document)  # marks it pending; the job is deferred on commit
         self.message_user(request, f"Queued {len(documents)} document(s) for re-indexing.", messages.SUCCESS)
 
     # --- extra views ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.files.uploadedfile import UploadedFile
 
+from knowledge import tasks
 from knowledge.ingest import pipeline
 from knowledge.models import Document, KnowledgeBase
 
@@ -131,7 +132,7 @@ def refusal_message(name: str, exc: Exception) -> str:
 
 def _queued(document: Document, created: bool, name: str) -> Outcome:
     if not created and document.status == Document.Status.FAILED:
-        pipeline.enqueue_ingestion(document)
+        tasks.enqueue_ingestion(document)
         return Outcome(
             messages.WARNING,
             f"'{name}' is already in the knowledge base as '{document}', whose indexing failed; indexing it again.",
@@ -143,7 +144,7 @@ def _queued(document: Document, created: bool, name: str) -> Outcome:
             f"'{name}' is already in the knowledge base as '{document}'; nothing was added.",
             document,
         )
-    pipeline.enqueue_ingestion(document)
+    tasks.enqueue_ingestion(document)
     return Outcome(
         messages.SUCCESS, f"'{name}' was added to '{document.knowledge_base}' and queued for indexing.", document
     )

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.utils import timezone
 from django.utils.text import slugify
 from pgvector.django import HnswIndex, VectorField
 
@@ -66,6 +67,12 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return self.title or self.original_filename or f"Document {self.pk}"
+
+    def set_status(self, status: str, error: str = "") -> None:
+        """Record an ingestion state on this instance and in its row, without saving other fields."""
+        self.status = status
+        self.error = error
+        Document.objects.filter(pk=self.pk).update(status=status, error=error, updated_at=timezone.now())
 
     @property
     def source(self) -> str:

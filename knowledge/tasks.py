@@ -30,6 +30,7 @@ from procrastinate.contrib.django import app
 from procrastinate.exceptions import AlreadyEnqueued
 
 from knowledge.embeddings import EmbeddingError
+from knowledge.models import Document
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ TRANSIENT_ERRORS = {EmbeddingError, DatabaseError, OSError, TimeoutError}
 def ingest_document_task(document_id: int) -> None:
     """Parse, chunk, embed and store one document. Safe to run any number of times."""
     from knowledge.ingest.pipeline import run_ingestion
-    from knowledge.models import Document
-
     document = Document.objects.filter(pk=document_id).first()
     if document is None:
         logger.info("Document %s was deleted before ingestion; nothing to do.", document_id)
@@ -59,6 +58,12 @@ def ingest_document_task(document_id: int) -> None:
         raise  # procrastinate retries with backoff; the error is already on the document
     except Exception:  # noqa: BLE001 - permanent (bad file): recorded on the document, retrying will not help
         logger.info("Document %s failed permanently: %s", document_id, document.error)
+
+
+def enqueue_ingestion(document: Document) -> None:
+    """Ingest in the background on the durable queue, once the surrounding transaction commits."""
+    document.set_status(Document.Status.PENDING)
+    transaction.on_commit(lambda: defer_ingestion(document.pk))
 
 
 def defer_ingestion(document_id: int) -> None:

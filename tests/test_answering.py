@@ -9,11 +9,8 @@ import time
 import pytest
 
 from knowledge.answering import (
-    NOTHING_FOUND,
-    ExtractiveGenerator,
     FinalEvent,
     SourcesEvent,
-    StatusEvent,
     TokenEvent,
     answer,
     cited_sources,
@@ -21,6 +18,7 @@ from knowledge.answering import (
     render_answer_html,
     retrieved_text,
 )
+from knowledge.answering.generators.extractive import NOTHING_FOUND, ExtractiveGenerator
 from tests.answering_kb import build_kb
 
 pytestmark = pytest.mark.django_db(transaction=True)  # retrieval runs on other threads' connections
@@ -193,12 +191,3 @@ def test_generator_factory(settings):
     settings.ANSWER_GENERATOR = "nope"
     with pytest.raises(Exception, match="Unknown ANSWER_GENERATOR"):
         get_generator()
-
-
-async def test_events_serialise_for_the_wire(kb):
-    events = await collect("How do I reset my password?", kb)
-    status = events[0]
-    assert isinstance(status, StatusEvent)
-    assert status.as_dict() == {"stage": "retrieving", "text": "Searching the knowledge base…"}
-    assert "type" not in events[-1].as_dict()
-    assert set(events[-1].as_dict()) == {"text", "html", "citations", "state", "timings", "trace"}

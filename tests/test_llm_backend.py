@@ -10,12 +10,12 @@ import pytest
 from knowledge.answering import (
     AnswerBackendError,
     FinalEvent,
-    OpenAIChatGenerator,
     SourcesEvent,
     TokenEvent,
     answer,
     get_generator,
 )
+from knowledge.answering.generators.openai import OpenAIChatGenerator
 from tests.answering_kb import build_kb
 from tests.llm_standin import LLMStandin
 

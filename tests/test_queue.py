@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from knowledge import tasks
 from knowledge.ingest import pipeline
 from knowledge.models import Document
 
@@ -106,7 +107,7 @@ def test_job_of_a_killed_worker_is_retried_and_completes(transactional_db, tmp_p
     workers: list[subprocess.Popen] = []
     try:
         blocker.execute("SELECT pg_advisory_lock(%s, %s)", (pipeline._LOCK_NAMESPACE, document.pk))
-        pipeline.enqueue_ingestion(document)  # autocommit: deferred at once
+        tasks.enqueue_ingestion(document)  # autocommit: deferred at once
         job_id, status, attempts = ingestion_job(document.pk)
         assert (status, attempts) == ("todo", 0)
 
@@ -150,7 +151,7 @@ def test_enqueue_defers_one_job_per_waiting_document(db, django_capture_on_commi
     kb = pipeline.get_or_create_knowledge_base("Queue test")
     document, _ = pipeline.add_document(kb, filename="contact.txt", data=(SAMPLES / "contact.txt").read_bytes())
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        pipeline.enqueue_ingestion(document)
+        tasks.enqueue_ingestion(document)
         assert ingestion_job(document.pk) is None  # nothing is queued before the commit (seen from outside)
     assert len(callbacks) == 1
     with connection.cursor() as cursor:
@@ -160,7 +161,7 @@ def test_enqueue_defers_one_job_per_waiting_document(db, django_capture_on_commi
         )
         assert cursor.fetchall() == [("ingest", "todo")]
     with django_capture_on_commit_callbacks(execute=True):
-        pipeline.enqueue_ingestion(document)  # clicked "re-index" twice: still one waiting job
+        tasks.enqueue_ingestion(document)  # clicked "re-index" twice: still one waiting job
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM procrastinate_jobs WHERE (args->>'document_id')::bigint = %s", [document.pk]

@@ -266,16 +266,10 @@ class _DocumentLock:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self.key)
 
 
-def _set_status(document: Document, status: str, error: str = "") -> None:
-    document.status = status
-    document.error = error
-    Document.objects.filter(pk=document.pk).update(status=status, error=error, updated_at=timezone.now())
-
-
 def run_ingestion(document: Document) -> Document:
     """Ingest and raise on failure (after recording it on the document). The queue task uses this."""
     with _DocumentLock(document.pk):
-        _set_status(document, Document.Status.PROCESSING)
+        document.set_status(Document.Status.PROCESSING)
         try:
             data, filename = read_source(document)
             prepared = prepare(data, filename)
@@ -283,7 +277,7 @@ def run_ingestion(document: Document) -> Document:
         except Exception as exc:
             message = str(exc) or exc.__class__.__name__
             logger.warning("Ingestion of document %s (%s) failed: %s", document.pk, document, message)
-            _set_status(document, Document.Status.FAILED, message)
+            document.set_status(Document.Status.FAILED, message)
             raise
 
 
@@ -294,14 +288,6 @@ def ingest_document(document: Document) -> Document:
     except Exception:  # noqa: BLE001 - recorded on the document by run_ingestion
         logger.debug("ingest_document(%s) failed", document.pk, exc_info=True)
     return document
-
-
-def enqueue_ingestion(document: Document) -> None:
-    """Ingest in the background on the durable queue, once the surrounding transaction commits."""
-    from knowledge.tasks import defer_ingestion
-
-    _set_status(document, Document.Status.PENDING)
-    transaction.on_commit(lambda: defer_ingestion(document.pk))
 
 
 # --- files and folders ------------------------------------------------------------------
