@@ -158,6 +158,7 @@ async def answer(
                 "chunk_id": p.chunk_id,
                 "document": p.document_id,
                 "title": p.title,
+                "source": p.source,
                 "heading": p.heading,
                 "vector_score": p.vector_score,
                 "keyword_score": p.keyword_score,
