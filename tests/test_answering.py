@@ -191,3 +191,26 @@ def test_generator_factory(settings):
     settings.ANSWER_GENERATOR = "nope"
     with pytest.raises(Exception, match="Unknown ANSWER_GENERATOR"):
         get_generator()
+
+
+async def test_a_new_question_after_an_unrelated_one_is_not_rewritten(kb):
+    # Short, but complete on its own: it must not drift to the previous topic (passwords).
+    history = [
+        {"role": "user", "text": "I forgot my password"},
+        {"role": "assistant", "text": "Click Forgot password on the sign-in page [1]."},
+    ]
+    events = await collect("how long do refunds take", kb, history=history)
+    final = events[-1]
+    assert final.trace["rewritten_query"] is None
+    assert final.trace["passages"][0]["title"] == "Refunds"
+    assert "5 business days" in final.text
+
+
+def test_only_questions_that_point_back_depend_on_the_conversation():
+    from knowledge.answering.followups import refers_back
+
+    for question in ("How long is it valid?", "and to Austria?", "what about the blender?", "那退款呢？",
+                     "Und wie lange dauert das?", "how long does that take?"):  # fmt: skip
+        assert refers_back(question), question
+    for question in ("how much is express delivery", "I forgot my password", "怎么退货", "wie viel kostet Express"):
+        assert not refers_back(question), question

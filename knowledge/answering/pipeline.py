@@ -31,6 +31,7 @@ from knowledge.answering.events import (
     StatusEvent,
     TokenEvent,
 )
+from knowledge.answering.followups import choose_query, refers_back
 from knowledge.answering.generators import Generator, get_generator
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.models import KnowledgeBase
@@ -79,6 +80,16 @@ def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
     return turns
 
 
+async def _search(query: str, kb: KnowledgeBase | None) -> Any:
+    from knowledge.retrieval import asearch
+
+    try:
+        return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K)
+    except Exception as exc:  # embedding backend or database down: one clear error for the caller
+        logger.exception("Retrieval failed for %r", query)
+        raise AnswerBackendError("Searching the knowledge base failed; please try again in a moment.") from exc
+
+
 async def answer(
     question: str,
     *,
@@ -90,26 +101,24 @@ async def answer(
 
     Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails.
     """
-    from knowledge.retrieval import asearch
-
     started = time.perf_counter()
     generator = generator or get_generator()
     turns = _prior_turns(question, history)
 
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
     yield StatusEvent("retrieving", "Searching the knowledge base…")
+    result = await _search(question, kb)
     query = question
     rewrite_ms = 0.0
-    if turns:
+    if turns and refers_back(question):
+        # Only a question that points back is rewritten, and the rewrite is kept only if it searches better.
         rewrite_started = time.perf_counter()
-        query = (await generator.rewrite(question, turns)).strip() or question
+        candidate = (await generator.rewrite(question, turns)).strip() or question
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
-
-    try:
-        result = await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K)
-    except Exception as exc:  # embedding backend or database down: one clear error for the caller
-        logger.exception("Retrieval failed for %r", query)
-        raise AnswerBackendError("Searching the knowledge base failed; please try again in a moment.") from exc
+        if candidate != question:
+            rewritten = await _search(candidate, kb)
+            if choose_query(result.passages, rewritten.passages):
+                query, result = candidate, rewritten
     passages = list(result.passages)
     yield StatusEvent("retrieved", retrieved_text(passages))
     yield SourcesEvent(source_items(passages))
@@ -118,7 +127,9 @@ async def answer(
     pieces: list[str] = []
     first_token_ms: float | None = None
     generate_started = time.perf_counter()
-    stream = generator.stream(question, passages, turns)
+    # A generator that cannot read the conversation itself (extractive) answers the query that was searched.
+    asked = query if getattr(generator, "answers_searched_query", False) else question
+    stream = generator.stream(asked, passages, turns)
     try:
         async for piece in stream:
             if not piece:

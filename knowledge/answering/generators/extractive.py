@@ -27,7 +27,6 @@ _STOPWORDS = frozenset(
     "of on or our please should so that the their them then there these they this those to was "
     "we what when where which who why will with would you your about any".split()
 )
-_REFERRING = frozenset("it its that this they them those these there one ones he she his her same".split())
 
 
 @dataclass
@@ -135,6 +134,7 @@ class ExtractiveGenerator:
     """
 
     name = "extractive"
+    answers_searched_query = True  # it cannot read the conversation: the pipeline hands it the rewritten query
 
     def __init__(
         self,
@@ -148,24 +148,14 @@ class ExtractiveGenerator:
         self.min_similarity = min_similarity
 
     async def rewrite(self, question: str, history: list[dict]) -> str:
-        """Heuristic follow-up rewrite without a model.
+        """The follow-up with the key terms of the previous user question added, without a model.
 
-        A short question (up to 6 words) or one that refers back ("it", "that", "what about…")
-        gets the key terms of the previous user question appended, so "And how long does
-        it take?" after "How do I return an item?" searches for "…return item". Anything
-        else is searched as asked.
+        "And how long does it take?" after "How do I return an item?" searches for "…return item".
+        The pipeline asks for this only when the question refers back (``followups.refers_back``) and
+        keeps it only when it searches better than the question alone.
         """
         previous = next((t["text"] for t in reversed(history) if t.get("role") == "user"), "")
-        if not previous:
-            return question
         words = re.findall(r"[\w'-]+", question.lower())
-        follow_up = (
-            len(words) <= 6
-            or any(w in _REFERRING for w in words)
-            or question.lower().startswith(("and ", "what about", "how about", "also "))
-        )
-        if not follow_up:
-            return question
         extra = [t for t in key_terms(previous) if t not in words]
         return f"{question} {' '.join(extra)}".strip() if extra else question
 
@@ -218,8 +208,7 @@ class ExtractiveGenerator:
         return f"{LEAD_IN}\n\n{body}"
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
-        query = await self.rewrite(question, history) if history else question  # "is it valid?" needs context
-        text = await asyncio.to_thread(self.compose, query, passages)
+        text = await asyncio.to_thread(self.compose, question, passages)
         pace = self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
         async for word in pace_words(text, pace):
             yield word
