@@ -63,11 +63,50 @@ def _split_line(line: str) -> list[str]:
     return [" ".join(p.split()) for p in pieces]
 
 
+#: A line ending on one of these words continues on the next one (PDF text wraps mid-sentence).
+_CONTINUES = frozenset("a an and or but nor the to of for with on in at by from than as your our their its".split())
+_NUMBERED_HEADING = re.compile(r"^\s*\d{1,2}[.)]\s+\S")
+
+
+def unwrap_lines(text: str) -> list[str]:
+    """The passage's lines with hard-wrapped sentences joined again.
+
+    A line is joined to the previous one when that one stops mid-sentence: it ends on a comma, a hyphen or a
+    word like "or", or the new line starts in lower case. List items, headings and table rows stay lines.
+    """
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        structural = not line or line.startswith(("|", "#")) or bool(_LIST_MARKER.match(raw))
+        if lines and lines[-1] and not structural and not lines[-1].startswith(("|", "#")):
+            previous = lines[-1]
+            last_word = previous.rsplit(" ", 1)[-1].lower()
+            if previous.endswith((",", "-", "–")) or last_word in _CONTINUES or line[:1].islower():
+                joiner = "" if previous.endswith("-") and line[:1].islower() else " "
+                lines[-1] = f"{previous}{joiner}{line}"
+                continue
+        lines.append(line if not structural or not line else raw.rstrip())
+    return lines
+
+
+def _whole(sentence: str) -> bool:
+    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word."""
+    words = sentence.rstrip(".!?:;*").split()
+    if not words or words[-1].lower() in _CONTINUES:
+        return False
+    first = sentence.lstrip("\"'(*_")[:1]
+    return not (first.isalpha() and first.islower())
+
+
 def split_sentences(text: str) -> list[str]:
-    """Readable sentences of a passage: list markers and heading marks dropped, tables turned into sentences."""
+    """Readable, whole sentences of a passage: list markers and headings dropped, tables turned into sentences.
+
+    A chunk may start or end mid-sentence (overlap, PDF wrapping); such pieces are never quoted.
+    """
     sentences: list[str] = []
     table: list[str] = []
-    for raw in text.splitlines() + [""]:
+    lines = unwrap_lines(text)
+    for index, raw in enumerate([*lines, ""]):
         if raw.strip().startswith("|"):
             table.append(raw)
             continue
@@ -78,9 +117,17 @@ def split_sentences(text: str) -> list[str]:
             continue  # a heading names a topic; it answers nothing
         is_item = bool(_LIST_MARKER.match(raw))
         line = _LIST_MARKER.sub("", raw).strip()
+        neighbours = [lines[i] for i in (index - 1, index + 1) if 0 <= i < len(lines)]
+        if (
+            _NUMBERED_HEADING.match(raw)
+            and len(line.split()) < 9
+            and not re.search(r"[.!:;]\**$", line)
+            and not any(_LIST_MARKER.match(n) for n in neighbours)
+        ):
+            continue  # "3. What the warranty does not cover": a numbered heading, not a step
         for sentence in _split_line(line):
             words = len(sentence.split())
-            if words < 3 or sentence.endswith("?"):
+            if words < 3 or sentence.endswith("?") or not _whole(sentence):
                 continue  # fragments, and the FAQ's own questions ("When will I get my refund?")
             if not is_item and words < 9 and not re.search(r"[.!:;]\**$", sentence):
                 continue  # an unmarked title line ("Changing or cancelling an order")
