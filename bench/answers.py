@@ -236,6 +236,8 @@ def score(question: Question, final: Any, sources: list[dict], passages: list[st
         searched_as=(final.trace or {}).get("rewritten_query"),
         cpu_ms=cpu_ms,
         first_token_ms=float((final.timings or {}).get("first_token_ms", 0.0)),
+        extra={"best_similarity": max((p.get("vector_score") or 0.0 for p in final.trace.get("passages", [])),
+                                      default=0.0)},  # fmt: skip
     )
 
 
@@ -453,7 +455,8 @@ def main() -> int:
                     {"part": part, "summary": summary,
                      "outcomes": [{"id": o.question.id, "correct": o.correct, "text": o.text,
                                    "fragments": o.fragments, "retrieved": o.retrieved,
-                                   "searched_as": o.searched_as, "language": o.language, "cpu_ms": o.cpu_ms}
+                                   "searched_as": o.searched_as, "language": o.language, "cpu_ms": o.cpu_ms,
+                                   "kind": o.question.kind, "lang": o.question.lang, **o.extra}
                                   for o in outcomes]}
                     for part, outcomes, summary in everything
                 ],  # fmt: skip
