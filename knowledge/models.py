@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models import Func
 from django.utils import timezone
 from django.utils.text import slugify
 from pgvector.django import HnswIndex, VectorField
@@ -80,6 +81,22 @@ class Document(models.Model):
         return self.original_filename or self.source_url or self.title
 
 
+class CjkBigrams(Func):
+    """``cjk_bigrams(text)``, an IMMUTABLE SQL function (migration 0002): every run of CJK characters
+    becomes its overlapping character bigrams, other text is left unchanged.
+
+    Why: PostgreSQL has no Chinese/Japanese parser; without this a whole clause ("我怎么退货") is one
+    lexeme that no query matches. Bigrams are the classic dictionary-free answer (Lucene's CJK
+    analyzer): "退货政策" is indexed as 退货 货政 政策, so a question containing 退货 matches. The
+    bigrams are joined by control characters (U+001F, runs wrapped in U+001E) that every text-search
+    parser treats as separators and that ``knowledge.retrieval`` removes again from ``ts_headline``
+    snippets, so a snippet shows the original text.
+    """
+
+    function = "cjk_bigrams"
+    output_field = models.TextField()
+
+
 class Chunk(models.Model):
     """A passage of a document: the unit that is embedded, searched and cited."""
 
@@ -92,8 +109,8 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True)
     search_vector = models.GeneratedField(
-        expression=SearchVector("heading_path", weight="A", config="english")
-        + SearchVector("text", weight="B", config="english"),
+        expression=SearchVector(CjkBigrams("heading_path"), weight="A", config="english")
+        + SearchVector(CjkBigrams("text"), weight="B", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
     )

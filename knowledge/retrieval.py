@@ -10,10 +10,18 @@ calibration between cosine similarities and ``ts_rank_cd`` values:
 
 The database part is one SQL statement (two CTEs + fusion + the join to documents) sent in one
 round trip together with the ``SET LOCAL`` planner settings for the HNSW scan.
+
+Chinese, Japanese and Korean have no spaces between words and PostgreSQL no parser for them, so
+both sides of the full-text match go through the SQL functions of migration 0002: chunks are
+indexed with their CJK runs as character bigrams (``cjk_bigrams``), and a query's CJK bigrams are
+OR-ed (``cjk_websearch_to_tsquery``, which is plain ``websearch_to_tsquery`` for a query without
+CJK, so English search is unchanged). ts_headline runs over the bigram text and
+``undo_cjk_bigrams`` turns the snippet back into the original characters.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +38,7 @@ from knowledge.models import Document, KnowledgeBase
 
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
+_BIGRAM_JOINT = re.compile("\x1f.", re.S)  # see undo_cjk_bigrams
 #: ts_headline options: plain text (no markup to escape downstream), a couple of short fragments.
 HEADLINE_OPTIONS = 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel="", StopSel=""'
 
@@ -97,9 +106,9 @@ _KEYWORD_CTE = """
 keyword_hits AS (
     SELECT id, keyword_score, row_number() OVER (ORDER BY keyword_score DESC, id) AS keyword_rank
     FROM (
-        SELECT c.id, ts_rank_cd(c.search_vector, websearch_to_tsquery('english', %(query)s)) AS keyword_score
+        SELECT c.id, ts_rank_cd(c.search_vector, cjk_websearch_to_tsquery('english', %(query)s)) AS keyword_score
         FROM knowledge_chunk c
-        WHERE c.search_vector @@ websearch_to_tsquery('english', %(query)s) {kb_filter}
+        WHERE c.search_vector @@ cjk_websearch_to_tsquery('english', %(query)s) {kb_filter}
         ORDER BY keyword_score DESC
         LIMIT %(candidates)s
     ) AS matching
@@ -132,7 +141,8 @@ fused AS (
 _SELECT = """
 SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text,
        CASE WHEN f.keyword_rank IS NOT NULL
-            THEN ts_headline('english', c.text, websearch_to_tsquery('english', %(query)s), %(headline)s)
+            THEN ts_headline('english', cjk_bigrams(c.text), cjk_websearch_to_tsquery('english', %(query)s),
+                             %(headline)s)
        END AS headline,
        f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank
 FROM fused f
@@ -303,6 +313,16 @@ def _vector_literal(embedding: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in embedding) + "]"
 
 
+def undo_cjk_bigrams(text: str) -> str:
+    """The original text of (a ts_headline of) ``cjk_bigrams(text)``: 退货␟货政␟政策 -> 退货政策.
+
+    Each bigram after a U+001F separator (␟) repeats the last character before it, so dropping the
+    separator with the character that follows it restores the run; U+001E only marks runs. Text
+    without CJK has neither and comes back unchanged.
+    """
+    return _BIGRAM_JOINT.sub("", text).replace("\x1e", "")
+
+
 def _lead_snippet(text: str) -> str:
     """The first ~SNIPPET_CHARS characters, cut at a word boundary."""
     text = " ".join(text.split())
@@ -329,7 +349,7 @@ def _passage(row: tuple, mode: str) -> Passage:
         heading=heading,
         page=page,
         text=text,
-        snippet=" ".join(headline.split()) if headline else _lead_snippet(text),
+        snippet=" ".join(undo_cjk_bigrams(headline).split()) if headline else _lead_snippet(text),
         url=reverse("knowledge:document", args=[document_id]) + f"#chunk-{chunk_id}",
         vector_score=vector_score,
         keyword_score=keyword_score,

