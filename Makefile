@@ -6,15 +6,17 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
 TCP_DB_PORT ?= 0
+LLM_PORT ?= 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-database-url lint venv worker stop-db bench
+.PHONY: run run-llm test test-database-url lint venv worker stop-db bench
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -26,6 +28,16 @@ run: venv
 	$(PY) manage.py procrastinate worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+
+# The same, with answers written by a real local LLM: llama.cpp (xllamacpp) serving SmolLM2-135M-Instruct beside
+# Daphne, which gets ANSWER_GENERATOR=openai, LLM_BASE_URL and LLM_MODEL pointing at it (chatsite/local_llm.py).
+run-llm: venv
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
+	$(PY) manage.py procrastinate worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m chatsite.local_llm run --port $(LLM_PORT) -- \
+		$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
 
 worker: venv
 	$(PY) manage.py procrastinate worker

@@ -336,8 +336,18 @@ def final_frame(
     citations: list[int],
     state: str,
     timings: dict[str, float],
+    offer_handoff: bool = False,
+    replaced: bool = False,
 ) -> dict[str, Any]:
-    """The last frame of a message. ``text`` is exactly the concatenation of its token texts."""
+    """The last frame of a message. ``text`` is exactly the concatenation of its token texts.
+
+    ``offer_handoff``: the knowledge base had no answer, so the client offers "Talk to a person" (a ``handoff``
+    frame) in the answer itself. Only a ``complete`` answer offers it; a stopped one never does.
+
+    ``replaced``: the grounding guard replaced an uncited LLM answer after its tokens went out; then ``text``,
+    ``html`` and ``citations`` are the replacement (what is stored), not the streamed tokens, and the client
+    shows them instead. Only a ``complete`` answer can be replaced.
+    """
     assert state in FINISHED_STATES, state
     return {
         "type": FINAL,
@@ -348,6 +358,8 @@ def final_frame(
         "citations": citations,
         "state": state,
         "timings": timings,
+        "offer_handoff": bool(offer_handoff) and state == COMPLETE,
+        "replaced": bool(replaced) and state == COMPLETE,
     }
 
 

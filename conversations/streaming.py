@@ -223,6 +223,8 @@ def _final_from_message(message: Message, seq: int) -> dict:
         citations=list(message.citations or []),
         state=message.state,
         timings=(message.trace or {}).get("timings", {}),
+        offer_handoff=message.offers_handoff,
+        replaced=bool(((message.trace or {}).get("grounding") or {}).get("replaced")),
     )
 
 
@@ -279,15 +281,23 @@ class MessageStream:
     async def error(self, code: str, detail: str) -> None:
         await self.emit(lambda m, s: protocol.error_frame(code, detail, message=m, seq=s))
 
-    def _final_fields(self, state: str, html: str, citations: list[int] | None, trace: dict, error: str) -> dict:
+    def _final_fields(
+        self, state: str, html: str, citations: list[int] | None, trace: dict, error: str,
+        replacement: str | None = None,
+    ) -> dict:
+        text = self.text if replacement is None else replacement
+        frames = self.compact
+        if replacement is not None:  # the message's text is no longer its tokens: keep their own text for replay
+            parts = iter(self.parts)
+            frames = [{"type": protocol.TOKEN, "text": next(parts)} if isinstance(f, int) else f for f in frames]
         return {
-            "text": self.text,
-            "html": html or _plain_html(self.text),
+            "text": text,
+            "html": html or _plain_html(text),
             "state": state,
             "citations": citations or [],
             "sources": self.sources,
             "trace": trace,
-            "frames": self.compact,
+            "frames": frames,
             "error": error,
             "seq_last": self.seq + 1,
             "lease_expires_at": None,
@@ -303,13 +313,17 @@ class MessageStream:
         citations: list[int] | None = None,
         trace: dict | None = None,
         error: str = "",
+        replacement: str | None = None,
     ) -> bool:
-        """Save the message as finished, then send its final frame. Idempotent; False if another writer did."""
+        """Save the message as finished, then send its final frame. Idempotent; False if another writer did.
+
+        ``replacement``: the grounding guard's answer that replaces the streamed tokens (``final.replaced``).
+        """
         if self.finished:
             return False
         self.finished = True
         trace = dict(trace or {})
-        fields = self._final_fields(state, html, citations, trace, error)
+        fields = self._final_fields(state, html, citations, trace, error, replacement)
         try:
             saved = await Message.objects.filter(
                 pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
@@ -330,6 +344,8 @@ class MessageStream:
                 citations=fields["citations"],
                 state=state,
                 timings=trace.get("timings", {}),
+                offer_handoff=bool(trace.get("offer_handoff")),
+                replaced=replacement is not None,
             )
         except LeaseLost:
             log.warning("final of %s: its seq slot was taken", self.message.pk)
@@ -359,7 +375,7 @@ async def _refresh_console_row(conversation_id: uuid.UUID) -> None:
 def _final_frame(stream: MessageStream, state: str) -> dict:
     return protocol.final_frame(
         stream.message.pk, stream.seq + 1, text=stream.text, html=_plain_html(stream.text), citations=[],
-        state=state, timings={},
+        state=state, timings={}, offer_handoff=False,
     )
 
 
@@ -429,15 +445,21 @@ async def generate(stream: MessageStream) -> None:
         await stream.error(protocol.BACKEND_ERROR, "The answer stopped before it was finished.")
         await stream.finish(protocol.FAILED, error="no final event")
         return
-    if final_event.text != stream.text:
+    # The grounding guard may replace an uncited answer after its tokens went out: then the final carries it.
+    replaced = bool(getattr(final_event, "replaced", False))
+    if final_event.text != stream.text and not replaced:
         log.warning("final text of %s differs from its tokens; the tokens win", msg.pk)
     trace = dict(final_event.trace or {})
     trace.setdefault("timings", final_event.timings)
+    # Nothing relevant in the knowledge base: the answer offers a person. Kept in the trace, so a reload, a
+    # replay from the database and the console's trace show it too (Message.offers_handoff).
+    trace["offer_handoff"] = bool(getattr(final_event, "offer_handoff", False))
     await stream.finish(
         protocol.COMPLETE,
-        html=final_event.html if final_event.text == stream.text else "",
+        html=final_event.html if replaced or final_event.text == stream.text else "",
         citations=list(final_event.citations),
         trace=trace,
+        replacement=final_event.text if replaced else None,
     )
 
 

@@ -53,8 +53,10 @@ async def test_streamed_tokens_concatenate_and_citations_are_parsed(llm, kb):
 
     assert isinstance(final, FinalEvent)
     assert len(tokens) > 5  # streamed in pieces, not one blob
-    assert final.text == "".join(tokens) == REPLY
-    assert final.citations == [1, 2]  # [9] is not one of the 3 sources
+    # [9] is not one of the 3 sources: the grounding guard took it out of the stream itself.
+    assert final.text == "".join(tokens) == REPLY.replace("[2][9]", "[2]")
+    assert final.citations == [1, 2]
+    assert final.trace["grounding"]["removed"] == ["[9]"]
     assert 'href="#source-1"' in final.html and "#source-9" not in final.html
     assert final.trace["generator"] == "openai:standin-model"
     assert final.state == "complete"
@@ -163,3 +165,59 @@ def test_openai_generator_needs_its_settings(settings):
     with pytest.raises(AnswerBackendError, match="LLM_BASE_URL"):
         get_generator()
     assert OpenAIChatGenerator(base_url="http://127.0.0.1:1/v1", model="m").name == "openai:m"
+
+
+async def test_one_client_per_event_loop_and_settings(llm, kb):
+    """Building an AsyncOpenAI client (HTTP pool, TLS context) is not repeated per answer on the same loop."""
+    from knowledge.answering.generators import openai as openai_generator
+
+    first = OpenAIChatGenerator()._client()
+    await collect("How do I reset my password?", kb)
+    await collect("How long do refunds take?", kb)
+    assert OpenAIChatGenerator()._client() is first
+    assert len(llm.streamed_requests()) == 2
+    assert OpenAIChatGenerator(timeout=2.0)._client() is not first  # other settings, another client
+    loop = asyncio.get_running_loop()
+    assert set(openai_generator._clients[loop]) >= {(llm.base_url, "sk-test", 5.0, 0), (llm.base_url, "sk-test", 2.0, 0)}
+
+
+def test_another_event_loop_gets_its_own_client_and_closed_loops_are_dropped(settings):
+    from knowledge.answering.generators import openai as openai_generator
+
+    settings.LLM_MAX_RETRIES = 0
+
+    async def client():
+        return OpenAIChatGenerator(base_url="http://127.0.0.1:1/v1", model="m")._client()
+
+    loop_a, loop_b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        a1, a2 = loop_a.run_until_complete(client()), loop_a.run_until_complete(client())
+        assert a1 is a2
+        loop_a.close()
+        b = loop_b.run_until_complete(client())
+        assert b is not a1
+        assert loop_a not in openai_generator._clients  # dropped, not closed: its pool died with its loop
+    finally:
+        loop_a.close()
+        loop_b.close()
+
+
+async def test_cancel_of_one_answer_leaves_the_shared_client_usable(llm, kb):
+    """Stop closes that answer's HTTP response only; the next answer on the same loop streams normally."""
+    llm.reply = " ".join(f"word{i}" for i in range(300))
+    llm.token_delay = 0.01
+    first_token = asyncio.Event()
+
+    async def consume():
+        async for event in answer("How do I reset my password?", kb=kb):
+            if isinstance(event, TokenEvent):
+                first_token.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first_token.wait(), timeout=60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    llm.reply, llm.token_delay = REPLY, 0.0
+    events = await collect("How long do refunds take?", kb)
+    assert events[-1].text == REPLY.replace("[2][9]", "[2]")

@@ -43,7 +43,11 @@ class TokenEvent:
 
 @dataclass(frozen=True)
 class FinalEvent:
-    """The finished answer with rendered, sanitised HTML, the cited source numbers and the retrieval trace."""
+    """The finished answer with rendered, sanitised HTML, the cited source numbers and the retrieval trace.
+
+    ``replaced``: the grounding guard replaced an uncited LLM answer after its tokens were streamed, so
+    ``text`` is NOT the concatenation of the tokens but the answer to show and store instead.
+    """
 
     type: ClassVar[str] = "final"
     text: str
@@ -52,6 +56,7 @@ class FinalEvent:
     state: str  # "complete"
     timings: dict[str, float]
     trace: dict[str, Any]
+    replaced: bool = False
 
 
 Event = StatusEvent | SourcesEvent | TokenEvent | FinalEvent

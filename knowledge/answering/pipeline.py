@@ -33,6 +33,7 @@ from knowledge.answering.events import (
 )
 from knowledge.answering.followups import choose_query, refers_back
 from knowledge.answering.generators import Generator, get_generator
+from knowledge.answering.grounding import Guard
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.models import KnowledgeBase
 
@@ -129,7 +130,8 @@ async def answer(
     generate_started = time.perf_counter()
     # A generator that cannot read the conversation itself (extractive) answers the query that was searched.
     asked = query if getattr(generator, "answers_searched_query", False) else question
-    stream = generator.stream(asked, passages, turns)
+    guard = Guard(generator, passages)  # LLM answers: citations of unlisted sources never reach a token
+    stream = guard.wrap(generator.stream(asked, passages, turns))
     try:
         async for piece in stream:
             if not piece:
@@ -149,7 +151,8 @@ async def answer(
             await stream.aclose()
     generate_ms = _ms(time.perf_counter() - generate_started)
 
-    text = "".join(pieces)
+    grounded = await guard.check("".join(pieces), query)  # uncited: marked, or replaced by the extractive answer
+    text = grounded.text
     timings = {
         "rewrite_ms": rewrite_ms,
         "retrieve_ms": round(result.timings.get("total_ms", 0.0), 1),
@@ -180,6 +183,8 @@ async def answer(
         "timings": timings,
         "generator": generator.name,
     }
+    if grounded.report is not None:
+        trace["grounding"] = grounded.report
     yield FinalEvent(
         text=text,
         html=render_answer_html(text, len(passages)),
@@ -187,4 +192,5 @@ async def answer(
         state="complete",
         timings=timings,
         trace=trace,
+        replaced=grounded.replaced,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -10,13 +12,17 @@ from django.conf import settings
 from knowledge.answering.events import AnswerBackendError
 
 SYSTEM_PROMPT = """You are the customer support assistant of this company. Answer the customer's question \
-using ONLY the numbered passages from the knowledge base below.
+using ONLY the numbered passages from the knowledge base below: they are all you know.
 
 Rules:
-- Cite the passage(s) each statement comes from with its number in square brackets, e.g. [1] or [2][3].
-- If the passages do not contain the answer, say plainly that you could not find it in the knowledge base \
-and offer to connect the customer to a person. Never invent facts, prices, dates or policies.
-- Be concise and friendly; use short paragraphs or a list for steps. Reply in the customer's language.
+- Use only what the passages say. No outside knowledge, no guesses, nothing invented: no facts, prices, dates, \
+links or policies that are not in a passage.
+- Cite every claim with the number of the passage it comes from in square brackets, e.g. "Returns are free [1]." \
+or [2][3]. Only the numbers of the passages below exist.
+- If the passages do not answer the question, say that you don't know because the knowledge base does not cover \
+it, and offer to connect the customer to a person.
+- Answer in the customer's language (the language of their question), even if the passages are in another one.
+- Be concise and friendly: a few sentences, or a short list for steps.
 
 Passages:
 {passages}"""
@@ -64,11 +70,34 @@ def _is_timeout(exc: Exception) -> bool:
     }  # fmt: skip
 
 
+#: event loop -> {(base_url, api_key, timeout, max_retries): AsyncOpenAI}. Building a client sets up an HTTP
+#: pool and a TLS context (tens of ms), so it is done once per loop and settings, not per answer; the pool is
+#: bound to the loop that created it, hence per loop. A client is never closed here: another answer on the same
+#: loop may be streaming through it. Entries of closed loops are dropped (their pools die with them).
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+
+def shared_client(base_url: str, api_key: str, timeout: float, max_retries: int) -> Any:
+    """The ``AsyncOpenAI`` client of the running event loop for these settings (created on first use)."""
+    from openai import AsyncOpenAI
+
+    for old in [loop for loop in list(_clients.keys()) if loop.is_closed()]:
+        _clients.pop(old, None)
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    key = (base_url, api_key, float(timeout), int(max_retries))
+    client = per_loop.get(key)
+    if client is None:
+        client = per_loop[key] = AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
+        )
+    return client
+
+
 class OpenAIChatGenerator:
     """Any OpenAI-compatible chat endpoint (OpenAI, Azure, Ollama, vLLM, llama.cpp) via the official SDK.
 
-    One client per call, closed after it: the SDK's HTTP pool is bound to the event loop
-    that created it, and answers run on many loops (Daphne, tests).
+    The HTTP client is shared per event loop and settings (``shared_client``); each answer closes only its own
+    response stream, so a Stop closes that connection and nothing another answer uses.
     """
 
     name = "openai"
@@ -93,18 +122,16 @@ class OpenAIChatGenerator:
             )
         self.name = f"openai:{self.model}"
 
-    def _client(self):
-        from openai import AsyncOpenAI
+    def _client(self) -> Any:
+        return shared_client(self.base_url, self.api_key, self.timeout, settings.LLM_MAX_RETRIES)
 
-        return AsyncOpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=settings.LLM_MAX_RETRIES
-        )
-
-    def _error(self, exc: Exception) -> AnswerBackendError:
+    def _error(self, exc: Exception, *, mid_answer: bool = False) -> AnswerBackendError:
         import openai
 
         if _is_timeout(exc):
             message = f"The language model did not respond within {self.timeout:g} s."
+        elif mid_answer and not isinstance(exc, openai.APIStatusError):  # it answered, then the connection broke
+            message = f"The connection to the language model endpoint at {self.base_url} broke off mid-answer."
         elif isinstance(exc, openai.APIStatusError):
             message = f"The language model endpoint returned HTTP {exc.status_code}: {exc.message}"
         elif isinstance(exc, openai.APIConnectionError):
@@ -130,26 +157,26 @@ class OpenAIChatGenerator:
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
         errors = _http_errors()
-        async with self._client() as client:
-            try:
-                response = await client.chat.completions.create(
-                    model=self.model,
-                    messages=self.messages(question, passages, history),
-                    stream=True,
-                    max_tokens=self.max_tokens,
-                    temperature=settings.LLM_TEMPERATURE,
-                )
-            except errors as exc:
-                raise self._error(exc) from exc
-            try:
-                async for chunk in response:
-                    for choice in chunk.choices:
-                        if choice.delta and choice.delta.content:
-                            yield choice.delta.content
-            except errors as exc:
-                raise self._error(exc) from exc
-            finally:
-                await response.close()  # also on cancel: the server sees the connection go away
+        client = self._client()
+        try:
+            response = await client.chat.completions.create(
+                model=self.model,
+                messages=self.messages(question, passages, history),
+                stream=True,
+                max_tokens=self.max_tokens,
+                temperature=settings.LLM_TEMPERATURE,
+            )
+        except errors as exc:
+            raise self._error(exc) from exc
+        try:
+            async for chunk in response:
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield choice.delta.content
+        except errors as exc:
+            raise self._error(exc, mid_answer=True) from exc
+        finally:
+            await response.close()  # also on cancel: the server sees the connection go away
 
     async def rewrite(self, question: str, history: list[dict]) -> str:
         errors = _http_errors()
@@ -157,18 +184,17 @@ class OpenAIChatGenerator:
             f"{'Customer' if m['role'] == 'user' else 'Support'}: {m['content']}"
             for m in self.history_messages(history)
         )
-        async with self._client() as client:
-            try:
-                completion = await client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": REWRITE_PROMPT},
-                        {"role": "user", "content": f"Conversation:\n{conversation}\n\nLast message: {question}"},
-                    ],
-                    max_tokens=64,
-                    temperature=0,
-                )
-            except errors as exc:
-                raise self._error(exc) from exc
+        try:
+            completion = await self._client().chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": REWRITE_PROMPT},
+                    {"role": "user", "content": f"Conversation:\n{conversation}\n\nLast message: {question}"},
+                ],
+                max_tokens=64,
+                temperature=0,
+            )
+        except errors as exc:
+            raise self._error(exc) from exc
         content = completion.choices[0].message.content if completion.choices else None
         return " ".join((content or "").split()).strip("\"'") or question
