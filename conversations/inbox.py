@@ -36,10 +36,11 @@ SECTION_ORDER = ["waiting", "active", "recent", "resolved"]
 
 
 def display_name(user) -> str:
-    """How a person is shown: first name, else the username."""
-    if user is None:
+    """How a person is shown everywhere (site menu, customer's chat, console, notices): the full name, else the
+    username. One rule for the pages (the ``display_name`` template filter) and the live frames."""
+    if user is None or not getattr(user, "is_authenticated", True):
         return ""
-    return user.first_name or user.get_username()
+    return user.get_full_name().strip() or user.get_username()
 
 
 def person(user) -> dict[str, Any] | None:

@@ -145,6 +145,11 @@ class Message(models.Model):
     def is_finished(self) -> bool:
         return self.state != self.State.STREAMING
 
+    @property
+    def offers_handoff(self) -> bool:
+        """A complete answer that found nothing relevant offers "Talk to a person" (``final.offer_handoff``)."""
+        return self.state == self.State.COMPLETE and bool((self.trace or {}).get("offer_handoff"))
+
 
 class Feedback(models.Model):
     """A customer's thumbs up/down on an answer; one per user (or anonymous session) per message."""

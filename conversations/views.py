@@ -81,10 +81,17 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
         # Conversations opened with "New conversation" have no title until someone renames them.
         "display_title": conversation.title or first_question,
         "history": history,
+        # "Talk to a person" (the page's button and a nothing-found answer's): not while one is asked or there.
+        "handoff_available": handoff_available(conversation.status),
         "chat_config": config,
         "max_question_chars": settings.CHAT_MAX_QUESTION_CHARS,
     }
     return render(request, "conversations/detail.html", context)
+
+
+def handoff_available(status: str) -> bool:
+    """Whether the customer may ask for a person. Mirrors handoffAvailable() in static/chat/chat.js."""
+    return status not in (Conversation.Status.WAITING_FOR_AGENT, Conversation.Status.AGENT)
 
 
 def chip_label(item: dict) -> str:

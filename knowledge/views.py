@@ -11,6 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
+from knowledge.document_text import chunk_html, section_heading
 from knowledge.models import Chunk, Document
 
 
@@ -33,7 +34,10 @@ def document_detail(request: HttpRequest, document_id: int) -> HttpResponse:
     if not _may_read(request):
         return redirect_to_login(request.get_full_path())
     document = readable_document(document_id)
-    chunks = document.chunks.order_by("position").only("id", "position", "heading_path", "page", "text")
+    chunks = list(document.chunks.order_by("position").only("id", "position", "heading_path", "page", "text"))
+    for chunk in chunks:
+        chunk.html = chunk_html(chunk.text)  # lists and tables as such; sanitised (knowledge/document_text.py)
+        chunk.section = section_heading(chunk.heading_path, str(document))
     return render(request, "knowledge/document.html", {"document": document, "chunks": chunks})
 
 

@@ -281,3 +281,49 @@ async def test_first_question_titles_a_conversation_created_empty(demo_kb, alice
     await conversation.arefresh_from_db()
     assert conversation.title == "Where is my parcel?"
     await client.close()
+
+
+async def test_a_nothing_found_final_offers_a_person_live_and_after_a_replay(alice, fast_answers, cleanup, monkeypatch):
+    """The answerer's FinalEvent.offer_handoff becomes final.offer_handoff, is saved, and survives a replay."""
+    from dataclasses import dataclass
+
+    from knowledge import answering
+
+    @dataclass(frozen=True)
+    class NothingFound(answering.FinalEvent):  # the field the answerer sets when nothing relevant was found
+        offer_handoff: bool = True
+
+    text = "I couldn't find anything about that. Would you like to talk to a person?"
+
+    async def nothing_found(question, *, kb, history=None):
+        yield answering.StatusEvent("retrieving", "Searching the knowledge base…")
+        yield answering.StatusEvent("retrieved", "No matching passages found")
+        yield answering.SourcesEvent([])
+        yield answering.StatusEvent("generating", "Writing the answer…")
+        yield answering.TokenEvent(text)
+        yield NothingFound(text=text, html=f"<p>{text}</p>", citations=[], state="complete",
+                           timings={"total_ms": 1.0}, trace={"query": question, "passages": []})
+
+    monkeypatch.setattr(answering, "answer", nothing_found)
+    client = await connect(alice)
+    ack = await client.ask("Can you fix my car?")
+    frames = await client.until_final(ack["message"])
+    sources = next(f for f in frames if f["type"] == "sources")
+    final = frames[-1]
+    assert sources["items"] == [] and final["state"] == "complete" and final["offer_handoff"] is True
+    answer = await Message.objects.aget(pk=ack["message"])
+    assert answer.offers_handoff and answer.trace["offer_handoff"] is True
+
+    streaming.frame_log().clear()  # rebuilt from PostgreSQL: the same final, offer included
+    await client.send({"type": "resume", "message": ack["message"], "after": final["seq"] - 1})
+    assert await client.recv_type_for(ack["message"]) == final
+    await client.close()
+
+
+async def test_an_ordinary_final_does_not_offer_a_person(demo_kb, alice, fast_answers, cleanup):
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    final = (await client.until_final(ack["message"]))[-1]
+    assert final["offer_handoff"] is False
+    assert (await Message.objects.aget(pk=ack["message"])).offers_handoff is False
+    await client.close()

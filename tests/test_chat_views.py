@@ -228,3 +228,204 @@ def test_untitled_conversations_are_named_by_their_first_question(client, alice)
     assert "Where is my parcel?" in client.get("/").text
     page = client.get(reverse("conversations:detail", args=[conversation.pk]))
     assert "<h1 data-title>Where is my parcel?</h1>" in page.text
+
+
+# --- Issue 7: nothing found, done right; the page around the answer --------------------------------------------
+
+NOTHING_FOUND = "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
+
+
+def _nothing_found(conversation: Conversation, *, state: str = "complete", sources: list | None = None) -> Message:
+    q = Message.objects.create(conversation=conversation, role="user", text="Can you fix my car?", client_id="c9")
+    return Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        reply_to=q,
+        text=NOTHING_FOUND,
+        html=f"<p>{NOTHING_FOUND}</p>",
+        state=state,
+        citations=[],
+        sources=sources or [],
+        trace={"query": q.text, "passages": [], "timings": {}, "offer_handoff": True},
+    )
+
+
+def _message_html(html: str, message: Message) -> str:
+    """The markup of one message (up to the next one) in a rendered page."""
+    start = html.index(f'data-message="{message.pk}"')
+    end = html.find("<article", start)
+    return html[start : end if end != -1 else len(html)]
+
+
+def test_a_nothing_found_answer_offers_a_person_in_the_answer(client, alice):
+    conversation = Conversation.objects.create(owner=alice, title="Cars")
+    _, answered = _answered(conversation)
+    # Retrieved but irrelevant passages: a nothing-found answer shows no chips even if some were saved.
+    stray = [{"n": 1, "document": 7, "title": "Returns", "heading": "Returns", "page": None, "snippet": "x",
+              "score": 0.1, "url": "/kb/documents/7/#chunk-3"}]
+    nothing = _nothing_found(conversation, sources=stray)
+    assert nothing.offers_handoff and not answered.offers_handoff
+    html = client.get(reverse("conversations:detail", args=[conversation.pk])).text
+    offer = _message_html(html, nothing)
+    assert NOTHING_FOUND.replace("'", "&#x27;") in offer
+    assert '<button type="button" class="btn handoff-offer" data-action="handoff">Talk to a person</button>' in offer
+    assert offer.index('class="bubble"') < offer.index("handoff-offer") < offer.index('class="msg-actions"')
+    assert 'class="source"' not in offer
+    assert 'data-action="handoff"' not in _message_html(html, answered)  # a real answer offers nothing
+    assert 'class="source"' in _message_html(html, answered)
+    assert "data-handoff>Talk to a person" in html  # the page's own button is there too
+
+
+@pytest.mark.parametrize("status", ["waiting_for_agent", "agent"])
+def test_the_offer_is_hidden_while_a_person_is_asked_for_or_there(client, alice, status):
+    conversation = Conversation.objects.create(owner=alice, title="Cars", status=status)
+    nothing = _nothing_found(conversation)
+    html = client.get(reverse("conversations:detail", args=[conversation.pk])).text
+    assert 'data-action="handoff" hidden>Talk to a person' in _message_html(html, nothing)
+    assert "data-handoff hidden>" in html
+
+
+@pytest.mark.parametrize("state", ["cancelled", "interrupted", "failed"])
+def test_only_a_complete_answer_offers_a_person(client, alice, state):
+    conversation = Conversation.objects.create(owner=alice)
+    nothing = _nothing_found(conversation, state=state)
+    assert not nothing.offers_handoff
+    html = client.get(reverse("conversations:detail", args=[conversation.pk])).text
+    assert 'data-action="handoff"' not in html
+
+
+def test_the_console_shows_the_answer_without_the_customers_button(client, alice):
+    conversation = Conversation.objects.create(owner=alice)
+    _nothing_found(conversation)
+    staff = get_user_model().objects.create_user("sam", password="pw-sam-123", is_staff=True)
+    client.force_login(staff)
+    html = client.get(reverse("console:detail", args=[conversation.pk])).text
+    assert NOTHING_FOUND.replace("'", "&#x27;") in html and 'data-action="handoff"' not in html
+
+
+def test_final_frame_carries_offer_handoff():
+    from conversations import protocol
+
+    base = {"text": "t", "html": "", "citations": [], "timings": {}}
+    message = uuid.uuid4()
+    assert protocol.final_frame(message, 3, state="complete", **base)["offer_handoff"] is False
+    assert protocol.final_frame(message, 3, state="complete", offer_handoff=True, **base)["offer_handoff"] is True
+    for state in ("cancelled", "failed", "interrupted"):  # a stopped answer never offers it
+        assert protocol.final_frame(message, 3, state=state, offer_handoff=True, **base)["offer_handoff"] is False
+
+
+def test_a_final_rebuilt_from_the_database_keeps_the_offer(alice):
+    from conversations import streaming
+
+    conversation = Conversation.objects.create(owner=alice)
+    nothing = _nothing_found(conversation)
+    nothing.frames = [{"type": "status", "stage": "retrieving", "text": "…"}, {"type": "sources", "items": []},
+                      len(NOTHING_FOUND)]
+    frames = streaming.frames_from_db(nothing)
+    assert frames[-1]["type"] == "final" and frames[-1]["offer_handoff"] is True
+    _, answered = _answered(conversation)
+    assert streaming.frames_from_db(answered)[-1]["offer_handoff"] is False
+
+
+def _document_with_chunks(texts: list[tuple[str, str]]):
+    from knowledge.models import Chunk, Document, KnowledgeBase
+
+    kb = KnowledgeBase.objects.create(name="Docs")
+    document = Document.objects.create(knowledge_base=kb, title="Refunds", checksum="c" * 64, status="ready")
+    chunks = [
+        Chunk.objects.create(document=document, knowledge_base=kb, position=i, heading_path=heading, text=text)
+        for i, (heading, text) in enumerate(texts)
+    ]
+    return document, chunks
+
+
+def test_the_article_page_renders_lists_and_tables_and_keeps_the_chunk_anchors(client, alice):
+    document, chunks = _document_with_chunks([
+        ("Refunds > Policy", "- The 30 days start on delivery.\n\n- The item must be complete.\n\nNo account? Ask us."),
+        ("Refunds > Timing", "Once approved:\n\nPayment method | Refund arrives\n\nCard | 3–5 business days\n\n"
+                             "PayPal | within 24 hours\n\nThe delivery charge is refunded <script>alert(1)</script>."),
+        ("Refunds > Pasted", "| Plan | Price |\n|---|---|\n| Plus | **EUR 9** |"),
+    ])
+    html = client.get(reverse("knowledge:document", args=[document.pk])).text
+    for chunk in chunks:
+        assert f'id="chunk-{chunk.pk}"' in html  # what citations link to (#chunk-N)
+    policy = html[html.index(f'id="chunk-{chunks[0].pk}"') : html.index(f'id="chunk-{chunks[1].pk}"')]
+    assert "<ul>\n<li>The 30 days start on delivery.</li>\n<li>The item must be complete.</li>\n</ul>" in policy
+    assert "<p>No account? Ask us.</p>" in policy and "- The 30 days" not in policy
+    assert "<h2>Policy</h2>" in policy  # the h1 names the document; its sections say only their own name
+    timing = html[html.index(f'id="chunk-{chunks[1].pk}"') : html.index(f'id="chunk-{chunks[2].pk}"')]
+    assert '<div class="table-wrap"><table>' in timing
+    assert "<th>Payment method</th>" in timing and "<td>PayPal</td>" in timing and "<td>within 24 hours</td>" in timing
+    assert " | " not in timing
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in timing
+    pasted = html[html.index(f'id="chunk-{chunks[2].pk}"') :]
+    assert "<th>Plan</th>" in pasted and "<td><strong>EUR 9</strong></td>" in pasted
+
+
+def test_chunk_markdown_is_sanitised_and_plain_text_keeps_its_lines():
+    from knowledge.document_text import chunk_html
+
+    assert chunk_html("Rate card\nvalid from 1 March") == "<p>Rate card<br>\nvalid from 1 March</p>\n"
+    assert "href" not in chunk_html("[click](javascript:alert(1))")
+    assert chunk_html('<img src=x onerror="alert(1)">').startswith("<p>&lt;img")
+    assert "<h2>" not in chunk_html("Prices\n---\nmore")  # a dash line under PDF text is not a heading
+    assert chunk_html("A | B\n\nsolo line") == "<p>A | B</p>\n<p>solo line</p>\n"  # one row is not a table
+
+
+def test_staff_see_a_console_link_in_the_menu_and_the_admin(client, alice):
+    console = reverse("console:list")
+    assert f'href="{console}"' not in client.get("/").text
+    alice.is_staff = True
+    alice.save()
+    page = client.get("/").text
+    assert f'<a class="nav-console" href="{console}">Console</a>' in page
+    admin = client.get(reverse("admin:index"))
+    assert admin.status_code == 200
+    assert f'href="{console}"' in admin.text and ">Console</a>" in admin.text
+    assert "View site" in admin.text and "Log out" in admin.text  # Django's own links are still there
+
+
+def test_people_are_shown_by_their_display_name(client, alice):
+    from conversations.inbox import display_name
+
+    users = get_user_model().objects
+    sam = users.create_user("staff", password="pw-staff-123", first_name="Sam", last_name="Taylor", is_staff=True)
+    nameless = users.create_user("helper7", password="pw-helper-123", is_staff=True)
+    assert display_name(sam) == "Sam Taylor" and display_name(nameless) == "helper7" and display_name(None) == ""
+    alice.first_name, alice.last_name = "Alice", "Smith"
+    alice.save()
+    conversation = Conversation.objects.create(owner=alice, status="agent", assigned_agent=sam)
+    Message.objects.create(conversation=conversation, role="agent", author=sam, text="Hi, I'm Sam.")
+    Message.objects.create(conversation=conversation, role="agent", author=nameless, text="Hello.")
+    page = client.get(reverse("conversations:detail", args=[conversation.pk])).text
+    assert '<span class="who" title="Signed in as alice">Alice Smith</span>' in page  # the menu
+    assert "Sam Taylor · Support team" in page and "helper7 · Support team" in page
+    assert "staff · Support team" not in page
+
+    client.force_login(sam)
+    console = client.get(reverse("console:detail", args=[conversation.pk])).text
+    assert "Held by Sam Taylor" in console and "Sam Taylor · Support team" in console
+    assert '<span class="row-customer">Alice Smith</span>' in console
+    assert "Welcome,\n  <strong>Sam Taylor</strong>" in client.get(reverse("admin:index")).text
+
+
+def test_the_js_protocol_module_names_the_same_frames_as_the_server():
+    """static/chat/protocol.js is the browser's copy of conversations/protocol.py's frame names."""
+    import re
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from conversations import protocol
+
+    source = (Path(settings.BASE_DIR) / "static" / "chat" / "protocol.js").read_text()
+    block = source[source.index("export const FRAME") : source.index("});")]
+    js = dict(re.findall(r'^\s+([A-Z_]+): "([a-z_]+)"', block, re.M))
+    python = {name: getattr(protocol, name) for name in js}
+    assert js == python
+    server_types = set(protocol.CLIENT_TYPES) | set(protocol.CONSOLE_CLIENT_TYPES) | set(protocol.STREAM_TYPES) | {
+        protocol.ACK, protocol.QUESTION, protocol.PONG, protocol.CONVERSATION, protocol.FEEDBACK,
+        protocol.AGENT_MESSAGE, protocol.AGENT_JOINED, protocol.AGENT_LEFT, protocol.NUDGE, protocol.REMINDER,
+        protocol.CONVERSATIONS, protocol.CONVERSATION_UPDATE, protocol.TRACE, protocol.PRESENCE, protocol.HOLDER,
+    }
+    assert server_types == set(js.values())

@@ -6,6 +6,7 @@
 //  * stream frames carry (message, seq); a frame with a seq we already applied is ignored, so replays after
 //    `resume` never duplicate text, and a gap triggers a `resume` so nothing is dropped.
 
+import { CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
   Typewriter,
@@ -17,16 +18,20 @@ import {
   setStateNote,
   setUserPending,
   showFinalHtml,
+  showHandoffOffer,
   systemMessage,
   userMessage,
 } from "./render.js";
 
 
 const CONVERSATION_NOTES = {
-  waiting_for_agent: "We have asked a member of our support team to join. You can keep writing meanwhile.",
-  agent: "You are chatting with a member of our support team.",
-  resolved: "This conversation was marked as resolved. Ask again any time.",
+  [CONVERSATION_STATUS.WAITING_FOR_AGENT]:
+    "We have asked a member of our support team to join. You can keep writing meanwhile.",
+  [CONVERSATION_STATUS.AGENT]: "You are chatting with a member of our support team.",
+  [CONVERSATION_STATUS.RESOLVED]: "This conversation was marked as resolved. Ask again any time.",
 };
+// The view follows new content while the reader is within this many pixels of the end of the page.
+const FOLLOW_SLACK_PX = 48;
 
 class ChatPage {
   constructor(root, config) {
@@ -42,10 +47,11 @@ class ChatPage {
     this.notice = root.querySelector("[data-notice]");
     this.agentBanner = root.querySelector("[data-agent-banner]");
     this.titleEl = root.querySelector("[data-title]");
-    this.status = config.status || "bot";
+    this.status = config.status || CONVERSATION_STATUS.BOT;
     this.asks = new Map(); // client id -> {id, text, acked, messageId, userEl}
     this.messages = new Map(); // assistant message id -> {lastSeq, done, el, text, typewriter, resuming}
     this.connectedOnce = false;
+    this.following = true; // keep the newest content in view until the reader scrolls up
 
     this._adoptServerHistory();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -57,6 +63,8 @@ class ChatPage {
     });
     this._bindUi();
     this._updateControls();
+    this._autosize();
+    this.input.focus({ preventScroll: true });
     this.socket.connect();
   }
 
@@ -80,7 +88,7 @@ class ChatPage {
         this.messages.set(key, this._entry(msgEl, true));
       }
     }
-    this._scrollToEnd();
+    this._scrollToEnd({ force: true });
   }
 
   _entry(el, done) {
@@ -103,11 +111,11 @@ class ChatPage {
   _onOpen() {
     // Join the conversation (live frames from other tabs and people), resume unfinished answers (older
     // messages first), then re-send questions the server may never have received, with the same ids.
-    if (this.conversation) this.socket.send({ type: "join", conversation: this.conversation });
+    if (this.conversation) this.socket.send({ type: FRAME.JOIN, conversation: this.conversation });
     for (const [key, entry] of this.messages) {
       if (!entry.done) {
         entry.resuming = true;
-        this.socket.send({ type: "resume", message: key, after: entry.lastSeq });
+        this.socket.send({ type: FRAME.RESUME, message: key, after: entry.lastSeq });
       }
     }
     for (const ask of this.asks.values()) {
@@ -123,31 +131,31 @@ class ChatPage {
       return;
     }
     switch (frame.type) {
-      case "ack":
+      case FRAME.ACK:
         this._onAck(frame);
         break;
-      case "error":
+      case FRAME.ERROR:
         this._onError(frame);
         break;
-      case "question":
+      case FRAME.QUESTION:
         this._onQuestion(frame);
         break;
-      case "conversation":
+      case FRAME.CONVERSATION:
         this._onConversation(frame);
         break;
-      case "feedback":
+      case FRAME.FEEDBACK:
         this._onFeedback(frame);
         break;
-      case "agent_message": // a person from the support team (docs/protocol.md "Console")
+      case FRAME.AGENT_MESSAGE: // a person from the support team (docs/protocol.md "Console")
         if (frame.conversation === this.conversation) this.appendAgent(frame.text, frame.agent?.name, frame.message);
         break;
-      case "agent_joined":
-      case "agent_left":
-      case "nudge":
-      case "reminder":
+      case FRAME.AGENT_JOINED:
+      case FRAME.AGENT_LEFT:
+      case FRAME.NUDGE:
+      case FRAME.REMINDER:
         if (frame.conversation === this.conversation) this.appendSystem(frame.text, frame.message, frame.type);
         break;
-      case "pong":
+      case FRAME.PONG:
         break;
       default:
         console.warn("chat: unhandled frame", frame);
@@ -191,7 +199,7 @@ class ChatPage {
       // A gap: ask for everything after what we have; the replay fills it in order.
       if (!entry.resuming) {
         entry.resuming = true;
-        this.socket.send({ type: "resume", message: frame.message, after: entry.lastSeq });
+        this.socket.send({ type: FRAME.RESUME, message: frame.message, after: entry.lastSeq });
       }
       return;
     }
@@ -199,21 +207,21 @@ class ChatPage {
     if (entry.lastSeq === 1) this._clearQueuedNote(frame.message);
     const el = entry.el;
     const status = el.querySelector(".status");
-    if (frame.type === "status") {
+    if (frame.type === FRAME.STATUS) {
       // "Found 3 passages in 2 documents" is worth keeping visible while the answer is written.
       if (frame.stage === "retrieved") entry.found = frame.text;
       status.textContent = frame.stage === "generating" && entry.found ? `${entry.found} · ${frame.text}` : frame.text;
       status.classList.add("busy");
-    } else if (frame.type === "sources") {
+    } else if (frame.type === FRAME.SOURCES) {
       renderSources(el.querySelector(".sources"), frame.items || [], frame.message);
-    } else if (frame.type === "token") {
+    } else if (frame.type === FRAME.TOKEN) {
       entry.text += frame.text;
       el.dataset.streamed = entry.text;
       el.dataset.text = entry.text;
       entry.typewriter.push(frame.text);
-    } else if (frame.type === "error") {
+    } else if (frame.type === FRAME.ERROR) {
       setStateNote(el, "failed", frame.detail);
-    } else if (frame.type === "final") {
+    } else if (frame.type === FRAME.FINAL) {
       this._finish(entry, frame);
     }
   }
@@ -261,17 +269,28 @@ class ChatPage {
     entry.typewriter.stop();
     el.dataset.state = frame.state;
     el.dataset.text = frame.text;
-    if (frame.text !== entry.text) {
+    // final.replaced: the server's grounding guard swapped an uncited answer for the knowledge base's own
+    // sentences after streaming it; the bubble shows final.html below, the streamed draft is dropped.
+    el.dataset.replaced = String(Boolean(frame.replaced));
+    if (frame.replaced) {
+      entry.text = frame.text;
+    } else if (frame.text !== entry.text) {
       console.warn("chat: final text differs from the streamed tokens", { streamed: entry.text, final: frame.text });
     }
     const status = el.querySelector(".status");
     status.textContent = "";
     status.classList.remove("busy");
     showFinalHtml(el, frame.html, frame.message);
-    markUsedSources(el.querySelector(".sources"), frame.citations || []);
+    const citations = frame.citations || [];
+    // Nothing found: no chips (the passages did not answer it), and "Talk to a person" in the answer itself.
+    const offered = frame.state === "complete" && Boolean(frame.offer_handoff);
+    if (offered && !citations.length) el.querySelector(".sources").replaceChildren();
+    markUsedSources(el.querySelector(".sources"), citations);
+    showHandoffOffer(el, offered);
     setStateNote(el, frame.state === "complete" ? "" : frame.state);
     el.querySelector(".msg-actions").hidden = false;
     this._updateControls();
+    this._scrollToEnd(); // the whole finished bubble, chips and buttons included, above the input
   }
 
   _clearQueuedNote(messageId) {
@@ -320,7 +339,7 @@ class ChatPage {
   // ---- user actions ----------------------------------------------------------------------------------
 
   _askFrame(ask) {
-    const frame = { type: "ask", id: ask.id, text: ask.text };
+    const frame = { type: FRAME.ASK, id: ask.id, text: ask.text };
     if (this.conversation) frame.conversation = this.conversation;
     else if (this.config.kb) frame.kb = this.config.kb;
     return frame;
@@ -336,12 +355,18 @@ class ChatPage {
     const ask = { id, text: trimmed, acked: false, failed: false, messageId: null, userEl };
     this.asks.set(id, ask);
     this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
-    this._scrollToEnd();
+    this._scrollToEnd({ force: true }); // asking means "show me the answer": follow it again
   }
 
   stop() {
     const streaming = [...this.messages.entries()].find(([, e]) => !e.done);
-    if (streaming) this.socket.send({ type: "cancel", message: streaming[0] });
+    if (streaming) this.socket.send({ type: FRAME.CANCEL, message: streaming[0] });
+  }
+
+  /** "Talk to a person", from the page's button or from a nothing-found answer's: one request, one frame. */
+  requestHandoff() {
+    if (!this.conversation || !handoffAvailable(this.status)) return;
+    this.socket.send({ type: FRAME.HANDOFF, conversation: this.conversation });
   }
 
   _bindUi() {
@@ -350,9 +375,11 @@ class ChatPage {
       const text = this.input.value;
       if (!text.trim()) return;
       this.input.value = "";
+      this._autosize();
       this.ask(text);
       this.input.focus();
     });
+    this.input.addEventListener("input", () => this._autosize());
     this.input.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
@@ -360,13 +387,18 @@ class ChatPage {
       }
     });
     this.stopButton.addEventListener("click", () => this.stop());
-    if (this.handoffButton) {
-      this.handoffButton.addEventListener("click", () => {
-        if (!this.conversation) return;
-        this.socket.send({ type: "handoff", conversation: this.conversation });
-      });
-    }
+    if (this.handoffButton) this.handoffButton.addEventListener("click", () => this.requestHandoff());
     this.log.addEventListener("click", (event) => this._onLogClick(event));
+    this._bindPopovers();
+    // Follow the conversation as it grows (tokens, chips, a taller input) unless the reader scrolled up.
+    window.addEventListener("scroll", () => {
+      this.following = this._nearEnd();
+    }, { passive: true });
+    if (window.ResizeObserver) {
+      new ResizeObserver(() => {
+        if (this.following) this._scrollToEnd();
+      }).observe(this.root);
+    }
     window.addEventListener("online", () => {
       if (!this.socket.isOpen) this.socket.reconnectNow();
     });
@@ -381,8 +413,9 @@ class ChatPage {
     if (chip) {
       // Tap support: toggle the passage popover (hover and focus show it too).
       const wrap = chip.closest(".source");
-      const open = !wrap.classList.contains("open");
-      for (const other of this.log.querySelectorAll(".source.open")) other.classList.remove("open");
+      const open = !wrap.classList.contains("open") || wrap.classList.contains("dismissed");
+      this._closePopovers({ except: wrap });
+      wrap.classList.remove("dismissed");
       wrap.classList.toggle("open", open);
       chip.setAttribute("aria-expanded", String(open));
       return;
@@ -392,6 +425,9 @@ class ChatPage {
       event.preventDefault();
       const target = document.getElementById(cite.getAttribute("href").slice(1));
       if (target) {
+        this._closePopovers({ except: target });
+        target.classList.remove("dismissed");
+        target.querySelector(".chip").setAttribute("aria-expanded", "true");
         target.classList.add("open", "flash");
         target.scrollIntoView({ block: "nearest", behavior: "smooth" });
         setTimeout(() => target.classList.remove("flash"), 1200);
@@ -400,13 +436,17 @@ class ChatPage {
     }
     const button = event.target.closest("[data-action]");
     if (!button) return;
+    if (button.dataset.action === "handoff") {
+      this.requestHandoff();
+      return;
+    }
     const msgEl = button.closest(".msg-assistant");
     const messageId = msgEl.dataset.message;
     switch (button.dataset.action) {
       case "feedback-up":
       case "feedback-down": {
         const rating = button.dataset.action === "feedback-up" ? 1 : -1;
-        this.socket.send({ type: "feedback", message: messageId, rating });
+        this.socket.send({ type: FRAME.FEEDBACK, message: messageId, rating });
         for (const b of msgEl.querySelectorAll("[data-action^=feedback]")) b.setAttribute("aria-pressed", String(b === button));
         break;
       }
@@ -446,14 +486,65 @@ class ChatPage {
   _updateControls() {
     const busy = [...this.messages.values()].some((e) => !e.done);
     this.stopButton.hidden = !busy;
+    // Every "Talk to a person" (the page's and the nothing-found answers') follows the same rule.
+    const available = handoffAvailable(this.status);
     if (this.handoffButton) {
       this.handoffButton.disabled = !this.conversation;
-      this.handoffButton.hidden = this.status === "waiting_for_agent" || this.status === "agent";
+      this.handoffButton.hidden = !available;
     }
+    for (const offer of this.log.querySelectorAll('[data-action="handoff"]')) offer.hidden = !available;
   }
 
-  _scrollToEnd() {
-    window.scrollTo({ top: document.body.scrollHeight });
+  /** The input grows with its text up to its CSS max-height, then scrolls. */
+  _autosize() {
+    const area = this.input;
+    area.style.height = "auto";
+    const max = parseFloat(getComputedStyle(area).maxHeight) || Infinity;
+    const needed = area.scrollHeight + (area.offsetHeight - area.clientHeight);
+    area.style.height = `${Math.min(needed, max)}px`;
+    area.style.overflowY = needed > max ? "auto" : "hidden";
+  }
+
+  _nearEnd() {
+    const doc = document.documentElement;
+    return window.scrollY + window.innerHeight >= doc.scrollHeight - FOLLOW_SLACK_PX;
+  }
+
+  /** To the end of the page (the input sticks to the bottom), if the reader follows or `force`. */
+  _scrollToEnd({ force = false } = {}) {
+    if (force) this.following = true;
+    if (!this.following) return;
+    window.scrollTo({ top: document.documentElement.scrollHeight });
+  }
+
+  // ---- source popovers ---------------------------------------------------------------------------------
+
+  /** A passage popover closes on a click outside it and on Escape (hover and focus open it too). */
+  _bindPopovers() {
+    document.addEventListener("click", (event) => {
+      if (!event.target.closest(".source, .cite")) this._closePopovers();
+    });
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this._closePopovers({ dismiss: true });
+    });
+    // A popover dismissed with Escape stays shut while the pointer or focus that opened it remains.
+    const undismiss = (event) => {
+      const wrap = event.target.closest?.(".source");
+      if (wrap && !wrap.contains(event.relatedTarget)) wrap.classList.remove("dismissed");
+    };
+    this.log.addEventListener("mouseout", undismiss);
+    this.log.addEventListener("focusout", undismiss);
+  }
+
+  _closePopovers({ dismiss = false, except = null } = {}) {
+    for (const wrap of this.log.querySelectorAll(".source")) {
+      if (wrap === except) continue;
+      if (wrap.classList.contains("open")) {
+        wrap.classList.remove("open");
+        wrap.querySelector(".chip").setAttribute("aria-expanded", "false");
+      }
+      if (dismiss && wrap.matches(":hover, :focus-within")) wrap.classList.add("dismissed");
+    }
   }
 
   /** Live messages from a person or the system (see docs/protocol.md). */

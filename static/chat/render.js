@@ -248,6 +248,27 @@ export function actionBar() {
   return bar;
 }
 
+/**
+ * A nothing-found answer (`final.offer_handoff`) offers a person inside its own bubble; the button carries
+ * data-action="handoff" and chat.js sends the `handoff` frame and hides it while a person is asked or there.
+ * Same markup as templates/conversations/_message.html.
+ */
+export function showHandoffOffer(msgEl, offered) {
+  const bubble = msgEl.querySelector(".bubble");
+  let button = bubble.querySelector(".handoff-offer");
+  if (!offered) {
+    button?.remove();
+    return null;
+  }
+  if (!button) {
+    button = el("button", "btn handoff-offer", "Talk to a person");
+    button.type = "button";
+    button.dataset.action = "handoff";
+    bubble.append(button);
+  }
+  return button;
+}
+
 /** A message written by a human support agent: shown as a person, never as the bot. */
 export function agentMessage(text, name) {
   const msg = el("article", "msg msg-agent");

@@ -5,12 +5,13 @@
 // and jitter (so a restarted server is not hammered by every client at once) and tell the
 // application when it is connected again so it can resume unfinished answers.
 
+import { FRAME, STREAM_TYPES } from "./protocol.js";
+
+export { STREAM_TYPES };
+
 export const BACKOFF = { baseMs: 500, factor: 2, maxMs: 10000, jitter: 0.3 };
 export const PING_INTERVAL_MS = 15000;
 export const DEAD_AFTER_MS = 10000; // no frame at all this long after a ping: the connection is dead
-
-// Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
-export const STREAM_TYPES = new Set(["status", "sources", "token", "final", "error"]);
 
 /** True for a frame of an answer's stream: it is ordered and de-duplicated by (message, seq). */
 export function isStreamFrame(frame) {
@@ -156,7 +157,7 @@ export class ChatSocket {
     this.pingTimer = setInterval(() => {
       if (!this.isOpen) return;
       const sentAt = Date.now();
-      this.send({ type: "ping", t: sentAt });
+      this.send({ type: FRAME.PING, t: sentAt });
       clearTimeout(this.deadTimer);
       this.deadTimer = setTimeout(() => {
         if (this.lastFrameAt < sentAt && this.ws) {

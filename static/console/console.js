@@ -3,6 +3,7 @@
 // Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
 // and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
 
+import { FRAME } from "../chat/protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import {
   Typewriter,
@@ -125,12 +126,12 @@ class ConsoleList {
   }
 
   onFrame(frame) {
-    if (frame.type === "conversations") {
+    if (frame.type === FRAME.CONVERSATIONS) {
       for (const section of Object.values(this.sections)) section.querySelector("ul").replaceChildren();
       for (const item of frame.items) this.upsert(item);
-    } else if (frame.type === "conversation_update") {
+    } else if (frame.type === FRAME.CONVERSATION_UPDATE) {
       this.upsert(frame.item);
-    } else if (frame.type === "error") {
+    } else if (frame.type === FRAME.ERROR) {
       this.root.querySelector("[data-connection-state]").textContent = frame.detail;
     }
     this.tick();
@@ -198,9 +199,9 @@ class ConsoleConversation {
   }
 
   onOpen() {
-    this.socket.send({ type: "watch", conversation: this.id });
+    this.socket.send({ type: FRAME.WATCH, conversation: this.id });
     for (const [id, text] of this.pending) {
-      this.socket.send({ type: "agent_message", conversation: this.id, id, text }); // same id: never twice
+      this.socket.send({ type: FRAME.AGENT_MESSAGE, conversation: this.id, id, text }); // same id: never twice
     }
   }
 
@@ -210,51 +211,51 @@ class ConsoleConversation {
 
   // -- frames --
   onFrame(frame) {
-    if (frame.conversation && frame.conversation !== this.id && frame.type !== "conversation_update") return;
+    if (frame.conversation && frame.conversation !== this.id && frame.type !== FRAME.CONVERSATION_UPDATE) return;
     if (isStreamFrame(frame)) {
       this.onStream(frame);
       return;
     }
     switch (frame.type) {
-      case "question":
+      case FRAME.QUESTION:
         this.onQuestion(frame);
         break;
-      case "agent_message":
+      case FRAME.AGENT_MESSAGE:
         this.pending.delete(frame.id);
         this.appendOnce(frame.message, () => agentMessage(frame.text, frame.agent?.name));
         break;
-      case "agent_joined":
-      case "agent_left":
-      case "nudge":
-      case "reminder":
+      case FRAME.AGENT_JOINED:
+      case FRAME.AGENT_LEFT:
+      case FRAME.NUDGE:
+      case FRAME.REMINDER:
         this.appendOnce(frame.message, () => systemMessage(frame.text));
         break;
-      case "conversation":
+      case FRAME.CONVERSATION:
         this.status = frame.status;
         this.render();
         break;
-      case "conversation_update":
+      case FRAME.CONVERSATION_UPDATE:
         if (frame.item.conversation === this.id) {
           this.status = frame.item.status;
           this.holder = frame.item.holder;
           this.render();
         }
         break;
-      case "holder":
+      case FRAME.HOLDER:
         this.status = frame.status;
         this.holder = frame.holder;
         this.render();
         break;
-      case "presence":
+      case FRAME.PRESENCE:
         this.renderPresence(frame.watchers);
         break;
-      case "note":
+      case FRAME.NOTE:
         this.addNote(frame.note);
         break;
-      case "trace":
+      case FRAME.TRACE:
         this.renderTrace(frame.message, frame.trace, frame.state);
         break;
-      case "error":
+      case FRAME.ERROR:
         this.showNotice(frame.detail || frame.code);
         break;
       default:
@@ -288,19 +289,19 @@ class ConsoleConversation {
     entry.lastSeq = frame.seq;
     const msgEl = entry.el;
     const status = msgEl.querySelector(".status");
-    if (frame.type === "status") {
+    if (frame.type === FRAME.STATUS) {
       status.textContent = frame.text;
       status.classList.add("busy");
-    } else if (frame.type === "sources") {
+    } else if (frame.type === FRAME.SOURCES) {
       renderSources(msgEl.querySelector(".sources"), frame.items || [], frame.message);
       // Live trace: the passages and their scores are known before the answer is written.
       this.renderTrace(frame.message, { passages: frame.items, timings: {}, query: msgEl.dataset.question }, "streaming");
-    } else if (frame.type === "token") {
+    } else if (frame.type === FRAME.TOKEN) {
       entry.text += frame.text;
       entry.typewriter.push(frame.text);
-    } else if (frame.type === "error") {
+    } else if (frame.type === FRAME.ERROR) {
       setStateNote(msgEl, "failed", frame.detail);
-    } else if (frame.type === "final") {
+    } else if (frame.type === FRAME.FINAL) {
       entry.done = true;
       entry.typewriter.stop();
       msgEl.dataset.state = frame.state;
@@ -356,7 +357,8 @@ class ConsoleConversation {
       timings.append(el("dt", "", key.replace(/_ms$/, "")), el("dd", "", `${value} ms`));
     }
     const generator = el("div", "generator", trace.generator ? `generator: ${trace.generator}` : "");
-    card.replaceChildren(head, table, timings, generator);
+    const offer = el("div", "muted", trace.offer_handoff ? "Nothing relevant found: offered the customer a person." : "");
+    card.replaceChildren(head, table, timings, generator, offer);
   }
 
   renderPresence(watchers) {
@@ -422,7 +424,7 @@ class ConsoleConversation {
       if (!text) return;
       const id = newId();
       this.pending.set(id, text);
-      this.send({ type: "agent_message", id, text });
+      this.send({ type: FRAME.AGENT_MESSAGE, id, text });
       area.value = "";
     });
     this.composer.querySelector("textarea").addEventListener("keydown", (event) => {
@@ -436,7 +438,7 @@ class ConsoleConversation {
       const area = this.noteForm.querySelector("textarea");
       const text = area.value.trim();
       if (!text) return;
-      this.send({ type: "note", text });
+      this.send({ type: FRAME.NOTE, text });
       area.value = "";
     });
   }

@@ -9,9 +9,9 @@ from django.core.management.base import BaseCommand
 from knowledge.demo import load_demo_knowledge_base
 
 DEMO_ACCOUNTS = [
-    # (username, password, is_staff)
-    ("customer", "customer-demo-pass", False),
-    ("staff", "staff-demo-pass", True),
+    # (username, password, is_staff, first name, last name): people are shown by their full name
+    ("customer", "customer-demo-pass", False, "Chris", "Miller"),
+    ("staff", "staff-demo-pass", True, "Sam", "Taylor"),
 ]
 
 
@@ -36,12 +36,14 @@ class Command(BaseCommand):
             return
         User = get_user_model()
         lines = []
-        for username, password, is_staff in DEMO_ACCOUNTS:
+        for username, password, is_staff, first_name, last_name in DEMO_ACCOUNTS:
             user, created = User.objects.get_or_create(
                 username=username, defaults={"is_staff": is_staff, "is_superuser": is_staff}
             )
             if created:
                 user.set_password(password)
+            if created or not user.get_full_name():  # demo accounts made before they had names get them too
+                user.first_name, user.last_name = first_name, last_name
                 user.save()
             lines.append(f"  {'staff   ' if is_staff else 'customer'}  {username} / {password}")
         self.stdout.write(

@@ -1,0 +1,57 @@
+// The WebSocket protocol's names for the browser, defined once: frame types of /ws/chat/ and /ws/console/ and
+// the conversation statuses. Mirrors conversations/protocol.py (docs/protocol.md); tests/test_chat_views.py
+// checks that the two agree.
+
+export const FRAME = Object.freeze({
+  // chat, client -> server
+  ASK: "ask",
+  CANCEL: "cancel",
+  RESUME: "resume",
+  FEEDBACK: "feedback", // also server -> client: the saved rating
+  HANDOFF: "handoff",
+  JOIN: "join",
+  PING: "ping",
+  // chat, server -> client
+  ACK: "ack",
+  QUESTION: "question",
+  STATUS: "status",
+  SOURCES: "sources",
+  TOKEN: "token",
+  FINAL: "final",
+  ERROR: "error",
+  PONG: "pong",
+  CONVERSATION: "conversation",
+  AGENT_MESSAGE: "agent_message", // also console -> server: a reply
+  AGENT_JOINED: "agent_joined",
+  AGENT_LEFT: "agent_left",
+  NUDGE: "nudge", // also console -> server
+  REMINDER: "reminder",
+  // console, console -> server
+  WATCH: "watch",
+  UNWATCH: "unwatch",
+  TAKE_OVER: "take_over",
+  HAND_BACK: "hand_back",
+  RESOLVE: "resolve",
+  NOTE: "note", // also server -> console: a saved note
+  // console, server -> console
+  CONVERSATIONS: "conversations",
+  CONVERSATION_UPDATE: "conversation_update",
+  TRACE: "trace",
+  PRESENCE: "presence",
+  HOLDER: "holder",
+});
+
+// Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
+export const STREAM_TYPES = new Set([FRAME.STATUS, FRAME.SOURCES, FRAME.TOKEN, FRAME.FINAL, FRAME.ERROR]);
+
+export const CONVERSATION_STATUS = Object.freeze({
+  BOT: "bot",
+  WAITING_FOR_AGENT: "waiting_for_agent",
+  AGENT: "agent",
+  RESOLVED: "resolved",
+});
+
+/** Whether the customer may ask for a person now. Mirrors conversations.views.handoff_available. */
+export function handoffAvailable(status) {
+  return status !== CONVERSATION_STATUS.WAITING_FOR_AGENT && status !== CONVERSATION_STATUS.AGENT;
+}
