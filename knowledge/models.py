@@ -108,6 +108,12 @@ class Chunk(models.Model):
     page = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True)
+    # The units an extractive answer may quote (knowledge.answering.sentences) and their vectors (float32,
+    # one row per unit), computed at ingestion so a question costs no model work but its own embedding;
+    # ``sentence_model`` is the embedder that made them (another model's are recomputed on first use).
+    sentences = models.JSONField(default=list, blank=True)
+    sentence_vectors = models.BinaryField(null=True, blank=True, editable=False)
+    sentence_model = models.CharField(max_length=200, blank=True)
     search_vector = models.GeneratedField(
         expression=SearchVector(CjkBigrams("heading_path"), weight="A", config="english")
         + SearchVector(CjkBigrams("text"), weight="B", config="english"),

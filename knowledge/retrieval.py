@@ -33,8 +33,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
-from knowledge.embeddings import get_embedder
-from knowledge.models import Document, KnowledgeBase
+from knowledge.embeddings import get_embedder, query_vector
+from knowledge.models import Chunk, Document, KnowledgeBase
 
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
@@ -200,10 +200,14 @@ def resolve_knowledge_base(kb: KnowledgeBase | str | None) -> int | None:
 
 
 def embed_query(query: str) -> tuple[list[float], float]:
-    """The query embedding and the milliseconds it took (not counting a first-use model load)."""
-    embedder = get_embedder()
+    """The query embedding and the milliseconds it took (not counting a first-use model load).
+
+    Remembered per process (``embeddings.query_vector``): the extractive answerer scores sentences against the
+    same vector right after retrieval, and customers ask the same questions.
+    """
+    get_embedder()  # a first-use model load is not query time
     started = time.perf_counter()
-    vector = embedder.embed_query(query)
+    vector = query_vector(query)
     return vector, (time.perf_counter() - started) * 1000
 
 
@@ -358,3 +362,21 @@ def _passage(row: tuple, mode: str) -> Passage:
         keyword_rank=keyword_rank,
         rrf_score=rrf_score,
     )
+
+
+def document_passages(document_ids: list[int], exclude: set[int]) -> list[Passage]:
+    """The other chunks of these documents as passages (not ranked: scores None/0), in document order.
+
+    Why: a help article is a handful of chunks and retrieval returns only some; the sentence that answers may sit
+    in a sibling of the chunk that matched (the extractive answerer reads the whole of the best documents).
+    """
+    rows = (
+        Chunk.objects.filter(document_id__in=document_ids, document__status=Document.Status.READY)
+        .exclude(pk__in=exclude)
+        .order_by("document_id", "position")
+        .values_list("pk", "document_id", "document__title", "document__original_filename",
+                     "document__source_url", "heading_path", "page", "text")  # fmt: skip
+    )
+    order = {pk: i for i, pk in enumerate(document_ids)}
+    found = [_passage((*row, None, None, None, None, None, None), "vector") for row in rows]
+    return sorted(found, key=lambda p: order[p.document_id])

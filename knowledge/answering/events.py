@@ -57,6 +57,7 @@ class FinalEvent:
     timings: dict[str, float]
     trace: dict[str, Any]
     replaced: bool = False
+    offer_handoff: bool = False  # nothing in the knowledge base answers: the client offers a person
 
 
 Event = StatusEvent | SourcesEvent | TokenEvent | FinalEvent

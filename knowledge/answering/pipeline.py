@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext, ngettext
 
 from knowledge.answering.events import (
     AnswerBackendError,
@@ -33,7 +36,9 @@ from knowledge.answering.events import (
 )
 from knowledge.answering.followups import choose_query, refers_back
 from knowledge.answering.generators import Generator, get_generator
+from knowledge.answering.generators.extractive import Composition, compose, pace_words
 from knowledge.answering.grounding import Guard
+from knowledge.answering.language import detect as detect_language
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.models import KnowledgeBase
 
@@ -44,16 +49,36 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def retrieved_text(passages: Sequence[Any]) -> str:
-    """'Found 3 passages in 2 documents' — the status line after retrieval."""
+    """'Found 3 passages in 2 documents' — the status line after retrieval (in the active language)."""
     if not passages:
-        return "No matching passages found"
-    documents = {p.document_id for p in passages}
-    return f"Found {_plural(len(passages), 'passage')} in {_plural(len(documents), 'document')}"
+        return gettext("No matching passages found")
+    documents = len({p.document_id for p in passages})
+    found = ngettext("Found %(count)d passage", "Found %(count)d passages", len(passages)) % {"count": len(passages)}
+    where = ngettext("in %(count)d document", "in %(count)d documents", documents) % {"count": documents}
+    return f"{found} {where}"
+
+
+def _translated(language: str, function: Callable[..., str], *args: Any) -> str:
+    """``function(*args)`` with ``language`` active, and only for that call: an async generator must not leave
+    a language switched on in its consumer's context between two events."""
+    with translation.override(language):
+        return function(*args)
+
+
+async def _compose(generator: Generator, query: str, passages: list[Any], language: str) -> Composition:
+    """The extractive composition of ``query`` (the generator's own, with its limits, when it composes)."""
+    composing = generator.composition if hasattr(generator, "composition") else compose
+
+    def run() -> Composition:
+        with translation.override(language):
+            return composing(query, passages)
+
+    try:
+        return await database_sync_to_async(run)()
+    except Exception as exc:  # the database or the embedding model is down
+        logger.exception("Composing the answer failed for %r", query)
+        raise AnswerBackendError("Reading the knowledge base failed; please try again in a moment.") from exc
 
 
 def source_items(passages: Sequence[Any]) -> list[dict[str, Any]]:
@@ -106,8 +131,10 @@ async def answer(
     generator = generator or get_generator()
     turns = _prior_turns(question, history)
 
+    # The customer's language: the answer's own words, status lines and a refusal are in it.
+    language = detect_language(question) or translation.get_language() or settings.LANGUAGE_CODE
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
-    yield StatusEvent("retrieving", "Searching the knowledge base…")
+    yield StatusEvent("retrieving", _translated(language, gettext, "Searching the knowledge base…"))
     result = await _search(question, kb)
     query = question
     rewrite_ms = 0.0
@@ -121,9 +148,17 @@ async def answer(
             if choose_query(result.passages, rewritten.passages):
                 query, result = candidate, rewritten
     passages = list(result.passages)
-    yield StatusEvent("retrieved", retrieved_text(passages))
+    # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
+    composition = await _compose(generator, query, passages, language)
+    offer_handoff = composition.declined
+    # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
+    # what was retrieved (the console shows why nothing was good enough).
+    retrieved, passages = passages, ([] if offer_handoff else passages)
+    if getattr(generator, "composes", False) and not offer_handoff:
+        passages = composition.passages  # the retrieved passages, then other chunks of their documents it quotes
+    yield StatusEvent("retrieved", _translated(language, retrieved_text, passages))
     yield SourcesEvent(source_items(passages))
-    yield StatusEvent("generating", "Writing the answer…")
+    yield StatusEvent("generating", _translated(language, gettext, "Writing the answer…"))
 
     pieces: list[str] = []
     first_token_ms: float | None = None
@@ -131,7 +166,11 @@ async def answer(
     # A generator that cannot read the conversation itself (extractive) answers the query that was searched.
     asked = query if getattr(generator, "answers_searched_query", False) else question
     guard = Guard(generator, passages)  # LLM answers: citations of unlisted sources never reach a token
-    stream = guard.wrap(generator.stream(asked, passages, turns))
+    if offer_handoff or getattr(generator, "composes", False):
+        pace = generator.pace() if hasattr(generator, "pace") else settings.ANSWER_WORDS_PER_SECOND
+        stream = pace_words(composition.text, pace)
+    else:
+        stream = guard.wrap(generator.stream(asked, passages, turns))
     try:
         async for piece in stream:
             if not piece:
@@ -151,8 +190,8 @@ async def answer(
             await stream.aclose()
     generate_ms = _ms(time.perf_counter() - generate_started)
 
-    grounded = await guard.check("".join(pieces), query)  # uncited: marked, or replaced by the extractive answer
-    text = grounded.text
+    grounded = await guard.check("".join(pieces), query) if not offer_handoff else None  # uncited: marked, or replaced by the extractive answer
+    text = grounded.text if grounded else "".join(pieces)
     timings = {
         "rewrite_ms": rewrite_ms,
         "retrieve_ms": round(result.timings.get("total_ms", 0.0), 1),
@@ -178,12 +217,15 @@ async def answer(
                 "keyword_score": p.keyword_score,
                 "score": p.score,
             }
-            for n, p in enumerate(passages, start=1)
+            # the sources [n] numbers; when nothing was good enough (none shown), what was retrieved
+            for n, p in enumerate(passages or retrieved, start=1)
         ],
         "timings": timings,
         "generator": generator.name,
+        "language": language,
+        "answer": composition.report,
     }
-    if grounded.report is not None:
+    if grounded and grounded.report is not None:
         trace["grounding"] = grounded.report
     yield FinalEvent(
         text=text,
@@ -192,5 +234,6 @@ async def answer(
         state="complete",
         timings=timings,
         trace=trace,
-        replaced=grounded.replaced,
+        replaced=bool(grounded and grounded.replaced),
+        offer_handoff=offer_handoff,
     )

@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from knowledge import sentence_vectors
 from knowledge.embeddings import get_embedder
 from knowledge.ingest.chunking import ChunkDraft, chunk_sections
 from knowledge.ingest.parsers import ParsedDocument, mime_type_for, parse_file
@@ -53,6 +54,8 @@ class PreparedDocument:
     parsed: ParsedDocument
     drafts: list[ChunkDraft]
     embeddings: list[list[float]] = field(default_factory=list)
+    # per draft: sentence_vectors.for_drafts(); empty = filled on first use
+    sentences: list[tuple[list[dict], bytes | None, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -203,11 +206,19 @@ def prepare(data: bytes, filename: str) -> PreparedDocument:
     chunked_at = time.perf_counter()
     embeddings = embed_drafts(parsed.title, drafts)
     embedded_at = time.perf_counter()
+    sentences = sentence_vectors.for_drafts(drafts)  # what the extractive answerer quotes, embedded once
+    sentences_at = time.perf_counter()
     return PreparedDocument(
         parsed,
         drafts,
         embeddings,
-        timings={"parse": parsed_at - started, "chunk": chunked_at - parsed_at, "embed": embedded_at - chunked_at},
+        sentences,
+        timings={
+            "parse": parsed_at - started,
+            "chunk": chunked_at - parsed_at,
+            "embed": embedded_at - chunked_at,
+            "embed_sentences": sentences_at - embedded_at,
+        },
     )
 
 
@@ -223,8 +234,14 @@ def build_chunks(document: Document, prepared: PreparedDocument) -> list[Chunk]:
             page=draft.page,
             token_count=draft.token_count,
             embedding=vector,
+            sentences=sentences,
+            sentence_vectors=packed,
+            sentence_model=model,
         )
-        for draft, vector in zip(prepared.drafts, prepared.embeddings, strict=True)
+        for draft, vector, (sentences, packed, model) in zip(
+            prepared.drafts, prepared.embeddings, prepared.sentences or [([], None, "")] * len(prepared.drafts),
+            strict=True,
+        )
     ]
 
 

@@ -6,154 +6,29 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext
 
-NOTHING_FOUND = (
-    "I couldn't find anything about that in the knowledge base. Could you rephrase the question, "
-    "or would you like me to connect you to a person?"
-)
-LEAD_IN = "Here is what the knowledge base says:"
+from knowledge import sentence_vectors
+from knowledge.answering.language import detect as detect_language
+from knowledge.answering.scoring import Question, Scored, score_units, terms
+from knowledge.answering.sentences import STEP, split_sentences, unwrap_lines  # noqa: F401 (re-exported)
+from knowledge.embeddings import query_vector
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_]?[A-Z0-9])")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
-_HEADING_MARKER = re.compile(r"^\s*#{1,6}\s+")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
+#: The English source strings (tests and docs); what the customer gets is ``nothing_found()``, translated.
+NOTHING_FOUND = "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
+MAX_STEPS = 8
+_POINTER = re.compile(r"\bsee\s+[\"'“‘]([^\"'”’]{3,80})[\"'”’]", re.IGNORECASE)
 _WORDS = re.compile(r"\S+\s*")
 _STOPWORDS = frozenset(
     "a an and are as at be but by can could do does for from have how i if in is it its me my "
     "of on or our please should so that the their them then there these they this those to was "
     "we what when where which who why will with would you your about any".split()
 )
-
-
-@dataclass
-class _Candidate:
-    n: int  # source number
-    position: int  # order within the passage
-    text: str
-
-
-def _table_rows(lines: list[str]) -> list[str]:
-    """Markdown table rows as sentences: 'Cell 1 — Header 2: cell 2.'"""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not _TABLE_RULE.match(line)]
-    if len(rows) < 2:
-        return []
-    header, sentences = rows[0], []
-    for row in rows[1:]:
-        details = "; ".join(f"{h}: {c}" for h, c in zip(header[1:], row[1:], strict=False) if c)
-        if row and row[0]:
-            sentences.append(f"{row[0]} — {details}." if details else f"{row[0]}.")
-    return sentences
-
-
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "no.", "vs.", "mr.", "mrs.", "dr.", "st.")
-
-
-def _split_line(line: str) -> list[str]:
-    """Sentences of one line; no split after "e.g." and friends."""
-    pieces: list[str] = []
-    for piece in _SENTENCE_END.split(line):
-        if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
-            pieces[-1] = f"{pieces[-1]} {piece}"
-        else:
-            pieces.append(piece)
-    return [" ".join(p.split()) for p in pieces]
-
-
-#: A line ending on one of these words continues on the next one (PDF text wraps mid-sentence).
-_CONTINUES = frozenset("a an and or but nor the to of for with on in at by from than as your our their its".split())
-_NUMBERED_HEADING = re.compile(r"^\s*\d{1,2}[.)]\s+\S")
-
-
-def unwrap_lines(text: str) -> list[str]:
-    """The passage's lines with hard-wrapped sentences joined again.
-
-    A line is joined to the previous one when that one stops mid-sentence: it ends on a comma, a hyphen or a
-    word like "or", or the new line starts in lower case. List items, headings and table rows stay lines.
-    """
-    lines: list[str] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        structural = not line or line.startswith(("|", "#")) or bool(_LIST_MARKER.match(raw))
-        if lines and lines[-1] and not structural and not lines[-1].startswith(("|", "#")):
-            previous = lines[-1]
-            last_word = previous.rsplit(" ", 1)[-1].lower()
-            if previous.endswith((",", "-", "–")) or last_word in _CONTINUES or line[:1].islower():
-                joiner = "" if previous.endswith("-") and line[:1].islower() else " "
-                lines[-1] = f"{previous}{joiner}{line}"
-                continue
-        lines.append(line if not structural or not line else raw.rstrip())
-    return lines
-
-
-def _whole(sentence: str) -> bool:
-    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word."""
-    words = sentence.rstrip(".!?:;*").split()
-    if not words or words[-1].lower() in _CONTINUES:
-        return False
-    first = sentence.lstrip("\"'(*_")[:1]
-    return not (first.isalpha() and first.islower())
-
-
-def split_sentences(text: str) -> list[str]:
-    """Readable, whole sentences of a passage: list markers and headings dropped, tables turned into sentences.
-
-    A chunk may start or end mid-sentence (overlap, PDF wrapping); such pieces are never quoted.
-    """
-    sentences: list[str] = []
-    table: list[str] = []
-    lines = unwrap_lines(text)
-    for index, raw in enumerate([*lines, ""]):
-        if raw.strip().startswith("|"):
-            table.append(raw)
-            continue
-        if table:
-            sentences.extend(_table_rows(table))
-            table = []
-        if _HEADING_MARKER.match(raw):
-            continue  # a heading names a topic; it answers nothing
-        is_item = bool(_LIST_MARKER.match(raw))
-        line = _LIST_MARKER.sub("", raw).strip()
-        neighbours = [lines[i] for i in (index - 1, index + 1) if 0 <= i < len(lines)]
-        if (
-            _NUMBERED_HEADING.match(raw)
-            and len(line.split()) < 9
-            and not re.search(r"[.!:;]\**$", line)
-            and not any(_LIST_MARKER.match(n) for n in neighbours)
-        ):
-            continue  # "3. What the warranty does not cover": a numbered heading, not a step
-        for sentence in _split_line(line):
-            words = len(sentence.split())
-            if words < 3 or sentence.endswith("?") or not _whole(sentence):
-                continue  # fragments, and the FAQ's own questions ("When will I get my refund?")
-            if not is_item and words < 9 and not re.search(r"[.!:;]\**$", sentence):
-                continue  # an unmarked title line ("Changing or cancelling an order")
-            sentences.append(sentence)
-    return sentences
-
-
-def _with_marker(sentence: str, n: int) -> str:
-    """'Do X.' -> 'Do X [1].' — the marker sits inside the sentence it supports."""
-    sentence = sentence.rstrip()
-    if sentence and sentence[-1] in ".!?:;":
-        return f"{sentence[:-1]} [{n}]{sentence[-1]}"
-    return f"{sentence} [{n}]."
-
-
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(sum(x * y for x, y in zip(a, b, strict=False)))
-
-
-def key_terms(text: str) -> list[str]:
-    """Content words of a question, in order, without repeats."""
-    seen: list[str] = []
-    for word in re.findall(r"[\w'-]+", text.lower()):
-        if word not in _STOPWORDS and len(word) > 1 and word not in seen:
-            seen.append(word)
-    return seen
 
 
 async def pace_words(text: str, words_per_second: float) -> AsyncIterator[str]:
@@ -169,19 +44,249 @@ async def pace_words(text: str, words_per_second: float) -> AsyncIterator[str]:
         yield word
 
 
-class ExtractiveGenerator:
-    """Grounded extractive answers: the passages' own sentences closest to the question, each cited.
+@dataclass
+class Composition:
+    """An extractive answer, or the verdict that the passages do not answer the question (``declined``)."""
 
-    Candidate sentences are embedded with the KB's embedder (in a thread, so the event
-    loop keeps serving other sockets), scored by cosine similarity to the question,
-    picked with MMR so near-duplicates from overlapping chunks are dropped, and kept
-    only above ``ANSWER_MIN_SIMILARITY`` and close to the best match. The picked
-    sentences are grouped per source and shown in source order, then in passage order.
-    If nothing passes the threshold it says so instead of guessing.
+    text: str
+    declined: bool
+    report: dict[str, Any] = field(default_factory=dict)  # for the trace: why these units, or why none
+    #: The sources ``text`` cites: the retrieved passages, then any other chunk of their documents it quotes.
+    passages: list[Any] = field(default_factory=list)
+
+
+def nothing_found() -> str:
+    """The refusal, in the active language (``knowledge.answering.language`` picks it per question)."""
+    return gettext(
+        "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
+    )
+
+
+def lead_in() -> str:
+    return gettext("Here is what the knowledge base says:")
+
+
+def key_terms(text: str) -> list[str]:
+    """Content words of a question, in order, without repeats."""
+    seen: list[str] = []
+    for word in re.findall(r"[\w'-]+", text.lower()):
+        if word not in _STOPWORDS and len(word) > 1 and word not in seen:
+            seen.append(word)
+    return seen
+
+
+def min_similarity(question: str, passage_text: str) -> float:
+    """The similarity below which nothing answers: ``ANSWER_MIN_SIMILARITY`` (or its cross-lingual twin when the
+    question and the best passage text are in different languages), else the embedding model's calibrated
+    values (``embeddings.BACKENDS``)."""
+    from knowledge.embeddings import BACKENDS
+
+    asked, written = detect_language(question), detect_language(passage_text)
+    cross = asked is not None and written is not None and asked != written
+    configured = settings.ANSWER_MIN_SIMILARITY_CROSS_LINGUAL if cross else settings.ANSWER_MIN_SIMILARITY
+    if configured is not None:
+        return configured
+    backend = BACKENDS.get(settings.EMBEDDING_BACKEND)
+    if backend is None:
+        return 0.0
+    return backend.cross_lingual_min_similarity if cross else backend.min_similarity
+
+
+def _candidates(passages: Sequence[Any]) -> list[Scored]:
+    """Every unit of the passages once (overlapping chunks repeat sentences), with its stored vector."""
+    stored = sentence_vectors.for_chunks([p.chunk_id for p in passages])
+    candidates: list[Scored] = []
+    seen: set[str] = set()
+    for n, passage in enumerate(passages, start=1):
+        found = stored.get(passage.chunk_id)
+        if found is None:
+            continue  # deleted since it was retrieved
+        for position, (unit, vector) in enumerate(zip(found.units, found.vectors, strict=True)):
+            key = unit.text.lower()
+            if key not in seen:
+                seen.add(key)
+                candidates.append(Scored(n, passage.document_id, position, unit, vector))
+    return candidates
+
+
+def _documents(ranked: list[Scored], question: Question) -> list[int]:
+    """The document of the best unit, and a second one only if it is nearly as good and adds asked terms."""
+    primary = ranked[0].document
+    chosen = [primary]
+    covered = {t for c in ranked if c.document == primary for t in question.terms if t in terms(c.unit.text)}
+    for candidate in ranked[1:]:
+        if candidate.document in chosen:
+            continue
+        adds = {t for t in question.terms if t in terms(candidate.unit.text)} - covered
+        if candidate.score >= 0.85 * ranked[0].score and adds:
+            chosen.append(candidate.document)
+        break  # only the best unit of the runner-up document is considered
+    return chosen
+
+
+def _follow_pointer(pick: Scored, ranked: list[Scored], passages: Sequence[Any]) -> Scored | None:
+    """For 'see "Missing or damaged parcel"': the best unit of that passage, when it was retrieved."""
+    match = _POINTER.search(pick.unit.text)
+    if not match:
+        return None
+    target = match.group(1).strip().lower()
+    for candidate in ranked:
+        passage = passages[candidate.n - 1]
+        names = f"{passage.title} {passage.heading}".lower()
+        if candidate is not pick and target in names and not _POINTER.search(candidate.unit.text):
+            return candidate
+    return None
+
+
+def _same_words(a: Scored, b: Scored) -> bool:
+    """Near-duplicates by their words (vectors of one model's table rows are all alike)."""
+    left, right = terms(a.unit.text), terms(b.unit.text)
+    return bool(left and right) and len(left & right) / len(left | right) > 0.8
+
+
+def _steps(pick: Scored, candidates: list[Scored]) -> list[Scored]:
+    """All steps of the procedure ``pick`` belongs to, in order."""
+    return [c for c in candidates if c.n == pick.n and c.unit.block == pick.unit.block and c.unit.kind == STEP][
+        :MAX_STEPS
+    ]
+
+
+def _render(chosen: list[Scored]) -> str:
+    """Sources in order of their best unit; each source's units in passage order; steps as a numbered list."""
+    order: list[int] = []
+    for c in chosen:
+        if c.n not in order:
+            order.append(c.n)
+    paragraphs: list[str] = []
+    for n in order:
+        units_of_n = sorted((c for c in chosen if c.n == n), key=lambda c: c.position)
+        numbered = sum(c.unit.kind == STEP for c in units_of_n) > 1  # one step alone is just a sentence
+        prose: list[str] = []
+        step = 0
+        for c in units_of_n:
+            if c.unit.kind == STEP and numbered:
+                if prose:
+                    paragraphs.append(" ".join(prose))
+                    prose = []
+                step += 1
+                paragraphs.append(f"{step}. {_with_marker(c.unit.text, n)}")
+            else:
+                prose.append(_with_marker(c.unit.text, n))
+        if prose:
+            paragraphs.append(" ".join(prose))
+    # consecutive steps form one list (single line breaks), the rest are paragraphs
+    text = ""
+    for paragraph in paragraphs:
+        if text:
+            text += "\n" if paragraph[:1].isdigit() and text.rsplit("\n", 1)[-1][:1].isdigit() else "\n\n"
+        text += paragraph
+    return text
+
+
+def _with_marker(sentence: str, n: int) -> str:
+    """'Do X.' -> 'Do X [1].' — the marker sits inside the sentence it supports."""
+    sentence = sentence.rstrip()
+    if sentence and sentence[-1] in ".!?:;。！？":
+        return f"{sentence[:-1]} [{n}]{sentence[-1]}"
+    return f"{sentence} [{n}]."
+
+
+def _reading_list(passages: Sequence[Any]) -> list[Any]:
+    """The passages, then the other chunks of the (at most two) documents the first three come from."""
+    from knowledge.retrieval import document_passages
+
+    documents: list[int] = []
+    for passage in passages[:3]:
+        if passage.document_id not in documents and len(documents) < 2:
+            documents.append(passage.document_id)
+    return [*passages, *document_passages(documents, {p.chunk_id for p in passages})]
+
+
+def compose(
+    question: str,
+    passages: Sequence[Any],
+    *,
+    max_sentences: int | None = None,
+    threshold: float | None = None,
+    whole_documents: bool = True,
+) -> Composition:
+    """The extractive answer to ``question`` from ``passages`` (synchronous: reads the database).
+
+    Units are ranked by ``scoring.score_units``; the answer quotes the best ones from the one or two documents
+    that answer, keeps a procedure's steps together and in order, follows a "see X" pointer to X when X was
+    retrieved, and declines when even the best unit is not close enough in meaning to the question. With
+    ``whole_documents`` it also reads the other chunks of the best documents; those it quotes are appended to
+    ``Composition.passages`` (the sources its citations number).
+    """
+    reading = _reading_list(passages) if whole_documents and passages else list(passages)
+    candidates = _candidates(reading)
+    if not candidates:
+        return Composition(nothing_found(), True, {"reason": "no passages"}, [])
+    asked = Question.of(question, query_vector(question))
+    score_units(asked, candidates)
+    ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
+    closest = max(candidates, key=lambda c: c.similarity)
+    best_similarity = closest.similarity
+    threshold = min_similarity(question, reading[closest.n - 1].text) if threshold is None else threshold
+    report: dict[str, Any] = {"best_similarity": round(best_similarity, 3), "threshold": threshold,
+                              "intents": sorted(asked.intents)}
+    if best_similarity < threshold:
+        return Composition(nothing_found(), True, {**report, "reason": "below threshold"}, [])
+
+    documents = _documents(ranked, asked)
+    floor = ranked[0].score * settings.ANSWER_RELATIVE_SIMILARITY
+    limit = max_sentences or settings.ANSWER_MAX_SENTENCES
+    chosen: list[Scored] = []
+    for candidate in ranked:
+        if len([c for c in chosen if c.unit.kind != STEP]) >= limit or candidate.score < floor:
+            break
+        if candidate.document not in documents or candidate in chosen:
+            continue
+        if _POINTER.search(candidate.unit.text) and (target := _follow_pointer(candidate, ranked, reading)):
+            candidate = target
+            if candidate in chosen:
+                continue
+        if any(_same_words(candidate, c) for c in chosen):
+            continue  # says the same as a unit already chosen (overlapping chunks, a repeated summary)
+        if candidate.unit.kind == STEP and "steps" in asked.intents:
+            chosen.extend(s for s in _steps(candidate, candidates) if s not in chosen)
+            continue
+        chosen.append(candidate)
+    if "steps" in asked.intents and not any(c.unit.kind == STEP for c in chosen):
+        # "How do I…": the best-matching procedure of the answering documents, whole and in order.
+        procedure = next((c for c in ranked if c.unit.kind == STEP and c.document in documents), None)
+        if procedure is not None and procedure.score >= 0.5 * ranked[0].score:
+            chosen = chosen[: max(1, limit // 2)] + [s for s in _steps(procedure, candidates) if s not in chosen]
+    sources = _number_sources(chosen, passages, reading)
+    report["chosen"] = [
+        {"n": c.n, "score": round(c.score, 3), **{k: round(v, 2) for k, v in c.reasons.items()}} for c in chosen
+    ]
+    return Composition(f"{lead_in()}\n\n{_render(chosen)}", False, report, sources)
+
+
+def _number_sources(chosen: list[Scored], passages: Sequence[Any], reading: list[Any]) -> list[Any]:
+    """Renumber ``chosen`` so the retrieved passages keep their numbers and quoted siblings follow them."""
+    sources = list(passages)
+    numbers = {n: n for n in range(1, len(passages) + 1)}
+    for candidate in sorted(chosen, key=lambda c: -c.score):
+        if candidate.n not in numbers:
+            sources.append(reading[candidate.n - 1])
+            numbers[candidate.n] = len(sources)
+    for candidate in chosen:
+        candidate.n = numbers[candidate.n]
+    return sources
+
+
+class ExtractiveGenerator:
+    """Grounded extractive answers: the passages' own sentences, steps and table rows that answer, each cited.
+
+    See ``compose``. No model work per question beyond the query's embedding (shared with retrieval): the units'
+    vectors are stored at ingestion (``knowledge.sentence_vectors``).
     """
 
     name = "extractive"
     answers_searched_query = True  # it cannot read the conversation: the pipeline hands it the rewritten query
+    composes = True  # its answer is exactly ``compose()`` (the pipeline composes once and paces the text)
 
     def __init__(
         self,
@@ -206,56 +311,22 @@ class ExtractiveGenerator:
         extra = [t for t in key_terms(previous) if t not in words]
         return f"{question} {' '.join(extra)}".strip() if extra else question
 
+    def composition(self, question: str, passages: Sequence[Any], *, whole_documents: bool = True) -> Composition:
+        """``compose`` with this generator's limits (synchronous)."""
+        return compose(
+            question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
+            whole_documents=whole_documents,
+        )
+
     def compose(self, question: str, passages: Sequence[Any]) -> str:
-        """The whole answer text (synchronous: embeds; call it in a thread)."""
-        from knowledge.embeddings import get_embedder
+        """The answer text over exactly these passages, its citations numbering them (synchronous: reads the
+        database). The grounding guard replaces an uncited LLM answer with it."""
+        return self.composition(question, passages, whole_documents=False).text
 
-        candidates: list[_Candidate] = []
-        seen: set[str] = set()
-        for n, passage in enumerate(passages, start=1):
-            for position, sentence in enumerate(split_sentences(passage.text)):
-                key = sentence.lower()
-                if key not in seen:  # overlapping chunks repeat sentences verbatim
-                    seen.add(key)
-                    candidates.append(_Candidate(n, position, sentence))
-        if not candidates:
-            return NOTHING_FOUND
-
-        embedder = get_embedder()
-        query_vector = embedder.embed_query(question)
-        vectors = embedder.embed_documents([c.text for c in candidates])
-        relevance = [_dot(query_vector, v) for v in vectors]
-
-        min_similarity = self.min_similarity if self.min_similarity is not None else settings.ANSWER_MIN_SIMILARITY
-        best = max(relevance)
-        if best < min_similarity:
-            return NOTHING_FOUND
-        floor = max(min_similarity, best * settings.ANSWER_RELATIVE_SIMILARITY)
-        max_sentences = self.max_sentences or settings.ANSWER_MAX_SENTENCES
-
-        chosen: list[int] = []
-        pool = [i for i, score in enumerate(relevance) if score >= floor]
-        while pool and len(chosen) < max_sentences:
-
-            def mmr(i: int) -> float:
-                redundancy = max((_dot(vectors[i], vectors[j]) for j in chosen), default=0.0)
-                return 0.75 * relevance[i] - 0.25 * redundancy
-
-            pick = max(pool, key=mmr)
-            pool.remove(pick)
-            if any(_dot(vectors[pick], vectors[j]) > 0.9 for j in chosen):
-                continue  # says the same thing as a sentence already chosen
-            chosen.append(pick)
-
-        chosen.sort(key=lambda i: (candidates[i].n, candidates[i].position))
-        paragraphs: dict[int, list[str]] = {}
-        for i in chosen:
-            paragraphs.setdefault(candidates[i].n, []).append(_with_marker(candidates[i].text, candidates[i].n))
-        body = "\n\n".join(" ".join(sentences) for sentences in paragraphs.values())
-        return f"{LEAD_IN}\n\n{body}"
+    def pace(self) -> float:
+        return self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
-        text = await asyncio.to_thread(self.compose, question, passages)
-        pace = self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
-        async for word in pace_words(text, pace):
+        text = await database_sync_to_async(self.compose)(question, passages)
+        async for word in pace_words(text, self.pace()):
             yield word

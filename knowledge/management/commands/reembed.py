@@ -16,6 +16,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
+from knowledge import sentence_vectors
+from knowledge.answering.sentences import units
 from knowledge.embeddings import get_embedder
 from knowledge.ingest.pipeline import embedding_input
 from knowledge.models import Chunk
@@ -104,10 +106,15 @@ class Command(BaseCommand):
             step = max(1, settings.EMBEDDING_BATCH_SIZE)
             for start in range(0, len(inputs), step):
                 vectors.extend(embedder.embed_documents(inputs[start : start + step]))
-            for chunk, vector in zip(batch, vectors, strict=True):
+            found = [units(c.text) for c in batch]  # and the units the extractive answerer quotes
+            matrices = sentence_vectors.embed_units([(f, c.heading_path) for f, c in zip(found, batch, strict=True)])
+            for chunk, vector, quoted, matrix in zip(batch, vectors, found, matrices, strict=True):
                 chunk.embedding = vector
+                chunk.sentences = [u.as_dict() for u in quoted]
+                chunk.sentence_vectors = sentence_vectors.pack(matrix)
+                chunk.sentence_model = embedder.name
             with transaction.atomic():
-                Chunk.objects.bulk_update(batch, ["embedding"])
+                Chunk.objects.bulk_update(batch, ["embedding", "sentences", "sentence_vectors", "sentence_model"])
             done += len(batch)
             last_id = batch[-1].id
             self.stdout.write(f"  {done} chunks", ending="\r")

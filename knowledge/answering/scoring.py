@@ -1,0 +1,204 @@
+"""How well a quotable unit answers a question: meaning, the question's own terms, and what kind of fact it asks.
+
+The extractive answerer ranks a passage's units (``knowledge.answering.sentences``) with ``score_units``. The
+signals, each cheap and none tuned to one knowledge base:
+
+* **meaning**: cosine of the unit's stored vector with the query's (both from the KB's embedding model),
+  rescaled within the question's candidates, so models with compressed similarity scales rank alike;
+* **terms**: the share of the question's content words (IDF-weighted over the candidates, lightly stemmed) the
+  unit contains; a unit that answers a different question about the same topic has fewer of them;
+* **kind of fact**: a question asking a price wants an amount, "how long" a duration, "when / until when" a
+  time, "how do I" steps; the cue words are listed per language, so a Chinese or German question gets the
+  same help;
+* **numbers and codes**: "I'm 172 cm" matches a "170–176 cm" row; "E42", "NW-RV7" match themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from knowledge.answering.sentences import ROW, STEP, Unit
+
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can could do does did for from have has how i if in is it its me my of on or "
+    "our please should so that the their them then there these they this those to was we what when where which "
+    "who why will with would you your about any get got im i'm id i'd dont don't just also there's whats what's "
+    "want need much many long still yet again any some us it's is there been being".split()
+)
+_NUMBER = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)(?![\d])")
+_RANGE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:[-–—]|to|bis|à|a)\s*(\d+(?:[.,]\d+)?)")
+_CODE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)*\b")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A kind of fact: cue words in questions (any language) and the shape of an answering unit."""
+
+    name: str
+    cues: re.Pattern
+    answer: re.Pattern | None  # None: judged by the unit's kind (steps)
+
+
+_I = re.IGNORECASE
+INTENTS = (
+    Intent(
+        "price",
+        re.compile(
+            r"how much|\bcost|\bprice|\bcharge|\bfees?\b|\bpay\b|expensive|cheap|€|\beur\b|kostet|kosten|preis|"
+            r"gebühr|zahle|combien|co[uû]t|prix|tarif|payer|cu[aá]nto (?:cuesta|cobr|pag)|cuesta|precio|coste|pago|"
+            r"多少钱|费用|价格|收费|运费|几块|多少欧",
+            _I,
+        ),
+        re.compile(r"(?:EUR|€|\$|USD|CHF|GBP|£)\s?\d|\d(?:[.,]\d+)?\s?(?:EUR|€|euros?)\b|free of charge|\bfree\b", _I),
+    ),
+    Intent(
+        "duration",
+        re.compile(
+            r"how long|how many (?:days|weeks|hours|months|years)|how soon|how quickly|take[s]? to|until .* (?:back|"
+            r"arrive)|wie lange|wie schnell|dauert|combien de temps|délai|en combien|cu[aá]nto tiempo|tarda|plazo|"
+            r"多久|几天|多长时间|多长|多少天|什么时候",
+            _I,
+        ),
+        re.compile(
+            r"\d+\s*(?:[-–]\s*\d+\s*)?(?:business |working |calendar )?(?:days?|hours?|weeks?|months?|years?|"
+            r"minutes?|mins?)\b|\bwithin\b|same day|next (?:business |working )?day|immediately|instantly",
+            _I,
+        ),
+    ),
+    Intent(
+        "time",
+        re.compile(
+            r"what time|until when|till when|\bopen\b|opening|closing|close[sd]?\b|\bhours\b|bis wann|uhrzeit|"
+            r"geöffnet|öffnungszeit|à quelle heure|jusqu'à quelle|horaires?|ouvert|a qu[eé] hora|hasta qu[eé] hora|"
+            r"abiert|几点|营业|开门|关门",
+            _I,
+        ),
+        re.compile(r"\d{1,2}[:.]\d{2}|\b\d{1,2}\s?(?:am|pm)\b|\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\b", _I),
+    ),
+    Intent(
+        "steps",
+        re.compile(
+            r"^(?:how (?:do|can|should|would) (?:i|we)|how to)\b|\bsteps?\b|where do i|what do i (?:need to )?do|"
+            r"what should i do|how do i|wie (?:kann|trage|mache|melde|ändere|bekomme|gehe)|was muss ich|"
+            r"comment (?:je|puis|faire|on)|que dois-je|c[oó]mo (?:puedo|hago|se)|qu[eé] tengo que hacer|"
+            r"怎么|如何|步骤|怎样",
+            _I,
+        ),
+        None,
+    ),
+)
+
+
+def _stem(word: str) -> str:
+    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + keep
+    return word
+
+
+def terms(text: str) -> set[str]:
+    """Content words (stemmed, lower case) and CJK character bigrams of ``text``."""
+    found = {_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+    for run in _CJK_RUN.findall(text):
+        found.discard(run.lower())
+        found.update(run[i : i + 2] for i in range(max(1, len(run) - 1)))
+    return found
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(n.replace(",", ".")) for n in _NUMBER.findall(text)]
+
+
+@dataclass
+class Question:
+    """What scoring needs to know about a question, computed once."""
+
+    text: str
+    terms: set[str]
+    intents: set[str]
+    numbers: list[float]
+    codes: set[str]
+    vector: np.ndarray
+
+    @classmethod
+    def of(cls, text: str, vector: Sequence[float]) -> Question:
+        return cls(
+            text=text,
+            terms=terms(text),
+            intents={i.name for i in INTENTS if i.cues.search(text.strip())},
+            numbers=_numbers(text),
+            codes={c.upper() for c in _CODE.findall(text.upper()) if not c.isdigit()},
+            vector=np.asarray(vector, dtype=np.float32),
+        )
+
+
+@dataclass
+class Scored:
+    """One candidate unit with its source number, position and scores."""
+
+    n: int  # source number (1-based passage index)
+    document: int
+    position: int  # order within the passage
+    unit: Unit
+    vector: np.ndarray
+    similarity: float = 0.0  # raw cosine with the query
+    score: float = 0.0
+    reasons: dict[str, float] = field(default_factory=dict)
+
+
+def _number_match(question: Question, text: str) -> float:
+    """1 if a number of the question falls in a range of the unit or equals one of its numbers."""
+    if not question.numbers:
+        return 0.0
+    for low, high in _RANGE.findall(text):
+        lo, hi = float(low.replace(",", ".")), float(high.replace(",", "."))
+        if any(lo <= n <= hi for n in question.numbers):
+            return 1.0
+    mentioned = set(_numbers(text))
+    return 0.6 if any(n in mentioned for n in question.numbers if n >= 10) else 0.0
+
+
+def score_units(question: Question, candidates: list[Scored]) -> None:
+    """Fill in ``similarity``, ``score`` and ``reasons`` of every candidate (see the module docstring)."""
+    if not candidates:
+        return
+    matrix = np.stack([c.vector for c in candidates])
+    similarities = matrix @ question.vector
+    low, high = float(similarities.min()), float(similarities.max())
+    spread = max(high - low, 1e-6)
+    unit_terms = [terms(c.unit.text) for c in candidates]
+    documents = len(candidates)
+    idf = {t: math.log(1 + documents / (1 + sum(t in ts for ts in unit_terms))) for t in question.terms}
+    total_idf = sum(idf.values()) or 1.0
+    wanted = [i for i in INTENTS if i.name in question.intents]
+    for candidate, similarity, found in zip(candidates, similarities, unit_terms, strict=True):
+        text = candidate.unit.text
+        reasons = {
+            "meaning": (float(similarity) - low) / spread,
+            "terms": sum(idf[t] for t in question.terms if t in found) / total_idf,
+        }
+        for intent in wanted:
+            if intent.answer is not None and intent.answer.search(text):
+                reasons[intent.name] = 1.0
+            elif intent.answer is None and candidate.unit.kind == STEP:
+                reasons[intent.name] = 1.0
+        if (match := _number_match(question, text)) > 0:
+            reasons["number"] = match
+        if question.codes and any(code in text.upper() for code in question.codes):
+            reasons["code"] = 1.0
+        candidate.similarity = float(similarity)
+        candidate.reasons = reasons
+        candidate.score = (
+            reasons["meaning"]
+            + 0.8 * reasons["terms"]
+            + 0.35 * sum(reasons.get(i.name, 0.0) for i in wanted)
+            + 0.5 * reasons.get("number", 0.0) * (1.2 if candidate.unit.kind == ROW else 1.0)
+            + 0.4 * reasons.get("code", 0.0)
+        )

@@ -1,0 +1,183 @@
+"""A passage as the units an extractive answer may quote: whole sentences, list items and table rows.
+
+Computed once per chunk at ingestion (with their vectors, ``knowledge.answering.sentence_vectors``) so a
+question costs no model work beyond its own embedding. A chunk may start or end mid-sentence (overlap, PDF
+wrapping): such pieces are never units, and neither are headings ("3. What the warranty does not cover").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_]?[A-Z0-9])|(?<=[。！？])")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
+_ORDERED_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+")
+_HEADING_MARKER = re.compile(r"^\s*#{1,6}\s+")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
+_NUMBERED_HEADING = re.compile(r"^\s*\d{1,2}[.)]\s+\S")
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "no.", "vs.", "mr.", "mrs.", "dr.", "st.")
+#: A line ending on one of these words continues on the next one (PDF text wraps mid-sentence).
+_CONTINUES = frozenset("a an and or but nor the to of for with on in at by from than as your our their its".split())
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+SENTENCE, ITEM, STEP, ROW = "sentence", "item", "step", "row"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One quotable piece of a passage. ``block`` numbers the paragraph, list or table it belongs to, so the
+    steps of one procedure (``kind == STEP``) can be quoted together, in order."""
+
+    text: str
+    kind: str
+    block: int
+
+    def as_dict(self) -> dict:
+        return {"t": self.text, "k": self.kind, "b": self.block}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Unit:
+        return cls(data["t"], data["k"], int(data["b"]))
+
+
+def _table_rows(lines: list[str]) -> list[str]:
+    """Markdown table rows as sentences with their header: 'Cell 1 — Header 2: cell 2; Header 3: cell 3.'"""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not _TABLE_RULE.match(line)]
+    if len(rows) < 2:
+        return []
+    header, sentences = rows[0], []
+    for row in rows[1:]:
+        details = "; ".join(f"{h}: {c}" for h, c in zip(header[1:], row[1:], strict=False) if c)
+        if row and row[0]:
+            lead = f"{header[0]}: {row[0]}" if header and header[0] else row[0]
+            sentences.append(f"{lead} — {details}." if details else f"{lead}.")
+    return sentences
+
+
+def _is_table_line(line: str) -> bool:
+    """A Markdown table row ("| a | b |") or a parsed one ("a | b", as the HTML and PDF parsers write them)."""
+    stripped = line.strip()
+    return stripped.startswith("|") or (" | " in stripped and not _LIST_MARKER.match(line))
+
+
+def _split_line(line: str) -> list[str]:
+    """Sentences of one line; no split after "e.g." and friends."""
+    pieces: list[str] = []
+    for piece in _SENTENCE_END.split(line):
+        if not piece.strip():
+            continue
+        if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return [" ".join(p.split()) for p in pieces]
+
+
+def unwrap_lines(text: str) -> list[str]:
+    """The passage's lines with hard-wrapped sentences joined again.
+
+    A line is joined to the previous one when that one stops mid-sentence: it ends on a comma, a hyphen or a
+    word like "or", or the new line starts in lower case. List items, headings and table rows stay lines.
+    """
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        structural = not line or line.startswith("#") or _is_table_line(raw) or bool(_LIST_MARKER.match(raw))
+        if lines and lines[-1] and not structural and not lines[-1].startswith("#") and not _is_table_line(lines[-1]):
+            previous = lines[-1]
+            last_word = previous.rsplit(" ", 1)[-1].lower()
+            if previous.endswith((",", "-", "–")) or last_word in _CONTINUES or line[:1].islower():
+                joiner = "" if previous.endswith("-") and line[:1].islower() else " "
+                lines[-1] = f"{previous}{joiner}{line}"
+                continue
+        lines.append(line if not structural or not line else raw.rstrip())
+    return lines
+
+
+def _whole(sentence: str) -> bool:
+    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word."""
+    words = sentence.rstrip(".!?:;*。！？").split()
+    if not words or words[-1].lower() in _CONTINUES:
+        return False
+    first = sentence.lstrip("\"'(*_")[:1]
+    return not (first.isalpha() and first.islower())
+
+
+_TERMINAL = re.compile(r"[.!?:;。！？：；]\**$")
+
+
+def _is_plain_row(line: str) -> bool:
+    """A line with figures, no sentence end and at most 14 words: a row of a table that lost its separators."""
+    return (
+        bool(re.search(r"\d", line))
+        and not _TERMINAL.search(line)
+        and len(line.split()) <= 14
+        and not _CJK.search(line)
+        and (line[:1].isupper() or line[:1].isdigit())
+    )
+
+
+def _is_plain_header(line: str) -> bool:
+    return not re.search(r"\d", line) and not _TERMINAL.search(line) and len(line.split()) <= 6
+
+
+def _long_enough(sentence: str, is_item: bool) -> bool:
+    """A step may be two words ("Sign in."); a sentence quoted alone needs three."""
+    return len(_CJK.findall(sentence)) >= 6 or len(sentence.split()) >= (2 if is_item else 3)
+
+
+def units(text: str) -> list[Unit]:
+    """The quotable units of a passage, in order (see the module docstring)."""
+    found: list[Unit] = []
+    table: list[str] = []
+    lines = unwrap_lines(text)
+    block = 0
+    in_list = False
+    header = ""  # the last short line without figures: a plain (PDF) table's header
+    for index, raw in enumerate([*lines, None]):
+        if raw is not None and _is_table_line(raw):
+            table.append(raw)
+            continue
+        if raw is not None and not raw.strip() and table:
+            continue  # parsers put blank lines between table rows
+        if table:
+            block += 1
+            found.extend(Unit(row, ROW, block) for row in _table_rows(table))
+            table = []
+        if raw is None or not raw.strip():
+            continue  # a blank line inside a loose list keeps the list one block
+        is_item = bool(_LIST_MARKER.match(raw))
+        if _HEADING_MARKER.match(raw) or is_item != in_list or not is_item:
+            block += 1  # a new paragraph, list or heading section
+        in_list = is_item
+        if _HEADING_MARKER.match(raw):
+            continue  # a heading names a topic; it answers nothing
+        line = _LIST_MARKER.sub("", raw).strip()
+        neighbours = [lines[i] for i in (index - 1, index + 1) if 0 <= i < len(lines)]
+        if (
+            _NUMBERED_HEADING.match(raw)
+            and len(line.split()) < 9
+            and not re.search(r"[.!:;]\**$", line)
+            and not any(_LIST_MARKER.match(n) for n in neighbours)
+        ):
+            continue  # "3. What the warranty does not cover": a numbered heading, not a step
+        if not is_item and _is_plain_row(line):
+            # A PDF table row keeps no separators: "Integrated (built-in) dishwasher installation 169.00".
+            found.append(Unit(f"{header}: {line}." if header else f"{line}.", ROW, block))
+            continue
+        header = line if _is_plain_header(line) else ""
+        kind = (STEP if _ORDERED_MARKER.match(raw) else ITEM) if is_item else SENTENCE
+        for sentence in _split_line(line):
+            if not _long_enough(sentence, is_item) or sentence.endswith(("?", "？")) or not _whole(sentence):
+                continue  # fragments, and the FAQ's own questions ("When will I get my refund?")
+            if not is_item and len(sentence.split()) < 9 and not re.search(r"[.!:;。！：；]\**$", sentence):
+                if not _CJK.search(sentence):
+                    continue  # an unmarked title line ("Changing or cancelling an order")
+            found.append(Unit(sentence, kind, block))
+    return found
+
+
+def split_sentences(text: str) -> list[str]:
+    """The texts of ``units(text)``."""
+    return [unit.text for unit in units(text)]
