@@ -10,7 +10,7 @@ LLM_PORT ?= 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run run-llm test test-database-url lint venv worker stop-db bench
+.PHONY: run run-llm test test-database-url lint venv worker stop-db bench translations messages
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,18 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 
 venv: $(VENV)/.installed
 
+# The translations (locale/*/LC_MESSAGES/*.po, in the repo) compiled to .mo files (not in the repo); needs GNU
+# gettext's msgfmt (`apt-get install gettext`). `make messages` collects new strings from the code into the .po files.
+translations: venv
+	@command -v msgfmt >/dev/null || { echo "msgfmt not found: apt-get install gettext" >&2; exit 1; }
+	$(PY) manage.py compilemessages --ignore=.venv -v0
+
+messages: venv
+	$(PY) manage.py makemessages -l zh_Hans -l de -l fr -l es --ignore=.venv --ignore=.data --ignore=bench --ignore=tests
+	$(PY) manage.py makemessages -d djangojs -l zh_Hans -l de -l fr -l es --ignore=.venv --ignore=.data --ignore=staticfiles
+
 # Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
-run: venv
+run: venv translations
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
 	$(PY) manage.py procrastinate worker & worker=$$!; \
@@ -31,7 +41,7 @@ run: venv
 
 # The same, with answers written by a real local LLM: llama.cpp (xllamacpp) serving SmolLM2-135M-Instruct beside
 # Daphne, which gets ANSWER_GENERATOR=openai, LLM_BASE_URL and LLM_MODEL pointing at it (chatsite/local_llm.py).
-run-llm: venv
+run-llm: venv translations
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
 	$(PY) manage.py procrastinate worker & worker=$$!; \
@@ -43,7 +53,7 @@ worker: venv
 	$(PY) manage.py procrastinate worker
 
 # The whole suite on the embedded PostgreSQL, then the DATABASE_URL path on a TCP server.
-test: venv
+test: venv translations
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-database-url
 

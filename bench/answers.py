@@ -142,8 +142,8 @@ def is_fragment(sentence: str) -> bool:
     is_item = bool(_LIST_ITEM.match(plain)) or plain.startswith("|")
     body = _LIST_ITEM.sub("", plain)
     words = _WORD.findall(body)
-    if words and words[-1].lower() in _DANGLING:
-        return True
+    if words and words[-1].lower() in _DANGLING and not (is_item and body.endswith(_TERMINAL)):
+        return True  # (a list item with its full stop is whole: "Sign in.")
     if is_item:
         return False
     if not body.endswith(_TERMINAL):

@@ -3,12 +3,15 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from chatsite.health import healthz
 from conversations import api as conversations_api
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # The chat page's JavaScript strings, translated (gettext() for static/chat/i18n.js; locale/*/djangojs.po).
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("kb/", include("knowledge.urls")),

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import get_supported_language_variant
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from conversations.models import Conversation, Message
 
@@ -22,6 +24,9 @@ class Requester:
 
     user_id: int | None = None
     session_key: str = ""
+    #: The language the client's Accept-Language prefers among the site's (``settings.LANGUAGES``): answers
+    #: use it when a question's own language cannot be told (a bare "E42").
+    language: str = ""
 
     @property
     def is_anonymous(self) -> bool:
@@ -47,15 +52,27 @@ class Requester:
 
 def requester_from_scope(scope: dict) -> Requester | None:
     """The requester of a WebSocket scope, or None when the handshake must be refused (close 4401)."""
+    language = scope_language(scope)
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active:
-        return Requester(user_id=user.pk)
+        return Requester(user_id=user.pk, language=language)
     if settings.CHAT_ALLOW_ANONYMOUS and not scope.get("auth_error"):
         session = scope.get("session")
         key = getattr(session, "session_key", None) if session is not None else None
         if key:
-            return Requester(session_key=key)
+            return Requester(session_key=key, language=language)
     return None
+
+
+def scope_language(scope: dict) -> str:
+    """The site language a WebSocket handshake's Accept-Language prefers ("" if none of ours)."""
+    header = dict(scope.get("headers") or []).get(b"accept-language", b"").decode("latin-1")
+    for code, _quality in parse_accept_lang_header(header[:500]):
+        try:
+            return get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return ""
 
 
 def requester_from_request(request: HttpRequest) -> Requester | None:

@@ -104,6 +104,7 @@ def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
                 role=Message.Role.ASSISTANT,
                 reply_to=question,
                 state=Message.State.STREAMING,
+                trace={"language_hint": requester.language} if requester.language else {},
             )
         conversation.save(update_fields=["status", "title", "updated_at"])
         return AskResult(conversation, question, answer, created=True)

@@ -410,7 +410,8 @@ async def generate(stream: MessageStream) -> None:
         question = msg.reply_to.text if msg.reply_to else ""
         kb = msg.conversation.knowledge_base
         history = await _history(msg)
-        async for event in answering.answer(question, kb=kb, history=history):
+        hint = (msg.trace or {}).get("language_hint") or None  # the socket's Accept-Language, from the ask
+        async for event in answering.answer(question, kb=kb, history=history, language=hint):
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)
             elif isinstance(event, answering.SourcesEvent):

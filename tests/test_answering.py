@@ -95,8 +95,10 @@ async def test_off_topic_question_says_so_and_invents_nothing(kb):
     events = await collect("What is the boiling point of liquid nitrogen on Jupiter?", kb)
     final = events[-1]
     assert final.text == NOTHING_FOUND
-    assert final.citations == []
-    assert "connect you to a person" in final.text
+    assert final.citations == [] and final.offer_handoff is True
+    sources = next(e for e in events if isinstance(e, SourcesEvent))
+    assert sources.items == []  # no chips for passages that do not answer
+    assert final.trace["passages"], "the trace still shows what was retrieved"
 
 
 async def test_follow_up_is_rewritten_with_the_previous_question(kb):

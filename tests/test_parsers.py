@@ -40,7 +40,7 @@ def test_markdown_keeps_heading_hierarchy_and_plain_text():
     assert "**" not in intro and "](" not in intro  # markup dropped, link text kept
     assert "our policy" in intro
     steps = section_under(parsed, "Returns and refunds", "How to return an item").text
-    assert "- Print the prepaid label" in steps
+    assert "3. Print the prepaid label" in steps  # an ordered list keeps its numbers
     assert "Card | 5-7 days" in section_under(parsed, "Returns and refunds", "Refund timing").text
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import translation
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, gettext_noop, ngettext
 
 from knowledge.answering.events import (
     AnswerBackendError,
@@ -43,6 +43,10 @@ from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.models import KnowledgeBase
 
 logger = logging.getLogger(__name__)
+
+#: Status lines (marked for translation here, translated per question in its language).
+SEARCHING = gettext_noop("Searching the knowledge base…")
+WRITING = gettext_noop("Writing the answer…")
 
 
 def _ms(seconds: float) -> float:
@@ -122,19 +126,21 @@ async def answer(
     kb: KnowledgeBase | None,
     history: list[dict] | None = None,
     generator: Generator | None = None,
+    language: str | None = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` from ``kb`` as a stream of events (``kb=None`` searches every knowledge base).
 
-    Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails.
+    Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails. The answer's own
+    words are in the question's language; ``language`` (the client's Accept-Language) when that can't be told.
     """
     started = time.perf_counter()
     generator = generator or get_generator()
     turns = _prior_turns(question, history)
 
     # The customer's language: the answer's own words, status lines and a refusal are in it.
-    language = detect_language(question) or translation.get_language() or settings.LANGUAGE_CODE
+    language = detect_language(question) or language or translation.get_language() or settings.LANGUAGE_CODE
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
-    yield StatusEvent("retrieving", _translated(language, gettext, "Searching the knowledge base…"))
+    yield StatusEvent("retrieving", _translated(language, gettext, SEARCHING))
     result = await _search(question, kb)
     query = question
     rewrite_ms = 0.0
@@ -158,7 +164,7 @@ async def answer(
         passages = composition.passages  # the retrieved passages, then other chunks of their documents it quotes
     yield StatusEvent("retrieved", _translated(language, retrieved_text, passages))
     yield SourcesEvent(source_items(passages))
-    yield StatusEvent("generating", _translated(language, gettext, "Writing the answer…"))
+    yield StatusEvent("generating", _translated(language, gettext, WRITING))
 
     pieces: list[str] = []
     first_token_ms: float | None = None

@@ -56,7 +56,11 @@ INTENTS = (
             r"多少钱|费用|价格|收费|运费|几块|多少欧",
             _I,
         ),
-        re.compile(r"(?:EUR|€|\$|USD|CHF|GBP|£)\s?\d|\d(?:[.,]\d+)?\s?(?:EUR|€|euros?)\b|free of charge|\bfree\b", _I),
+        re.compile(
+            r"(?:EUR|€|\$|USD|CHF|GBP|£)\s?\d|\d(?:[.,]\d+)?\s?(?:EUR|€|euros?)\b|(?<![\d.,:])\d+[.,]\d{2}(?![\d:])|"
+            r"free of charge|\bfree\b",
+            _I,
+        ),
     ),
     Intent(
         "duration",

@@ -95,10 +95,11 @@ def unwrap_lines(text: str) -> list[str]:
     return lines
 
 
-def _whole(sentence: str) -> bool:
-    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word."""
+def _whole(sentence: str, is_item: bool = False) -> bool:
+    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word (a list item that
+    ends with a full stop is whole even so: "Sign in.")."""
     words = sentence.rstrip(".!?:;*。！？").split()
-    if not words or words[-1].lower() in _CONTINUES:
+    if not words or (words[-1].lower() in _CONTINUES and not (is_item and _TERMINAL.search(sentence))):
         return False
     first = sentence.lstrip("\"'(*_")[:1]
     return not (first.isalpha() and first.islower())
@@ -169,8 +170,10 @@ def units(text: str) -> list[Unit]:
         header = line if _is_plain_header(line) else ""
         kind = (STEP if _ORDERED_MARKER.match(raw) else ITEM) if is_item else SENTENCE
         for sentence in _split_line(line):
-            if not _long_enough(sentence, is_item) or sentence.endswith(("?", "？")) or not _whole(sentence):
-                continue  # fragments, and the FAQ's own questions ("When will I get my refund?")
+            if not _long_enough(sentence, is_item) or not _whole(sentence, is_item):
+                continue  # fragments
+            if sentence.rstrip("*_").endswith(("?", "？")) and not is_item:
+                continue  # the FAQ's own questions ("When will I get my refund?"); a step may end on a button's "?"
             if not is_item and len(sentence.split()) < 9 and not re.search(r"[.!:;。！：；]\**$", sentence):
                 if not _CJK.search(sentence):
                     continue  # an unmarked title line ("Changing or cancelling an order")

@@ -158,6 +158,7 @@ def _parse_markdown(data: bytes, filename: str) -> tuple[str, list[Section]]:
     tokens = MarkdownIt("commonmark").enable("table").parse(decode_text(data))
     builder = _SectionBuilder()
     list_depth = 0
+    numbering: list[int | None] = []  # per open list: the next item's number, None for a bullet list
     row: list[str] | None = None
     i = 0
     while i < len(tokens):
@@ -168,8 +169,12 @@ def _parse_markdown(data: bytes, filename: str) -> tuple[str, list[Section]]:
             continue
         if token.type in {"bullet_list_open", "ordered_list_open"}:
             list_depth += 1
+            # An ordered list keeps its numbers: the answerer quotes a procedure's steps in order.
+            start = int(token.attrs.get("start", 1) or 1) if token.type == "ordered_list_open" else None
+            numbering.append(start)
         elif token.type in {"bullet_list_close", "ordered_list_close"}:
             list_depth -= 1
+            numbering.pop()
         elif token.type == "tr_open":
             row = []
         elif token.type == "tr_close" and row is not None:
@@ -179,6 +184,9 @@ def _parse_markdown(data: bytes, filename: str) -> tuple[str, list[Section]]:
             text = _inline_text(token)
             if row is not None:
                 row.append(_collapse(text))
+            elif list_depth and numbering[-1] is not None:
+                builder.paragraph(f"{numbering[-1]}. {text}")
+                numbering[-1] += 1
             elif list_depth:
                 builder.paragraph("- " + text)
             else:

@@ -6,6 +6,8 @@
 //  * stream frames carry (message, seq); a frame with a seq we already applied is ignored, so replays after
 //    `resume` never duplicate text, and a gap triggers a `resume` so nothing is dropped.
 
+import { format, gettext } from "./i18n.js";
+
 import { CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
@@ -26,9 +28,9 @@ import {
 
 const CONVERSATION_NOTES = {
   [CONVERSATION_STATUS.WAITING_FOR_AGENT]:
-    "We have asked a member of our support team to join. You can keep writing meanwhile.",
-  [CONVERSATION_STATUS.AGENT]: "You are chatting with a member of our support team.",
-  [CONVERSATION_STATUS.RESOLVED]: "This conversation was marked as resolved. Ask again any time.",
+    gettext("We have asked a member of our support team to join. You can keep writing meanwhile."),
+  [CONVERSATION_STATUS.AGENT]: gettext("You are chatting with a member of our support team."),
+  [CONVERSATION_STATUS.RESOLVED]: gettext("This conversation was marked as resolved. Ask again any time."),
 };
 // The view follows new content while the reader is within this many pixels of the end of the page.
 const FOLLOW_SLACK_PX = 48;
@@ -103,7 +105,7 @@ class ChatPage {
       this.connectedOnce = true;
     } else if (state === "reconnecting" || (state === "connecting" && this.connectedOnce)) {
       this.banner.hidden = false;
-      this.banner.textContent = info.attempt > 1 ? `Reconnecting… (attempt ${info.attempt})` : "Reconnecting…";
+      this.banner.textContent = info.attempt > 1 ? format(gettext("Reconnecting… (attempt %(attempt)s)"), { attempt: info.attempt }) : gettext("Reconnecting…");
     }
     this.root.dataset.connection = state;
   }
@@ -186,7 +188,7 @@ class ChatPage {
       this.messages.set(frame.message, this._entry(msgEl, false));
     }
     const waiting = [...this.messages.values()].some((e) => !e.done && e.el.dataset.message !== frame.message);
-    setUserPending(ask.userEl, waiting ? "Queued — answered next" : "");
+    setUserPending(ask.userEl, waiting ? gettext("Queued — answered next") : "");
     this._updateControls();
     this._scrollToEnd();
   }
@@ -308,11 +310,11 @@ class ChatPage {
       const retry = document.createElement("button");
       retry.type = "button";
       retry.className = "btn-link";
-      retry.textContent = "Retry";
+      retry.textContent = gettext("Retry");
       retry.addEventListener("click", () => {
         retry.remove();
         ask.failed = false;
-        setUserPending(ask.userEl, "Sending…");
+        setUserPending(ask.userEl, gettext("Sending…"));
         this.socket.send(this._askFrame(ask));
       });
       ask.userEl.querySelector(".pending-note").append(" ", retry);
@@ -477,7 +479,7 @@ class ChatPage {
       area.remove();
     }
     const label = button.textContent;
-    button.textContent = "Copied";
+    button.textContent = gettext("Copied");
     setTimeout(() => {
       button.textContent = label;
     }, 1500);

@@ -1,6 +1,8 @@
 // DOM for chat messages: the same markup the server renders for history (templates/conversations/
 // _message.html), so live and reloaded conversations look and behave the same.
 
+import { gettext } from "./i18n.js";
+
 const ALLOWED_TAGS = new Set([
   "P", "BR", "STRONG", "B", "EM", "I", "CODE", "PRE", "UL", "OL", "LI", "A", "BLOCKQUOTE", "H1", "H2", "H3",
   "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "SUP", "SUB", "SPAN", "HR", "DEL", "S",
@@ -102,7 +104,7 @@ export function linkCitations(answerEl, messageKey) {
  */
 export function chipLabel(item) {
   const section = (item.heading || "").split(" > ").pop().trim();
-  return section || item.title || "Source";
+  return section || item.title || gettext("Source");
 }
 
 /** Source chips: numbered, the passage on hover/focus/tap, a link to the document page. */
@@ -171,9 +173,9 @@ export class Typewriter {
 }
 
 const STATE_NOTES = {
-  cancelled: "Stopped — the answer above is incomplete.",
-  interrupted: "Interrupted — the answer above is incomplete.",
-  failed: "Something went wrong while answering. Please try again.",
+  cancelled: gettext("Stopped — the answer above is incomplete."),
+  interrupted: gettext("Interrupted — the answer above is incomplete."),
+  failed: gettext("Something went wrong while answering. Please try again."),
 };
 
 export function setStateNote(msgEl, state, detail) {
@@ -189,8 +191,8 @@ export function userMessage(text, { clientId, pending = false } = {}) {
   const msg = el("article", "msg msg-user");
   msg.dataset.role = "user";
   if (clientId) msg.dataset.clientId = clientId;
-  msg.append(el("div", "who", "You"), el("div", "bubble", text));
-  const note = el("div", "pending-note", pending ? "Sending…" : "");
+  msg.append(el("div", "who", gettext("You")), el("div", "bubble", text));
+  const note = el("div", "pending-note", pending ? gettext("Sending…") : "");
   note.hidden = !pending;
   msg.append(note);
   msg.classList.toggle("pending", pending);
@@ -212,7 +214,7 @@ export function assistantMessage({ messageId, question }) {
   if (messageId) msg.dataset.message = messageId;
   msg.dataset.question = question || "";
   msg.dataset.text = "";
-  const status = el("div", "status busy", "Waiting for the assistant…");
+  const status = el("div", "status busy", gettext("Waiting for the assistant…"));
   status.setAttribute("role", "status");
   const bubble = el("div", "bubble");
   const answer = el("div", "answer streaming");
@@ -221,9 +223,9 @@ export function assistantMessage({ messageId, question }) {
   const note = el("div", "state-note");
   note.hidden = true;
   const sources = el("div", "sources");
-  sources.setAttribute("aria-label", "Sources");
+  sources.setAttribute("aria-label", gettext("Sources"));
   bubble.append(answer, note, sources);
-  msg.append(el("div", "who", "Assistant"), status, bubble, actionBar());
+  msg.append(el("div", "who", gettext("Assistant")), status, bubble, actionBar());
   msg.querySelector(".msg-actions").hidden = true;
   return msg;
 }
@@ -231,10 +233,10 @@ export function assistantMessage({ messageId, question }) {
 export function actionBar() {
   const bar = el("div", "msg-actions");
   const buttons = [
-    ["feedback-up", "", "Helpful", "thumb up"],
-    ["feedback-down", "", "Not helpful", "thumb down"],
-    ["regenerate", "↻ Regenerate", "Ask the same question again", ""],
-    ["copy", "Copy", "Copy the answer", ""],
+    ["feedback-up", "", gettext("Helpful"), "thumb up"],
+    ["feedback-down", "", gettext("Not helpful"), "thumb down"],
+    ["regenerate", `↻ ${gettext("Regenerate")}`, gettext("Ask the same question again"), ""],
+    ["copy", gettext("Copy"), gettext("Copy the answer"), ""],
   ];
   for (const [action, label, title, icon] of buttons) {
     const button = el("button", `icon-btn ${icon}`.trim(), label);
@@ -261,7 +263,7 @@ export function showHandoffOffer(msgEl, offered) {
     return null;
   }
   if (!button) {
-    button = el("button", "btn handoff-offer", "Talk to a person");
+    button = el("button", "btn handoff-offer", gettext("Talk to a person"));
     button.type = "button";
     button.dataset.action = "handoff";
     bubble.append(button);
@@ -273,7 +275,7 @@ export function showHandoffOffer(msgEl, offered) {
 export function agentMessage(text, name) {
   const msg = el("article", "msg msg-agent");
   msg.dataset.role = "agent";
-  msg.append(el("div", "who", name ? `${name} · Support team` : "Support team"), el("div", "bubble", text));
+  msg.append(el("div", "who", name ? `${name} · ${gettext("Support team")}` : gettext("Support team")), el("div", "bubble", text));
   return msg;
 }
 

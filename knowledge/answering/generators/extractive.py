@@ -248,7 +248,7 @@ def compose(
                 continue
         if any(_same_words(candidate, c) for c in chosen):
             continue  # says the same as a unit already chosen (overlapping chunks, a repeated summary)
-        if candidate.unit.kind == STEP and "steps" in asked.intents:
+        if candidate.unit.kind == STEP:  # a step out of its procedure helps no one: the whole of it, in order
             chosen.extend(s for s in _steps(candidate, candidates) if s not in chosen)
             continue
         chosen.append(candidate)
