@@ -94,11 +94,11 @@ _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\d+(?:[.,:]\d+)*", re.UNICODE)
-#: A sentence that ends on one of these words was cut mid-way ("…no deliveries on Sundays or [1].").
-_DANGLING = frozenset(
-    "a an and or but nor the to of for with on in at by from than as your our their its if that which "
-    "who whose is are was be".split()
-)
+#: A sentence that ends on one of these words was cut mid-way ("…no deliveries on Sundays or [1]."). With its
+#: full stop, a sentence may end on a preposition ("the address you registered with."): those count only when
+#: the sentence has no end mark.
+_DANGLING = frozenset("a an and or but nor the your our their its if that which who whose is are was be".split())
+_DANGLING_UNENDED = _DANGLING | frozenset("to of for with on in at by from than as".split())
 _TERMINAL = tuple(".!?:;。！？：；…)\"'”’*|")
 _STOP = {
     "en": "the and is are you your to of for it in on can do does how what my i we our with be this that not".split(),
@@ -142,8 +142,9 @@ def is_fragment(sentence: str) -> bool:
     is_item = bool(_LIST_ITEM.match(plain)) or plain.startswith("|")
     body = _LIST_ITEM.sub("", plain)
     words = _WORD.findall(body)
-    if words and words[-1].lower() in _DANGLING and not (is_item and body.endswith(_TERMINAL)):
-        return True  # (a list item with its full stop is whole: "Sign in.")
+    ended = body.endswith(_TERMINAL)
+    if words and words[-1].lower() in (_DANGLING if ended else _DANGLING_UNENDED):
+        return True
     if is_item:
         return False
     if not body.endswith(_TERMINAL):

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from psycopg.types.json import Jsonb
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -286,12 +288,14 @@ def load_corpus(rows, vectors, signature: str) -> tuple[int, dict[str, float]]:
     with connection.cursor() as cursor:
         copy_sql = (
             "COPY knowledge_chunk (document_id, knowledge_base_id, position, heading_path, text, token_count, "
-            "embedding) FROM STDIN WITH (FORMAT BINARY)"
+            "embedding, sentences, sentence_model) FROM STDIN WITH (FORMAT BINARY)"
         )
-        with cursor.cursor.copy(copy_sql) as copy:
-            copy.set_types(["bigint", "bigint", "integer", "varchar", "text", "integer", "vector"])
+        with cursor.cursor.copy(copy_sql) as copy:  # sentence vectors: filled on first use (retrieval only here)
+            copy.set_types(["bigint", "bigint", "integer", "varchar", "text", "integer", "vector", "jsonb", "varchar"])
             for i, ((doc, heading, text), vector) in enumerate(zip(rows, vectors, strict=True)):
-                copy.write_row((docs[doc].pk, kb.pk, i % 10, heading, text, len(text.split()), vector))
+                copy.write_row(
+                    (docs[doc].pk, kb.pk, i % 10, heading, text, len(text.split()), vector, Jsonb([]), "")
+                )
     timings["copy_s"] = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("SET maintenance_work_mem = '1GB'")

@@ -39,6 +39,7 @@ from knowledge.models import Chunk, Document, KnowledgeBase
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
 _BIGRAM_JOINT = re.compile("\x1f.", re.S)  # see undo_cjk_bigrams
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
 #: ts_headline options: plain text (no markup to escape downstream), a couple of short fragments.
 HEADLINE_OPTIONS = 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel="", StopSel=""'
 
@@ -328,7 +329,9 @@ def undo_cjk_bigrams(text: str) -> str:
 
 
 def _lead_snippet(text: str) -> str:
-    """The first ~SNIPPET_CHARS characters, cut at a word boundary."""
+    """The first ~SNIPPET_CHARS characters, cut at a word boundary, without list markers ("1. ", "- "): the
+    snippet reads like the document page, which shows lists as lists."""
+    text = " ".join(_LIST_MARKER.sub("", line) for line in text.split("\n"))
     text = " ".join(text.split())
     if len(text) <= SNIPPET_CHARS:
         return text

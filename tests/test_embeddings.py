@@ -27,9 +27,10 @@ def cosine(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def local():
-    return get_embedder()
+    """The ``local`` backend's model (all-MiniLM-L6-v2, sentence-transformers), whatever the default backend."""
+    return embeddings.SentenceTransformerEmbedder("all-MiniLM-L6-v2", batch_size=64)
 
 
 @pytest.fixture

@@ -19,6 +19,9 @@ _NUMBERED_HEADING = re.compile(r"^\s*\d{1,2}[.)]\s+\S")
 _ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "no.", "vs.", "mr.", "mrs.", "dr.", "st.")
 #: A line ending on one of these words continues on the next one (PDF text wraps mid-sentence).
 _CONTINUES = frozenset("a an and or but nor the to of for with on in at by from than as your our their its".split())
+#: Words no sentence ends on, end mark or not: it was cut ("…on Sundays or").
+_CUT = frozenset("a an and or but nor the your our their its if that which who whose".split())
+_BUTTON_QUESTION = re.compile(r"\b((?i:click|tap|select|choose|press|open)\s+)([A-Z][^.?!\"“”]{1,40}\?)(?=\s+\w)")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 SENTENCE, ITEM, STEP, ROW = "sentence", "item", "step", "row"
@@ -95,11 +98,12 @@ def unwrap_lines(text: str) -> list[str]:
     return lines
 
 
-def _whole(sentence: str, is_item: bool = False) -> bool:
-    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word (a list item that
-    ends with a full stop is whole even so: "Sign in.")."""
+def _whole(sentence: str) -> bool:
+    """Not a piece of a sentence: starts like a sentence and does not end on a dangling word. With its end mark
+    a sentence may end on a preposition ("Sign in.", "the address you registered with."), never on "or"."""
     words = sentence.rstrip(".!?:;*。！？").split()
-    if not words or (words[-1].lower() in _CONTINUES and not (is_item and _TERMINAL.search(sentence))):
+    dangling = _CUT if _TERMINAL.search(sentence) else _CONTINUES
+    if not words or words[-1].lower() in dangling:
         return False
     first = sentence.lstrip("\"'(*_")[:1]
     return not (first.isalpha() and first.islower())
@@ -170,14 +174,16 @@ def units(text: str) -> list[Unit]:
         header = line if _is_plain_header(line) else ""
         kind = (STEP if _ORDERED_MARKER.match(raw) else ITEM) if is_item else SENTENCE
         for sentence in _split_line(line):
-            if not _long_enough(sentence, is_item) or not _whole(sentence, is_item):
+            if not _long_enough(sentence, is_item) or not _whole(sentence):
                 continue  # fragments
             if sentence.rstrip("*_").endswith(("?", "？")) and not is_item:
                 continue  # the FAQ's own questions ("When will I get my refund?"); a step may end on a button's "?"
             if not is_item and len(sentence.split()) < 9 and not re.search(r"[.!:;。！：；]\**$", sentence):
                 if not _CJK.search(sentence):
                     continue  # an unmarked title line ("Changing or cancelling an order")
-            found.append(Unit(sentence, kind, block))
+            # "click Have a promo code? under the summary": the parser dropped the bold, a button's own "?"
+            # would end the sentence for a reader; quote the label.
+            found.append(Unit(_BUTTON_QUESTION.sub(r"\1“\2”", sentence), kind, block))
     return found
 
 
