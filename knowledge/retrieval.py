@@ -328,11 +328,15 @@ def undo_cjk_bigrams(text: str) -> str:
     return _BIGRAM_JOINT.sub("", text).replace("\x1e", "")
 
 
+def _plain(text: str) -> str:
+    """One line of text without list markers ("1. ", "- "): a snippet reads like the document page, which shows
+    lists as lists."""
+    return " ".join(" ".join(_LIST_MARKER.sub("", line) for line in text.split("\n")).split())
+
+
 def _lead_snippet(text: str) -> str:
-    """The first ~SNIPPET_CHARS characters, cut at a word boundary, without list markers ("1. ", "- "): the
-    snippet reads like the document page, which shows lists as lists."""
-    text = " ".join(_LIST_MARKER.sub("", line) for line in text.split("\n"))
-    text = " ".join(text.split())
+    """The first ~SNIPPET_CHARS characters of ``_plain(text)``, cut at a word boundary."""
+    text = _plain(text)
     if len(text) <= SNIPPET_CHARS:
         return text
     cut = text.rfind(" ", 0, SNIPPET_CHARS)
@@ -356,7 +360,7 @@ def _passage(row: tuple, mode: str) -> Passage:
         heading=heading,
         page=page,
         text=text,
-        snippet=" ".join(undo_cjk_bigrams(headline).split()) if headline else _lead_snippet(text),
+        snippet=_plain(undo_cjk_bigrams(headline)) if headline else _lead_snippet(text),
         url=reverse("knowledge:document", args=[document_id]) + f"#chunk-{chunk_id}",
         vector_score=vector_score,
         keyword_score=keyword_score,

@@ -131,12 +131,18 @@ async def test_uncited_real_answers_are_replaced_by_the_extractive_answer(llm, k
         passages = final.trace["passages"]
         assert_citations_listed(tokens, len(passages))  # nothing unlisted was ever streamed
         assert_citations_listed(final.text, len(passages))
-        if final.replaced:
+        if final.offer_handoff:  # nothing relevant (the off-topic question): the model is not even asked
+            assert tokens == final.text and not final.citations and not passages_cited(final)
+        elif final.replaced:
             assert final.trace["grounding"]["generated_text"] == tokens and not final.trace["grounding"]["citations"]
             same_passages = (await asearch(question, kb=kb, k=3)).passages
             assert final.text == await extractive_answer(question, same_passages)
         else:
             assert final.text == tokens and final.citations
+
+
+def passages_cited(final) -> bool:
+    return bool(final.trace.get("grounding", {}).get("citations"))
 
 
 # --- The chat WebSocket -----------------------------------------------------------------------------------
@@ -162,6 +168,7 @@ async def test_chat_socket_streams_real_tokens_then_final(llm, kb, customer, cle
 
 async def test_cancel_mid_stream_stops_the_real_generation(llm, kb, customer, settings, cleanup):
     settings.LLM_MAX_TOKENS = 400  # ~20 s of generation on a busy core if nothing stopped it
+    settings.ANSWER_MIN_SIMILARITY = 0.0  # a broad question: the model must run, whatever the relevance verdict
     client = await connect(customer)
     ack = await client.ask("Tell me everything about returns, refunds and passwords, in detail.", kb=KB_NAME)
     frames = await first_token(client, ack["message"])
@@ -208,6 +215,7 @@ async def test_server_killed_mid_answer_is_a_backend_error_and_a_failed_message(
 async def test_frozen_server_mid_answer_times_out_as_a_backend_error(llm, kb, customer, settings, cleanup):
     """SIGSTOP mid-answer: the connection stays open but no byte comes; LLM_TIMEOUT ends the wait."""
     question = "Tell me everything about passwords, in detail."
+    settings.ANSWER_MIN_SIMILARITY = 0.0  # a broad question: the model must run, whatever the relevance verdict
     settings.LLM_MAX_TOKENS = 1
     [e async for e in answer(question, kb=kb)]  # the same prompt is now in the server's cache: a fast first token
     settings.LLM_MAX_TOKENS = 400
