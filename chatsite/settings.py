@@ -140,7 +140,10 @@ elif REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # One process only (dev, tests). Its default capacity (100 messages per channel) is silently exceeded by an
+    # unpaced answer burst to a socket that reads slower than frames arrive: a dropped last `final` leaves the
+    # client waiting. The Redis layers have their own limits (docs/architecture.md, "Channel layer").
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}
 
 # --- Auth, i18n, static, media ---------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

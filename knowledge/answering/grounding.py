@@ -18,13 +18,13 @@ Generators whose answers quote the passages by construction (the extractive one)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from knowledge.answering.rendering import cited_sources
@@ -217,6 +217,6 @@ async def extractive_answer(question: str, passages: Sequence[Any]) -> str:
     from knowledge.answering.generators import get_generator
 
     extractive = get_generator("extractive")
-    if hasattr(extractive, "compose"):
-        return await asyncio.to_thread(extractive.compose, question, passages)
+    if hasattr(extractive, "compose"):  # it reads the stored sentence vectors: a database call
+        return await database_sync_to_async(extractive.compose)(question, passages)
     return "".join([piece async for piece in extractive.stream(question, passages, [])])
