@@ -237,7 +237,7 @@ def score(question: Question, final: Any, sources: list[dict], passages: list[st
         searched_as=(final.trace or {}).get("rewritten_query"),
         cpu_ms=cpu_ms,
         first_token_ms=float((final.timings or {}).get("first_token_ms", 0.0)),
-        extra={"best_similarity": (final.trace.get("answer") or {}).get("best_similarity"),
+        extra={"answer": final.trace.get("answer") or {},
                "top_passage_similarity": max((p.get("vector_score") or 0.0 for p in final.trace.get("passages", [])),
                                              default=0.0)},  # fmt: skip
     )

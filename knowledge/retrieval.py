@@ -15,7 +15,7 @@ Chinese, Japanese and Korean have no spaces between words and PostgreSQL no pars
 both sides of the full-text match go through the SQL functions of migration 0002: chunks are
 indexed with their CJK runs as character bigrams (``cjk_bigrams``), and a query's CJK bigrams are
 OR-ed (``cjk_websearch_to_tsquery``, which is plain ``websearch_to_tsquery`` for a query without
-CJK, so English search is unchanged). ts_headline runs over the bigram text and
+CJK); the query's terms are then OR-ed too (``_TSQUERY``). ts_headline runs over the bigram text and
 ``undo_cjk_bigrams`` turns the snippet back into the original characters.
 """
 
@@ -103,13 +103,17 @@ vector_hits AS (
     ) AS nearest
 )"""
 
+#: The full-text query: the question's terms OR-ed (``websearch_to_tsquery`` ANDs them, so a natural question
+#: rarely matched a chunk word for word) and ranked by ``ts_rank_cd``, so chunks with more of them come first.
+_TSQUERY = "replace(cjk_websearch_to_tsquery('english', %(query)s)::text, ' & ', ' | ')::tsquery"
+
 _KEYWORD_CTE = """
 keyword_hits AS (
     SELECT id, keyword_score, row_number() OVER (ORDER BY keyword_score DESC, id) AS keyword_rank
     FROM (
-        SELECT c.id, ts_rank_cd(c.search_vector, cjk_websearch_to_tsquery('english', %(query)s)) AS keyword_score
+        SELECT c.id, ts_rank_cd(c.search_vector, {tsquery}) AS keyword_score
         FROM knowledge_chunk c
-        WHERE c.search_vector @@ cjk_websearch_to_tsquery('english', %(query)s) {kb_filter}
+        WHERE c.search_vector @@ {tsquery} {kb_filter}
         ORDER BY keyword_score DESC
         LIMIT %(candidates)s
     ) AS matching
@@ -142,7 +146,7 @@ fused AS (
 _SELECT = """
 SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text,
        CASE WHEN f.keyword_rank IS NOT NULL
-            THEN ts_headline('english', cjk_bigrams(c.text), cjk_websearch_to_tsquery('english', %(query)s),
+            THEN ts_headline('english', cjk_bigrams(c.text), {tsquery},
                              %(headline)s)
        END AS headline,
        f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank
@@ -159,9 +163,9 @@ def build_sql(mode: str, *, filtered: bool) -> str:
     if mode in ("hybrid", "vector"):
         ctes.append(_VECTOR_CTE.format(kb_filter=kb_filter))
     if mode in ("hybrid", "keyword"):
-        ctes.append(_KEYWORD_CTE.format(kb_filter=kb_filter))
+        ctes.append(_KEYWORD_CTE.replace("{kb_filter}", kb_filter))
     ctes.append(_FUSED[mode])
-    return "WITH" + ",".join(ctes) + _SELECT
+    return ("WITH" + ",".join(ctes) + _SELECT).replace("{tsquery}", _TSQUERY)
 
 
 def _session_settings(ef_search: int, iterative_scan: str) -> list[str]:

@@ -206,3 +206,47 @@ async def test_answering_costs_no_embedding_of_sentences(demo_kb, monkeypatch):
     monkeypatch.setattr(embedder, "embed_documents", lambda texts: calls.append(len(texts)) or original(texts))
     final, _, _ = await ask("how much does express delivery cost?", demo_kb)
     assert calls == [] and not final.offer_handoff
+
+
+# --- follow-ups ---------------------------------------------------------------------------------------------
+
+
+async def test_an_elliptic_follow_up_asks_the_previous_kind_of_fact_about_its_own_subject(demo_kb):
+    # "and to Austria?" carries "standard shipping" over, but asks about Austria (the price row, not Germany's).
+    history = [{"role": "user", "text": "how much is standard shipping within germany?"},
+               {"role": "assistant", "text": "…"}]  # fmt: skip
+    final, _, _ = await ask("and to Austria?", demo_kb, history=history)
+    assert final.trace["rewritten_query"], "the follow-up is searched with the conversation"
+    assert "price" in final.trace["answer"]["intents"], "the kind of fact comes from the previous question"
+    assert re.search(r"(?<![\d.])7[.,]95", final.text), final.text
+
+
+async def test_a_follow_up_without_a_pointing_word_is_searched_with_the_conversation_on_evidence(demo_kb):
+    history = [{"role": "user", "text": "Can I pick up my online order in one of your showrooms?"},
+               {"role": "assistant", "text": "…"}]  # fmt: skip
+    final, _, _ = await ask("what should I bring along?", demo_kb, history=history)
+    assert final.trace["rewritten_query"], final.trace
+    assert not final.offer_handoff
+    assert re.search(r"pickup code|\bID\b", final.text), final.text
+
+
+def test_a_carried_term_weighs_less_than_the_customers_own():
+    asked = Question.of("and to austria? standard shipping germany", [0.0], focus="and to austria?",
+                        context="how much is standard shipping within germany?")  # fmt: skip
+    assert asked.weight("austria") > asked.weight("germany") > 0
+    assert asked.intents == {"price"}
+    standalone = Question.of("what time do you open?", [0.0], context="how much is shipping?")
+    assert standalone.intents == {"time"}, "a question naming its own kind of fact keeps it"
+
+
+async def test_a_question_about_a_code_the_knowledge_base_never_names_is_declined(demo_kb):
+    final, sources, _ = await ask("my dishwasher shows error E97, how do I fix it?", demo_kb)
+    assert final.offer_handoff and sources == [], final.text
+    assert final.trace["answer"]["reason"] in {"below threshold", "unknown code E97"}
+    final, _, _ = await ask("my dishwasher shows error E42, how do I fix it?", demo_kb)
+    assert not final.offer_handoff and "E42" in final.text
+
+
+def test_order_numbers_and_times_are_not_product_codes():
+    asked = Question.of("order NW-2024123 arrived at 3PM, E24 and NW-D900?", [0.0])
+    assert asked.unknown_codes(["The NW-D900 dishwasher"]) == {"E24"}

@@ -67,7 +67,7 @@ async def test_prompt_has_numbered_passages_history_and_citation_rules(llm, kb):
         {"role": "user", "text": "Hi, I bought a kettle last week."},
         {"role": "agent", "text": "Hello! How can I help with it?"},
     ]
-    events = await collect("Can I send it back?", kb, history=history)
+    events = await collect("Can I send the kettle back within 30 days?", kb, history=history)
     sources = next(e for e in events if isinstance(e, SourcesEvent))
 
     request = llm.streamed_requests()[-1]
@@ -83,7 +83,7 @@ async def test_prompt_has_numbered_passages_history_and_citation_rules(llm, kb):
     assert request["messages"][1:] == [
         {"role": "user", "content": "Hi, I bought a kettle last week."},
         {"role": "assistant", "content": "Hello! How can I help with it?"},
-        {"role": "user", "content": "Can I send it back?"},
+        {"role": "user", "content": "Can I send the kettle back within 30 days?"},
     ]
 
 

@@ -34,9 +34,9 @@ from knowledge.answering.events import (
     StatusEvent,
     TokenEvent,
 )
-from knowledge.answering.followups import choose_query, refers_back
+from knowledge.answering.followups import choose_query, refers_back, rewrite_margin
 from knowledge.answering.generators import Generator, get_generator
-from knowledge.answering.generators.extractive import Composition, compose, pace_words
+from knowledge.answering.generators.extractive import Composition, compose, min_similarity, pace_words
 from knowledge.answering.grounding import Guard
 from knowledge.answering.language import detect as detect_language
 from knowledge.answering.rendering import cited_sources, render_answer_html
@@ -70,13 +70,16 @@ def _translated(language: str, function: Callable[..., str], *args: Any) -> str:
         return function(*args)
 
 
-async def _compose(generator: Generator, query: str, passages: list[Any], language: str) -> Composition:
-    """The extractive composition of ``query`` (the generator's own, with its limits, when it composes)."""
+async def _compose(
+    generator: Generator, query: str, passages: list[Any], language: str, *, focus: str | None, context: str | None
+) -> Composition:
+    """The extractive composition of ``query`` (the generator's own, with its limits, when it composes); for a
+    rewritten follow-up, ``focus`` is what the customer wrote and ``context`` the previous question."""
     composing = generator.composition if hasattr(generator, "composition") else compose
 
     def run() -> Composition:
         with translation.override(language):
-            return composing(query, passages)
+            return composing(query, passages, focus=focus, context=context)
 
     try:
         return await database_sync_to_async(run)()
@@ -100,6 +103,11 @@ def source_items(passages: Sequence[Any]) -> list[dict[str, Any]]:
         }
         for n, p in enumerate(passages, start=1)
     ]
+
+
+def previous_question(turns: list[dict]) -> str | None:
+    """The customer's last earlier message: what a follow-up's kind of question defaults to."""
+    return next((t["text"] for t in reversed(turns) if t.get("role") == "user"), None)
 
 
 def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
@@ -144,18 +152,26 @@ async def answer(
     result = await _search(question, kb)
     query = question
     rewrite_ms = 0.0
-    if turns and refers_back(question):
-        # Only a question that points back is rewritten, and the rewrite is kept only if it searches better.
+    if turns:
+        # A follow-up is also searched with the previous question's terms; the rewrite is kept on evidence: it
+        # must search better, and clearly better when the question does not point back ("what do I need to
+        # bring?", "大概多久能收到？"). Length never decides.
         rewrite_started = time.perf_counter()
         candidate = (await generator.rewrite(question, turns)).strip() or question
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
             rewritten = await _search(candidate, kb)
-            if choose_query(result.passages, rewritten.passages):
+            written = result.passages[0].text if result.passages else question
+            margin = rewrite_margin(refers_back(question), min_similarity(question, written))
+            if choose_query(result.passages, rewritten.passages, margin=margin):
                 query, result = candidate, rewritten
     passages = list(result.passages)
     # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
-    composition = await _compose(generator, query, passages, language)
+    rewritten_from = question if query != question else None
+    composition = await _compose(
+        generator, query, passages, language,
+        focus=rewritten_from, context=previous_question(turns) if rewritten_from else None,
+    )
     offer_handoff = composition.declined
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
     # what was retrieved (the console shows why nothing was good enough).

@@ -10,7 +10,9 @@ signals, each cheap and none tuned to one knowledge base:
 * **kind of fact**: a question asking a price wants an amount, "how long" a duration, "when / until when" a
   time, "how do I" steps; the cue words are listed per language, so a Chinese or German question gets the
   same help;
-* **numbers and codes**: "I'm 172 cm" matches a "170–176 cm" row; "E42", "NW-RV7" match themselves.
+* **numbers and codes**: "I'm 172 cm" matches a "170–176 cm" row; "E42", "NW-RV7" match themselves;
+* **rank**: how highly retrieval, which saw whole chunks with their titles and sections, ranked the unit's
+  document.
 """
 
 from __future__ import annotations
@@ -122,7 +124,12 @@ def _numbers(text: str) -> list[float]:
 
 @dataclass
 class Question:
-    """What scoring needs to know about a question, computed once."""
+    """What scoring needs to know about a question, computed once.
+
+    A follow-up is searched as a rewrite ("and to Austria?" + the previous question's terms); its own words
+    (``focus``) then weigh more than the carried ones, its numbers and codes are its own, and the kind of fact
+    asked is its own or, when it names none ("and to Austria?"), the previous question's (``context``).
+    """
 
     text: str
     terms: set[str]
@@ -130,17 +137,47 @@ class Question:
     numbers: list[float]
     codes: set[str]
     vector: np.ndarray
+    focus: set[str] = field(default_factory=set)  # the terms the customer wrote in this message
 
     @classmethod
-    def of(cls, text: str, vector: Sequence[float]) -> Question:
+    def of(cls, text: str, vector: Sequence[float], *, focus: str | None = None, context: str | None = None) -> Question:
+        own = focus if focus is not None else text
+        intents = _intents(own) or (_intents(context) if context else set())
         return cls(
             text=text,
-            terms=terms(text),
-            intents={i.name for i in INTENTS if i.cues.search(text.strip())},
-            numbers=_numbers(text),
-            codes={c.upper() for c in _CODE.findall(text.upper()) if not c.isdigit()},
+            terms=terms(text) | terms(own),
+            intents=intents,
+            numbers=_numbers(own),
+            codes={c.upper() for c in _CODE.findall(own.upper()) if not c.isdigit()},
             vector=np.asarray(vector, dtype=np.float32),
+            focus=terms(own),
         )
+
+    def unknown_codes(self, texts: Sequence[str]) -> set[str]:
+        """The product and error codes asked about ("E24", "NW-D900") that none of ``texts`` mentions.
+
+        A knowledge base that never names a code cannot say what it means; long digit runs (order and
+        tracking numbers) and digit-first tokens ("3PM", "2FA") are not such codes.
+        """
+        wanted = {c for c in self.codes if c[0].isalpha() and sum(ch.isdigit() for ch in c) <= 4}
+        for text in texts:
+            upper = text.upper()
+            wanted = {c for c in wanted if not re.search(rf"(?<![A-Z0-9]){re.escape(c)}(?![A-Z0-9])", upper)}
+            if not wanted:
+                break
+        return wanted
+
+    def weight(self, term: str) -> float:
+        """1 for the customer's own words, less for words carried over from the conversation."""
+        return 1.0 if term in self.focus else CARRIED_WEIGHT
+
+
+#: Weight of a term a follow-up's rewrite carried over from the previous question.
+CARRIED_WEIGHT = 0.4
+
+
+def _intents(text: str) -> set[str]:
+    return {i.name for i in INTENTS if i.cues.search(text.strip())}
 
 
 @dataclass
@@ -152,6 +189,7 @@ class Scored:
     position: int  # order within the passage
     unit: Unit
     vector: np.ndarray
+    prior: float = 0.0  # how highly retrieval ranked the unit's document (1 = first), see ``document_priors``
     similarity: float = 0.0  # raw cosine with the query
     score: float = 0.0
     reasons: dict[str, float] = field(default_factory=dict)
@@ -179,7 +217,10 @@ def score_units(question: Question, candidates: list[Scored]) -> None:
     spread = max(high - low, 1e-6)
     unit_terms = [terms(c.unit.text) for c in candidates]
     documents = len(candidates)
-    idf = {t: math.log(1 + documents / (1 + sum(t in ts for ts in unit_terms))) for t in question.terms}
+    idf = {
+        t: question.weight(t) * math.log(1 + documents / (1 + sum(t in ts for ts in unit_terms)))
+        for t in question.terms
+    }
     total_idf = sum(idf.values()) or 1.0
     wanted = [i for i in INTENTS if i.name in question.intents]
     for candidate, similarity, found in zip(candidates, similarities, unit_terms, strict=True):
@@ -197,6 +238,8 @@ def score_units(question: Question, candidates: list[Scored]) -> None:
             reasons["number"] = match
         if question.codes and any(code in text.upper() for code in question.codes):
             reasons["code"] = 1.0
+        if candidate.prior:
+            reasons["rank"] = candidate.prior
         candidate.similarity = float(similarity)
         candidate.reasons = reasons
         candidate.score = (
@@ -205,4 +248,19 @@ def score_units(question: Question, candidates: list[Scored]) -> None:
             + 0.35 * sum(reasons.get(i.name, 0.0) for i in wanted)
             + 0.5 * reasons.get("number", 0.0) * (1.2 if candidate.unit.kind == ROW else 1.0)
             + 0.4 * reasons.get("code", 0.0)
+            + RANK_WEIGHT * candidate.prior
         )
+
+
+#: Weight of the retrieval rank of a unit's document: retrieval saw the whole chunk (title, section, context);
+#: a unit alone can match a question's words while its document is about something else.
+RANK_WEIGHT = 0.5
+
+
+def document_priors(document_ids: Sequence[int]) -> dict[int, float]:
+    """1, 1/2, 1/3… for the documents in the order retrieval first ranked one of their passages."""
+    order: list[int] = []
+    for document in document_ids:
+        if document not in order:
+            order.append(document)
+    return {document: 1.0 / (rank + 1) for rank, document in enumerate(order)}

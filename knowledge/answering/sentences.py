@@ -81,7 +81,8 @@ def unwrap_lines(text: str) -> list[str]:
     """The passage's lines with hard-wrapped sentences joined again.
 
     A line is joined to the previous one when that one stops mid-sentence: it ends on a comma, a hyphen or a
-    word like "or", or the new line starts in lower case. List items, headings and table rows stay lines.
+    word like "or", or the new line starts in lower case. List items, headings and table rows stay lines, and
+    so does a PDF table's header ("Option Delivery time Price Order by") above its first row of figures.
     """
     lines: list[str] = []
     for raw in text.splitlines():
@@ -90,7 +91,8 @@ def unwrap_lines(text: str) -> list[str]:
         if lines and lines[-1] and not structural and not lines[-1].startswith("#") and not _is_table_line(lines[-1]):
             previous = lines[-1]
             last_word = previous.rsplit(" ", 1)[-1].lower()
-            if previous.endswith((",", "-", "–")) or last_word in _CONTINUES or line[:1].islower():
+            header_row = _is_plain_header(previous) and _is_plain_row(line)  # "Option Price Order by" / "Express 9.95"
+            if not header_row and (previous.endswith((",", "-", "–")) or last_word in _CONTINUES or line[:1].islower()):
                 joiner = "" if previous.endswith("-") and line[:1].islower() else " "
                 lines[-1] = f"{previous}{joiner}{line}"
                 continue

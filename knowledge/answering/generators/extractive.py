@@ -15,7 +15,7 @@ from django.utils.translation import gettext
 
 from knowledge import sentence_vectors
 from knowledge.answering.language import detect as detect_language
-from knowledge.answering.scoring import Question, Scored, score_units, terms
+from knowledge.answering.scoring import Question, Scored, document_priors, score_units, terms
 from knowledge.answering.sentences import STEP, split_sentences, unwrap_lines  # noqa: F401 (re-exported)
 from knowledge.embeddings import query_vector
 
@@ -110,7 +110,9 @@ def _candidates(passages: Sequence[Any]) -> list[Scored]:
 
 
 def _documents(ranked: list[Scored], question: Question) -> list[int]:
-    """The document of the best unit, and a second one only if it is nearly as good and adds asked terms."""
+    """The document of the best unit, and a second one only if its best unit is nearly as good and adds
+    something: asked terms the first document lacks, or another figure of the kind asked (express at home
+    and abroad: the customer sees both prices, each with its source)."""
     primary = ranked[0].document
     chosen = [primary]
     covered = {t for c in ranked if c.document == primary for t in question.terms if t in terms(c.unit.text)}
@@ -118,10 +120,23 @@ def _documents(ranked: list[Scored], question: Question) -> list[int]:
         if candidate.document in chosen:
             continue
         adds = {t for t in question.terms if t in terms(candidate.unit.text)} - covered
-        if candidate.score >= 0.85 * ranked[0].score and adds:
+        other_figure = bool(question.intents & _FIGURES) and _figures(candidate) - _figures(ranked[0])
+        if candidate.score >= SECOND_DOCUMENT_SHARE * ranked[0].score and (adds or other_figure):
             chosen.append(candidate.document)
         break  # only the best unit of the runner-up document is considered
     return chosen
+
+
+#: A second document's best unit must score at least this share of the best unit's.
+SECOND_DOCUMENT_SHARE = 0.8
+_FIGURES = frozenset({"price", "duration", "time"})
+
+
+def _figures(candidate: Scored) -> set[str]:
+    """The amounts of the kind asked a unit states (only units that answer the asked kind count)."""
+    if not any(candidate.reasons.get(kind) for kind in _FIGURES):
+        return set()
+    return set(re.findall(r"\d+(?:[.,]\d+)?", candidate.unit.text))
 
 
 def _follow_pointer(pick: Scored, ranked: list[Scored], passages: Sequence[Any]) -> Scored | None:
@@ -209,20 +224,28 @@ def compose(
     max_sentences: int | None = None,
     threshold: float | None = None,
     whole_documents: bool = True,
+    focus: str | None = None,
+    context: str | None = None,
 ) -> Composition:
     """The extractive answer to ``question`` from ``passages`` (synchronous: reads the database).
 
     Units are ranked by ``scoring.score_units``; the answer quotes the best ones from the one or two documents
     that answer, keeps a procedure's steps together and in order, follows a "see X" pointer to X when X was
-    retrieved, and declines when even the best unit is not close enough in meaning to the question. With
+    retrieved, and declines when even the best unit is not close enough in meaning to the question or the
+    question names a product or error code the passages never mention. With
     ``whole_documents`` it also reads the other chunks of the best documents; those it quotes are appended to
-    ``Composition.passages`` (the sources its citations number).
+    ``Composition.passages`` (the sources its citations number). For a follow-up searched as a rewrite,
+    ``question`` is the rewrite, ``focus`` what the customer wrote and ``context`` the previous question
+    (``scoring.Question.of``).
     """
     reading = _reading_list(passages) if whole_documents and passages else list(passages)
     candidates = _candidates(reading)
     if not candidates:
         return Composition(nothing_found(), True, {"reason": "no passages"}, [])
-    asked = Question.of(question, query_vector(question))
+    asked = Question.of(question, query_vector(question), focus=focus, context=context)
+    priors = document_priors([p.document_id for p in passages])
+    for candidate in candidates:
+        candidate.prior = priors.get(candidate.document, 0.0)
     score_units(asked, candidates)
     ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
     closest = max(candidates, key=lambda c: c.similarity)
@@ -232,6 +255,9 @@ def compose(
                               "intents": sorted(asked.intents)}
     if best_similarity < threshold:
         return Composition(nothing_found(), True, {**report, "reason": "below threshold"}, [])
+    if unknown := asked.unknown_codes([p.text for p in reading]):
+        # "my Bosch shows E24": close in meaning to the KB's own error codes, but about one it never names.
+        return Composition(nothing_found(), True, {**report, "reason": f"unknown code {sorted(unknown)[0]}"}, [])
 
     documents = _documents(ranked, asked)
     floor = ranked[0].score * settings.ANSWER_RELATIVE_SIMILARITY
@@ -311,11 +337,13 @@ class ExtractiveGenerator:
         extra = [t for t in key_terms(previous) if t not in words]
         return f"{question} {' '.join(extra)}".strip() if extra else question
 
-    def composition(self, question: str, passages: Sequence[Any], *, whole_documents: bool = True) -> Composition:
-        """``compose`` with this generator's limits (synchronous)."""
+    def composition(
+        self, question: str, passages: Sequence[Any], *, whole_documents: bool = True, **asked: str | None
+    ) -> Composition:
+        """``compose`` with this generator's limits (synchronous); ``asked``: its ``focus`` and ``context``."""
         return compose(
             question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
-            whole_documents=whole_documents,
+            whole_documents=whole_documents, **asked,
         )
 
     def compose(self, question: str, passages: Sequence[Any]) -> str:
