@@ -173,13 +173,6 @@ def test_paraphrase_without_shared_words_is_found_by_the_vector_side(minilm_help
     assert top.vector_rank == 1 and top.keyword_rank is None and top.keyword_score is None
 
 
-def test_keyword_side_needs_only_some_of_the_question_words_and_ranks_more_matches_first(help_kb):
-    # "banana" and "yesterday" are in no article: the full-text side still finds the ones with the other words.
-    hits = retrieval.search("descale kettle limescale banana yesterday", kb=help_kb, k=3, mode="keyword").passages
-    assert hits and hits[0].title == "Kettle NW-4410 not heating", [p.title for p in hits]
-    assert hits[0].keyword_score > hits[-1].keyword_score or len(hits) == 1
-
-
 @pytest.mark.parametrize(
     ("code", "title"), [("NW-4410", "Kettle NW-4410 not heating"), ("E42", "Dishwasher error E42")]
 )
@@ -452,7 +445,5 @@ def test_demo_kb_queries_hit_their_expected_article_in_the_top_3(demo_kb):
         sources = [p.source for p in retrieval.search(query, kb=demo_kb, k=3).passages]
         if expected not in sources:
             misses.append(f"{query!r}: expected {expected}, got {sources}")
-    # Known with multilingual-e5-small and OR-ed keywords: two paraphrases ("I regret this purchase, what
-    # now?", "my toaster broke after a year…") land on a neighbouring article; bench/answers.py has the
-    # broader figure (retrieval hit@1 0.70 -> 0.80 on its dev part when keywords were OR-ed).
-    assert len(misses) <= 2, "\n".join(misses)
+    # Known with multilingual-e5-small: "I regret this purchase, what now?" lands on the exchange article.
+    assert len(misses) <= 1, "\n".join(misses)

@@ -254,7 +254,7 @@ def score_units(question: Question, candidates: list[Scored]) -> None:
 
 #: Weight of the retrieval rank of a unit's document: retrieval saw the whole chunk (title, section, context);
 #: a unit alone can match a question's words while its document is about something else.
-RANK_WEIGHT = 0.5
+RANK_WEIGHT = 0.3
 
 
 def document_priors(document_ids: Sequence[int]) -> dict[int, float]:

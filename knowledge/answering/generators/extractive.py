@@ -128,7 +128,7 @@ def _documents(ranked: list[Scored], question: Question) -> list[int]:
 
 
 #: A second document's best unit must score at least this share of the best unit's.
-SECOND_DOCUMENT_SHARE = 0.8
+SECOND_DOCUMENT_SHARE = 0.75
 _FIGURES = frozenset({"price", "duration", "time"})
 
 
