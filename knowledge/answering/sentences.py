@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[*_]?[A-Z0-9])|(?<=[。！？])")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
+#: A Markdown (or parsed) list item's marker: "- ", "* ", "• ", "1. ", "2) " (retrieval strips it from snippets).
+LIST_MARKER = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
 _ORDERED_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+")
 _HEADING_MARKER = re.compile(r"^\s*#{1,6}\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
@@ -61,7 +62,7 @@ def _table_rows(lines: list[str]) -> list[str]:
 def _is_table_line(line: str) -> bool:
     """A Markdown table row ("| a | b |") or a parsed one ("a | b", as the HTML and PDF parsers write them)."""
     stripped = line.strip()
-    return stripped.startswith("|") or (" | " in stripped and not _LIST_MARKER.match(line))
+    return stripped.startswith("|") or (" | " in stripped and not LIST_MARKER.match(line))
 
 
 def _split_line(line: str) -> list[str]:
@@ -87,7 +88,7 @@ def unwrap_lines(text: str) -> list[str]:
     lines: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
-        structural = not line or line.startswith("#") or _is_table_line(raw) or bool(_LIST_MARKER.match(raw))
+        structural = not line or line.startswith("#") or _is_table_line(raw) or bool(LIST_MARKER.match(raw))
         if lines and lines[-1] and not structural and not lines[-1].startswith("#") and not _is_table_line(lines[-1]):
             previous = lines[-1]
             last_word = previous.rsplit(" ", 1)[-1].lower()
@@ -154,19 +155,19 @@ def units(text: str) -> list[Unit]:
             table = []
         if raw is None or not raw.strip():
             continue  # a blank line inside a loose list keeps the list one block
-        is_item = bool(_LIST_MARKER.match(raw))
+        is_item = bool(LIST_MARKER.match(raw))
         if _HEADING_MARKER.match(raw) or is_item != in_list or not is_item:
             block += 1  # a new paragraph, list or heading section
         in_list = is_item
         if _HEADING_MARKER.match(raw):
             continue  # a heading names a topic; it answers nothing
-        line = _LIST_MARKER.sub("", raw).strip()
+        line = LIST_MARKER.sub("", raw).strip()
         neighbours = [lines[i] for i in (index - 1, index + 1) if 0 <= i < len(lines)]
         if (
             _NUMBERED_HEADING.match(raw)
             and len(line.split()) < 9
             and not re.search(r"[.!:;]\**$", line)
-            and not any(_LIST_MARKER.match(n) for n in neighbours)
+            and not any(LIST_MARKER.match(n) for n in neighbours)
         ):
             continue  # "3. What the warranty does not cover": a numbered heading, not a step
         if not is_item and _is_plain_row(line):

@@ -1,7 +1,10 @@
 """Answer generators behind one interface, picked by ``settings.ANSWER_GENERATOR``.
 
 A new backend is one module here with a class that has ``name``, ``stream()`` and ``rewrite()``, and one line
-in ``GENERATORS``.
+in ``GENERATORS``. Optional flags the pipeline reads: ``composes`` (its answer is exactly the extractive
+composition), ``answers_searched_query`` (it answers the rewritten query, not the conversation) and
+``rewrites_cheaply`` (``rewrite`` costs no model call, so every question after others may be tried
+rewritten; otherwise only questions that point back are).
 """
 
 from __future__ import annotations

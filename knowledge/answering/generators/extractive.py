@@ -313,6 +313,7 @@ class ExtractiveGenerator:
     name = "extractive"
     answers_searched_query = True  # it cannot read the conversation: the pipeline hands it the rewritten query
     composes = True  # its answer is exactly ``compose()`` (the pipeline composes once and paces the text)
+    rewrites_cheaply = True  # ``rewrite`` is string work: every question after others may be tried rewritten
 
     def __init__(
         self,
