@@ -10,7 +10,7 @@ LLM_PORT ?= 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run run-llm test test-database-url lint venv worker stop-db bench translations messages
+.PHONY: run run-llm test test-database-url lint venv worker stop-db bench translations messages system-deps
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,22 @@ worker: venv
 	$(PY) manage.py procrastinate worker
 
 # The whole suite on the embedded PostgreSQL, then the DATABASE_URL path on a TCP server.
-test: venv translations
+# The Debian packages the tests need beside Python's: chromium (browser tests, never `playwright install`) and
+# gettext (msgfmt for the translations). Installed when missing and allowed (root, or sudo without a password);
+# otherwise one line with the command to run.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing=" chromium fonts-dejavu-core"; \
+	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=""; \
+		elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
+		else echo "make: missing Debian packages; run: sudo apt-get install -y$$missing" >&2; exit 1; fi; \
+		echo "make: installing Debian packages:$$missing"; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: venv system-deps translations
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-database-url
 
