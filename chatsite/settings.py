@@ -103,7 +103,13 @@ if not DATABASE_URL:
     from chatsite.embedded_postgres import ensure_embedded_database
 
     DATABASE_URL = ensure_embedded_database(EMBEDDED_DB_DIR)
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Persistent connections: a connection per thread is kept for DATABASE_CONN_MAX_AGE seconds instead of opened
+# and closed around every database call (9.3 sessions and 32 transactions per answer before; docs/benchmarks.md
+# "Database work per answer"); health checks replace one that died (a PostgreSQL restart) before it is used.
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE, conn_health_checks=True)
+}
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets several test runs share one server without clobbering each other.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -54,10 +54,10 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
     Call ``start_answer`` once the socket has joined the conversation's group.
     """
     try:
-        return await sync_to_async(_ask)(requester, frame)
+        return await database_sync_to_async(_ask)(requester, frame)
     except IntegrityError:
         # The same ask id raced in from another socket: the first one won, return its ack.
-        existing = await sync_to_async(_existing_ask)(requester, frame)
+        existing = await database_sync_to_async(_existing_ask)(requester, frame)
         if existing is None:
             raise
         return existing

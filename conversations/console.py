@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
@@ -99,7 +99,7 @@ async def take_over(conversation_id: uuid.UUID, agent) -> Conversation:
     Only one staff member can hold a conversation: the row is locked while the holder is checked and set, and a
     second staff member gets ``conflict``. Taking over again what you already hold changes nothing.
     """
-    conversation, notice = await sync_to_async(_take_over)(conversation_id, agent)
+    conversation, notice = await database_sync_to_async(_take_over)(conversation_id, agent)
     if notice is None:
         return conversation
     await streaming.cancel_conversation(conversation.pk)  # on any node; its final says ``cancelled``
@@ -142,7 +142,7 @@ async def resolve(conversation_id: uuid.UUID, agent) -> Conversation:
 
 
 async def _release(conversation_id: uuid.UUID, agent, *, resolve: bool) -> Conversation:
-    conversation, notice, was_held = await sync_to_async(_hand_back)(conversation_id, agent, resolve)
+    conversation, notice, was_held = await database_sync_to_async(_hand_back)(conversation_id, agent, resolve)
     if notice is None:
         return conversation
     if was_held:
@@ -207,7 +207,7 @@ async def send_agent_message(
     publishes nothing, so a console that re-sends after a reconnect never sends the customer a message twice.
     """
     try:
-        message, created = await sync_to_async(_agent_message)(conversation_id, agent, client_id, text)
+        message, created = await database_sync_to_async(_agent_message)(conversation_id, agent, client_id, text)
     except protocol.ProtocolError as exc:
         exc.id = exc.id or client_id
         raise
@@ -227,7 +227,7 @@ def _nudge(conversation_id: uuid.UUID, agent, text: str) -> Message:
 
 async def nudge(conversation_id: uuid.UUID, agent, text: str = "") -> dict[str, Any]:
     """A server-initiated push to get the customer's attention; saved, so a reloaded page shows it too."""
-    message = await sync_to_async(_nudge)(conversation_id, agent, text)
+    message = await database_sync_to_async(_nudge)(conversation_id, agent, text)
     frame = protocol.nudge_frame(message.conversation_id, message.pk, message.text, public_agent(agent))
     await streaming.publish(message.conversation_id, frame)
     await inbox.publish_item(message.conversation_id)
@@ -254,7 +254,7 @@ def _add_note(conversation_id: uuid.UUID, agent, text: str) -> InternalNote:
 
 async def add_note(conversation_id: uuid.UUID, agent, text: str) -> dict[str, Any]:
     """An internal note: to the staff watching the conversation only (``staff.<hex>``), never to the customer."""
-    note = await sync_to_async(_add_note)(conversation_id, agent, text)
+    note = await database_sync_to_async(_add_note)(conversation_id, agent, text)
     frame = protocol.note_frame(note.conversation_id, note_payload(note))
     await publish_staff(note.conversation_id, frame)
     return frame
@@ -300,5 +300,5 @@ def mark_read(conversation_id: uuid.UUID) -> None:
 
 async def amark_read(conversation_id: uuid.UUID) -> dict[str, Any] | None:
     """Mark read and refresh every console's row; returns that row."""
-    await sync_to_async(mark_read)(conversation_id)
+    await database_sync_to_async(mark_read)(conversation_id)
     return await inbox.publish_item(conversation_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from conversations import chat, console, inbox, protocol, reminders, streaming
 from conversations.access import Requester
@@ -80,9 +80,9 @@ class ConsoleConsumer(ChatConsumer):
         if item is not None:
             await self.send_frame(protocol.conversation_update_frame(item))
         await self.send_frame(await chat.conversation_frame(conversation))
-        for note in await sync_to_async(console.notes)(conversation.pk):
+        for note in await database_sync_to_async(console.notes)(conversation.pk):
             await self.send_frame(note)
-        for trace in await sync_to_async(console.traces)(conversation.pk):
+        for trace in await database_sync_to_async(console.traces)(conversation.pk):
             await self.send_frame(trace)
         unfinished = Message.objects.filter(
             conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING
@@ -163,7 +163,7 @@ class ConsoleConsumer(ChatConsumer):
         frame = event["frame"]
         kind = frame.get("type")
         if kind == protocol.FINAL:
-            trace = await sync_to_async(console.message_trace)(frame["message"])
+            trace = await database_sync_to_async(console.message_trace)(frame["message"])
             if trace is not None:
                 await self.send_frame(trace)
         elif kind == protocol.QUESTION and frame.get("conversation") in self.watching:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+from channels.consumer import get_handler_name
+from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from conversations import chat, inbox, protocol, reminders, streaming
@@ -35,6 +37,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.requester = requester
         reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch, without its database housekeeping (a hop to the database thread) for relayed
+        frames: that hop per token was most of a frame's cost. Handlers that read the database do it through
+        ``database_sync_to_async``, which does the same housekeeping around each call."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        if message["type"] != streaming.FRAME_EVENT:
+            await aclose_old_connections()
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         for group in self.following:

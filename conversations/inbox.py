@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
@@ -162,8 +162,8 @@ def list_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
     return _item(conversation, _last_messages([conversation.pk]).get(conversation.pk))
 
 
-alist_items = sync_to_async(list_items)
-alist_item = sync_to_async(list_item)
+alist_items = database_sync_to_async(list_items)
+alist_item = database_sync_to_async(list_item)
 
 
 async def publish_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:

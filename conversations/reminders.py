@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -82,7 +82,7 @@ def claim_due_reminders() -> list[Reminder]:
 
 async def send_due_reminders() -> int:
     """One check: claim what is due and push each reminder to the customer's sockets. Returns how many."""
-    reminders = await sync_to_async(claim_due_reminders)()
+    reminders = await database_sync_to_async(claim_due_reminders)()
     for reminder in reminders:
         frame = protocol.reminder_frame(reminder.conversation_id, reminder.notice.pk, reminder.about, reminder.notice.text)
         await streaming.publish(reminder.conversation_id, frame)

@@ -56,6 +56,12 @@ REAP_BATCH = 50  # expired leases closed per reaper pass (the rest on the next p
 CAS_ATTEMPTS = 5  # a reaper racing a still-writing owner re-reads the log this many times at most
 
 
+#: The channel-layer event that carries one frame to every socket following a conversation (handled by
+#: ``ChatConsumer.chat_frame``); relayed thousands of times per answer, so it skips Channels' per-message
+#: database housekeeping (``ChatConsumer.dispatch``).
+FRAME_EVENT = "chat.frame"
+
+
 def group_name(conversation_id: uuid.UUID | str) -> str:
     """The channel-layer group of one conversation: every socket (and staff watcher) showing it, on any node."""
     return f"conv.{uuid.UUID(str(conversation_id)).hex}"
@@ -63,7 +69,7 @@ def group_name(conversation_id: uuid.UUID | str) -> str:
 
 async def publish(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
     """Send a frame to every socket in the conversation, on any node (through the channel layer)."""
-    await get_channel_layer().group_send(group_name(conversation_id), {"type": "chat.frame", "frame": frame})
+    await get_channel_layer().group_send(group_name(conversation_id), {"type": FRAME_EVENT, "frame": frame})
 
 
 class LeaseLost(Exception):

@@ -14,6 +14,19 @@ if TYPE_CHECKING:
     from knowledge.ingest.pipeline import PreparedDocument
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_persistent_connections(django_db_setup):
+    """Connections are persistent (DATABASE_CONN_MAX_AGE): the one sync_to_async's database thread kept open
+    must close before the test database is dropped (set up after the database, so torn down before it)."""
+    yield
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Uploaded files go to a throwaway folder, never into the developer's .data/."""

@@ -307,3 +307,25 @@ async def test_an_ordinary_final_does_not_offer_a_person(demo_kb, alice, fast_an
     assert final["offer_handoff"] is False
     assert (await Message.objects.aget(pk=ack["message"])).offers_handoff is False
     await client.close()
+
+
+async def test_relayed_frames_skip_the_per_message_database_housekeeping(demo_kb, alice, fast_answers, cleanup,
+                                                                         monkeypatch):  # fmt: skip
+    # Channels hops to the database thread before every message a consumer handles; for the frames of a
+    # streaming answer (thousands per answer) that hop was most of the cost, and they touch no database.
+    from conversations import consumers
+
+    housekeeping: list[str] = []
+    real = consumers.aclose_old_connections
+
+    async def counted() -> None:
+        housekeeping.append("hop")
+        await real()
+
+    monkeypatch.setattr(consumers, "aclose_old_connections", counted)
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = await client.until_final(ack["message"])
+    assert len(frames) > 10 and frames[-1]["state"] == "complete"
+    assert len(housekeeping) <= 3, f"{len(housekeeping)} hops for {len(frames)} frames"  # connect, the ask
+    await client.close()
