@@ -257,6 +257,9 @@ PROCRASTINATE_WORKER_DEFAULTS = {
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 16 * 1024)  # larger incoming frames -> too_large
 CHAT_MAX_QUESTION_CHARS = env_int("CHAT_MAX_QUESTION_CHARS", 4000)
 CHAT_QUEUE_LIMIT = env_int("CHAT_QUEUE_LIMIT", 3)  # unanswered questions per conversation (incl. the one streaming)
+# /metrics (chatsite/metrics.py): who may scrape without signing in as staff (CIDRs, comma-separated; the direct
+# peer address). Empty: staff only.
+METRICS_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128").split(",") if n.strip()]
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per user (or anonymous session)
 CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest

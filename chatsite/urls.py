@@ -6,10 +6,12 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 
 from chatsite.health import healthz
+from chatsite.metrics import metrics
 from conversations import api as conversations_api
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),  # Prometheus text format; staff or METRICS_ALLOWED_NETWORKS
     # The chat page's JavaScript strings, translated (gettext() for static/chat/i18n.js; locale/*/djangojs.po).
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("admin/", admin.site.urls),

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 class ConsoleConsumer(ChatConsumer):
     parse = staticmethod(protocol.parse_console_frame)
+    socket_kind = "console"
 
     async def connect(self) -> None:
         self.delivered: dict[str, int] = {}
@@ -43,6 +44,7 @@ class ConsoleConsumer(ChatConsumer):
             return
         self.agent = user
         self.requester = Requester(user_id=user.pk)  # marks the socket as accepted for receive()
+        self.opened()
         await self.channel_layer.group_add(inbox.GROUP, self.channel_name)
         self.following.add(inbox.GROUP)
         await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))

@@ -15,6 +15,7 @@ from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from chatsite import metrics
 from conversations import chat, inbox, protocol, reminders, streaming
 from conversations.access import Requester, aget_conversation, requester_from_scope
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 class ChatConsumer(AsyncWebsocketConsumer):
     requester: Requester
+    socket_kind = "chat"  # the label of this socket's metrics (chatsite/metrics.py)
     parse = staticmethod(protocol.parse_frame)  # the console socket (console_consumer.py) parses its own frames
 
     async def connect(self) -> None:
@@ -36,6 +38,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
             return
         self.requester = requester
+        self.opened()
         reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
 
     async def dispatch(self, message: dict) -> None:
@@ -49,13 +52,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await aclose_old_connections()
         await handler(message)
 
+    def opened(self) -> None:
+        """Count this accepted socket (``chat_open_sockets``) until ``disconnect``."""
+        self.counted = True
+        metrics.OPEN_SOCKETS.labels(self.socket_kind).inc()
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.OPEN_SOCKETS.labels(self.socket_kind).dec()
         for group in self.following:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.following.clear()
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=protocol.encode(frame))
+        metrics.FRAMES_SENT.labels(self.socket_kind).inc()
 
     # --- incoming -------------------------------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -45,6 +45,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from chatsite import metrics
 from conversations import inbox, protocol
 from conversations.models import Conversation, Message
 from knowledge import answering
@@ -328,6 +329,7 @@ class MessageStream:
         if self.finished:
             return False
         self.finished = True
+        metrics.ANSWERS_FINISHED.labels(state).inc()
         trace = dict(trace or {})
         fields = self._final_fields(state, html, citations, trace, error, replacement)
         try:
@@ -410,8 +412,17 @@ async def _history(message: Message) -> list[dict]:
 
 async def generate(stream: MessageStream) -> None:
     """Run the answer pipeline for one assistant message and turn its events into frames."""
+    metrics.ANSWERS_STREAMING.inc()
+    try:
+        await _run_pipeline(stream)
+    finally:
+        metrics.ANSWERS_STREAMING.dec()
+
+
+async def _run_pipeline(stream: MessageStream) -> None:
     msg = stream.message
     final_event: answering.FinalEvent | None = None
+    started = last_token = time.monotonic()
     try:
         question = msg.reply_to.text if msg.reply_to else ""
         kb = msg.conversation.knowledge_base
@@ -424,6 +435,11 @@ async def generate(stream: MessageStream) -> None:
                 await stream.emit(protocol.sources_frame, list(event.items))
             elif isinstance(event, answering.TokenEvent):
                 if event.text:
+                    now = time.monotonic()
+                    (metrics.TOKEN_GAP if stream.text else metrics.FIRST_TOKEN).observe(
+                        now - (last_token if stream.text else started)
+                    )
+                    last_token = now
                     await stream.emit(protocol.token_frame, event.text)
             elif isinstance(event, answering.FinalEvent):
                 final_event = event
@@ -701,6 +717,7 @@ class Node:
         """One pass: renew this node's leases (and see cancels), reap lapsed ones, restart orphaned queues."""
         await self.renew()
         for conversation_id, frame in await database_sync_to_async(reap_expired)():
+            metrics.ANSWERS_REAPED.inc()
             await publish(conversation_id, frame)
             kick(conversation_id)  # the questions queued behind the dead answer are answered next
         for conversation_id in await database_sync_to_async(orphaned_conversations)():

@@ -254,6 +254,9 @@ QUERY_CACHE_SIZE = 4096
 
 @functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
 def _query_vector(model: str, text: str) -> tuple[float, ...]:
+    from chatsite import metrics
+
+    metrics.EMBEDDING_BATCH.labels("query").observe(1)  # one query per model call (no micro-batching yet)
     return tuple(get_embedder().embed_query(text))
 
 

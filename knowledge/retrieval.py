@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
+from chatsite import metrics
 from knowledge.answering.sentences import LIST_MARKER
 from knowledge.embeddings import get_embedder, query_vector
 from knowledge.models import Chunk, Document, KnowledgeBase
@@ -301,7 +302,11 @@ async def asearch(
     if mode != "keyword":
         embedding, embed_ms = await sync_to_async(embed_query, thread_sensitive=False)(query)
     passages, db_ms = await database_sync_to_async(fetch_passages)(query, embedding, kb_id=kb_id, k=k, mode=mode)
-    return SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
+    result = SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
+    metrics.RETRIEVAL.observe(result.timings["total_ms"] / 1000)
+    if mode != "keyword":
+        metrics.QUERY_EMBEDDING.observe(embed_ms / 1000)
+    return result
 
 
 # --- helpers --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatsite import metrics
 from knowledge.answering.sentences import Unit, units
 from knowledge.embeddings import get_embedder
 from knowledge.models import Chunk
@@ -54,6 +55,8 @@ def embed_units(groups: Sequence[tuple[list[Unit], str]]) -> list[np.ndarray]:
     """Vectors for several chunks' units (each with its heading path) in one batched embedding call."""
     embedder = get_embedder()
     texts = [embedding_text(unit, heading) for found, heading in groups for unit in found]
+    if texts:
+        metrics.EMBEDDING_BATCH.labels("sentences").observe(len(texts))
     flat = np.asarray(embedder.embed_documents(texts), dtype=np.float32) if texts else np.zeros((0, 0))
     matrices, start = [], 0
     for found, _ in groups:

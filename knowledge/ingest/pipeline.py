@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from chatsite import metrics
 from knowledge import sentence_vectors
 from knowledge.embeddings import get_embedder
 from knowledge.ingest.chunking import ChunkDraft, chunk_sections
@@ -193,6 +194,7 @@ def embed_drafts(title: str, drafts: list[ChunkDraft]) -> list[list[float]]:
     batch = max(1, settings.EMBEDDING_BATCH_SIZE)
     vectors: list[list[float]] = []
     for start in range(0, len(inputs), batch):
+        metrics.EMBEDDING_BATCH.labels("passages").observe(len(inputs[start : start + batch]))
         vectors.extend(embedder.embed_documents(inputs[start : start + batch]))
     return vectors
 
