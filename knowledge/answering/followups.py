@@ -47,6 +47,12 @@ def refers_back(question: str) -> bool:
     return any(w in _REFERRING for w in words)
 
 
+def previous_question(turns: Sequence[dict]) -> str | None:
+    """The customer's last earlier message: what a follow-up is rewritten with, and the kind of fact it asks
+    when it names none."""
+    return next((t["text"] for t in reversed(turns) if t.get("role") == "user"), None)
+
+
 def best_similarity(passages: Sequence[Any]) -> float:
     """The best vector similarity among retrieved passages (0 when none has one)."""
     return max((p.vector_score or 0.0 for p in passages), default=0.0)

@@ -34,7 +34,7 @@ from knowledge.answering.events import (
     StatusEvent,
     TokenEvent,
 )
-from knowledge.answering.followups import choose_query, refers_back, rewrite_margin
+from knowledge.answering.followups import choose_query, previous_question, refers_back, rewrite_margin
 from knowledge.answering.generators import Generator, get_generator
 from knowledge.answering.generators.extractive import Composition, compose, min_similarity, pace_words
 from knowledge.answering.grounding import Guard
@@ -105,11 +105,6 @@ def source_items(passages: Sequence[Any]) -> list[dict[str, Any]]:
         }
         for n, p in enumerate(passages, start=1)
     ]
-
-
-def previous_question(turns: list[dict]) -> str | None:
-    """The customer's last earlier message: what a follow-up's kind of question defaults to."""
-    return next((t["text"] for t in reversed(turns) if t.get("role") == "user"), None)
 
 
 def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 
 from knowledge import sentence_vectors
+from knowledge.answering.followups import previous_question
 from knowledge.answering.language import detect as detect_language
 from knowledge.answering.scoring import Question, Scored, document_priors, score_units, terms
 from knowledge.answering.sentences import STEP, split_sentences, unwrap_lines  # noqa: F401 (re-exported)
@@ -333,7 +334,7 @@ class ExtractiveGenerator:
         The pipeline asks for this only when the question refers back (``followups.refers_back``) and
         keeps it only when it searches better than the question alone.
         """
-        previous = next((t["text"] for t in reversed(history) if t.get("role") == "user"), "")
+        previous = previous_question(history) or ""
         words = re.findall(r"[\w'-]+", question.lower())
         extra = [t for t in key_terms(previous) if t not in words]
         return f"{question} {' '.join(extra)}".strip() if extra else question
