@@ -18,20 +18,15 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import chat, inbox, protocol, streaming
+from conversations import chat, groups, inbox, protocol, streaming
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
 
 DEFAULT_NUDGE = "Are you still there? {name} from our support team is waiting for your reply."
 
 
-def staff_group(conversation_id: uuid.UUID | str) -> str:
-    """Staff watching one conversation: notes, presence and holder changes go here, never to the customer."""
-    return f"staff.{uuid.UUID(str(conversation_id)).hex}"
-
-
 async def publish_staff(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
-    await get_channel_layer().group_send(staff_group(conversation_id), {"type": "staff.frame", "frame": frame})
+    await get_channel_layer().group_send(groups.staff(conversation_id), {"type": groups.STAFF_FRAME, "frame": frame})
 
 
 def public_agent(agent) -> dict[str, str]:

@@ -17,7 +17,7 @@ import uuid
 
 from channels.db import database_sync_to_async
 
-from conversations import chat, console, inbox, protocol, reminders, streaming
+from conversations import chat, console, groups, inbox, protocol, reminders, streaming
 from conversations.access import Requester
 from conversations.consumers import ChatConsumer
 from conversations.models import Conversation, Message
@@ -45,8 +45,8 @@ class ConsoleConsumer(ChatConsumer):
         self.agent = user
         self.requester = Requester(user_id=user.pk)  # marks the socket as accepted for receive()
         self.opened()
-        await self.channel_layer.group_add(inbox.GROUP, self.channel_name)
-        self.following.add(inbox.GROUP)
+        await self.channel_layer.group_add(groups.CONSOLE, self.channel_name)
+        self.following.add(groups.CONSOLE)
         await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))
         reminders.ensure_running()
 
@@ -72,7 +72,7 @@ class ConsoleConsumer(ChatConsumer):
         if key in self.watching:
             return
         await self.follow(conversation.pk)  # before any replay, so no live frame is missed (dedupe by seq)
-        staff = console.staff_group(conversation.pk)
+        staff = groups.staff(conversation.pk)
         await self.channel_layer.group_add(staff, self.channel_name)
         self.following.add(staff)
         self.watching.add(key)
@@ -103,14 +103,14 @@ class ConsoleConsumer(ChatConsumer):
         await self._announce(key, "leave")
         self.watching.discard(key)
         self.watchers.pop(key, None)
-        for group in (streaming.group_name(key), console.staff_group(key)):
+        for group in (groups.conversation(key), groups.staff(key)):
             await self.channel_layer.group_discard(group, self.channel_name)
             self.following.discard(group)
 
     async def _announce(self, conversation: str, action: str) -> None:
         await self.channel_layer.group_send(
-            console.staff_group(conversation),
-            {"type": "staff.presence", "action": action, "conversation": conversation,
+            groups.staff(conversation),
+            {"type": groups.STAFF_PRESENCE, "action": action, "conversation": conversation,
              "channel": self.channel_name, "person": inbox.person(self.agent)},
         )
 
@@ -189,7 +189,7 @@ class ConsoleConsumer(ChatConsumer):
             if event["action"] == "join":  # tell the newcomer that this socket is here too
                 await self.channel_layer.send(
                     channel,
-                    {"type": "staff.presence", "action": "here", "conversation": conversation,
+                    {"type": groups.STAFF_PRESENCE, "action": "here", "conversation": conversation,
                      "channel": self.channel_name, "person": inbox.person(self.agent)},
                 )
         await self._send_presence(conversation)

@@ -16,7 +16,7 @@ from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chatsite import metrics
-from conversations import chat, inbox, protocol, reminders, streaming
+from conversations import chat, groups, inbox, protocol, reminders, streaming
 from conversations.access import Requester, aget_conversation, requester_from_scope
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        if message["type"] != streaming.FRAME_EVENT:
+        if message["type"] != groups.FRAME:
             await aclose_old_connections()
         await handler(message)
 
@@ -135,7 +135,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def follow(self, conversation_id: uuid.UUID) -> None:
         """Receive the live frames of a conversation the requester owns (checked by the caller)."""
-        group = streaming.group_name(conversation_id)
+        group = groups.conversation(conversation_id)
         if group not in self.following:
             await self.channel_layer.group_add(group, self.channel_name)
             self.following.add(group)

@@ -19,9 +19,9 @@ from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
+from conversations import groups
 from conversations.models import Conversation, Message
 
-GROUP = "console"  # every console socket: list updates
 PREVIEW_CHARS = 140
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -173,6 +173,6 @@ async def publish_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | Non
     """
     item = await alist_item(conversation_id)
     if item is not None:
-        await get_channel_layer().group_send(GROUP, {"type": "console.item", "item": item})
+        await get_channel_layer().group_send(groups.CONSOLE, {"type": groups.CONSOLE_ITEM, "item": item})
     return item
 

@@ -46,7 +46,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from chatsite import metrics
-from conversations import inbox, protocol
+from conversations import groups, inbox, protocol
 from conversations.models import Conversation, Message
 from knowledge import answering
 
@@ -57,20 +57,9 @@ REAP_BATCH = 50  # expired leases closed per reaper pass (the rest on the next p
 CAS_ATTEMPTS = 5  # a reaper racing a still-writing owner re-reads the log this many times at most
 
 
-#: The channel-layer event that carries one frame to every socket following a conversation (handled by
-#: ``ChatConsumer.chat_frame``); relayed thousands of times per answer, so it skips Channels' per-message
-#: database housekeeping (``ChatConsumer.dispatch``).
-FRAME_EVENT = "chat.frame"
-
-
-def group_name(conversation_id: uuid.UUID | str) -> str:
-    """The channel-layer group of one conversation: every socket (and staff watcher) showing it, on any node."""
-    return f"conv.{uuid.UUID(str(conversation_id)).hex}"
-
-
 async def publish(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
     """Send a frame to every socket in the conversation, on any node (through the channel layer)."""
-    await get_channel_layer().group_send(group_name(conversation_id), {"type": FRAME_EVENT, "frame": frame})
+    await get_channel_layer().group_send(groups.conversation(conversation_id), {"type": groups.FRAME, "frame": frame})
 
 
 class LeaseLost(Exception):
@@ -636,7 +625,7 @@ async def cancel_message(message_id: uuid.UUID | str) -> bool:
     if _stop_local(message_id):
         return True
     try:
-        await get_channel_layer().send(message.lease_owner, {"type": "stream.cancel", "message": str(message_id)})
+        await get_channel_layer().send(message.lease_owner, {"type": groups.STREAM_CANCEL, "message": str(message_id)})
     except Exception:  # the flag is in the database: the owner sees it at its next renewal
         log.exception("could not signal cancel of %s to %s", message_id, message.lease_owner)
     return True
@@ -695,7 +684,7 @@ class Node:
         while True:
             try:
                 event = await layer.receive(channel)
-                if event.get("type") == "stream.cancel":
+                if event.get("type") == groups.STREAM_CANCEL:
                     _stop_local(uuid.UUID(event["message"]))
             except asyncio.CancelledError:
                 raise

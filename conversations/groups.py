@@ -1,0 +1,38 @@
+"""Every channel-layer group and event name, in one place: the domain actions publish to these groups, the
+consumers (and a node's control channel) handle these events.
+
+Groups
+    ``conversation(id)`` — ``conv.<hex>``: every socket showing a conversation (the customer's tabs and
+    the staff watching it), on any node.
+    ``staff(id)`` — ``staff.<hex>``: the staff watching one conversation (notes, traces, presence).
+    ``CONSOLE`` — every support-console socket (the conversation list).
+
+Events (Channels calls the handler named like the type with "." → "_")
+    ``FRAME`` ``chat.frame`` → ``ChatConsumer.chat_frame``: one protocol frame for a conversation's sockets.
+    ``STAFF_FRAME`` ``staff.frame`` → ``ConsoleConsumer.staff_frame``: a frame for its staff only.
+    ``CONSOLE_ITEM`` ``console.item`` → ``ConsoleConsumer.console_item``: one row of the conversation list.
+    ``STAFF_PRESENCE`` ``staff.presence`` → ``ConsoleConsumer.staff_presence``: who is watching.
+    ``STREAM_CANCEL`` ``stream.cancel`` → a node's control channel: stop generating that answer.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+CONSOLE = "console"
+
+FRAME = "chat.frame"
+STAFF_FRAME = "staff.frame"
+CONSOLE_ITEM = "console.item"
+STAFF_PRESENCE = "staff.presence"
+STREAM_CANCEL = "stream.cancel"
+
+
+def conversation(conversation_id: uuid.UUID | str) -> str:
+    """The group of every socket (and staff watcher) showing the conversation, on any node."""
+    return f"conv.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def staff(conversation_id: uuid.UUID | str) -> str:
+    """The group of the staff watching the conversation."""
+    return f"staff.{uuid.UUID(str(conversation_id)).hex}"
