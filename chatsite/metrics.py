@@ -25,6 +25,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from conversations import protocol
+
 disable_created_metrics()  # no "<name>_created" series: a scrape shows what is counted, nothing else
 
 #: Seconds, for latencies from a few milliseconds to a slow LLM's first token.
@@ -50,13 +52,16 @@ INGESTION_QUEUE = Gauge("knowledge_ingestion_queue", "Documents waiting for or i
 INGESTION_FAILED = Gauge("knowledge_documents_failed", "Documents whose last ingestion failed (database).")
 
 
+#: ``EMBEDDING_BATCH`` kinds: a search query, chunks at ingestion, a chunk's sentences.
+QUERY, PASSAGES, SENTENCES = "query", "passages", "sentences"
+
 # Every label value a dashboard may look for exists from the start (0), not only after its first event.
 for _socket in ("chat", "console"):
     OPEN_SOCKETS.labels(_socket)
     FRAMES_SENT.labels(_socket)
-for _state in ("complete", "cancelled", "failed", "interrupted"):
+for _state in (protocol.COMPLETE, protocol.CANCELLED, protocol.FAILED, protocol.INTERRUPTED):
     ANSWERS_FINISHED.labels(_state)
-for _kind in ("query", "passages", "sentences"):
+for _kind in (QUERY, PASSAGES, SENTENCES):
     EMBEDDING_BATCH.labels(_kind)
 
 

@@ -425,9 +425,10 @@ async def _run_pipeline(stream: MessageStream) -> None:
             elif isinstance(event, answering.TokenEvent):
                 if event.text:
                     now = time.monotonic()
-                    (metrics.TOKEN_GAP if stream.text else metrics.FIRST_TOKEN).observe(
-                        now - (last_token if stream.text else started)
-                    )
+                    if stream.text:
+                        metrics.TOKEN_GAP.observe(now - last_token)
+                    else:
+                        metrics.FIRST_TOKEN.observe(now - started)
                     last_token = now
                     await stream.emit(protocol.token_frame, event.text)
             elif isinstance(event, answering.FinalEvent):

@@ -256,7 +256,7 @@ QUERY_CACHE_SIZE = 4096
 def _query_vector(model: str, text: str) -> tuple[float, ...]:
     from chatsite import metrics
 
-    metrics.EMBEDDING_BATCH.labels("query").observe(1)  # one query per model call (no micro-batching yet)
+    metrics.EMBEDDING_BATCH.labels(metrics.QUERY).observe(1)  # one query per model call (no micro-batching yet)
     return tuple(get_embedder().embed_query(text))
 
 

@@ -56,7 +56,7 @@ def embed_units(groups: Sequence[tuple[list[Unit], str]]) -> list[np.ndarray]:
     embedder = get_embedder()
     texts = [embedding_text(unit, heading) for found, heading in groups for unit in found]
     if texts:
-        metrics.EMBEDDING_BATCH.labels("sentences").observe(len(texts))
+        metrics.EMBEDDING_BATCH.labels(metrics.SENTENCES).observe(len(texts))
     flat = np.asarray(embedder.embed_documents(texts), dtype=np.float32) if texts else np.zeros((0, 0))
     matrices, start = [], 0
     for found, _ in groups:

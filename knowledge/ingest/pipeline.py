@@ -194,7 +194,7 @@ def embed_drafts(title: str, drafts: list[ChunkDraft]) -> list[list[float]]:
     batch = max(1, settings.EMBEDDING_BATCH_SIZE)
     vectors: list[list[float]] = []
     for start in range(0, len(inputs), batch):
-        metrics.EMBEDDING_BATCH.labels("passages").observe(len(inputs[start : start + batch]))
+        metrics.EMBEDDING_BATCH.labels(metrics.PASSAGES).observe(len(inputs[start : start + batch]))
         vectors.extend(embedder.embed_documents(inputs[start : start + batch]))
     return vectors
 
