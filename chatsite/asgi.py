@@ -15,7 +15,7 @@ from chatsite.routing import websocket_application  # noqa: E402
 from conversations.streaming import start_node_when_serving  # noqa: E402
 
 # Lease renewal and the reaper of answers left by dead nodes run from the moment Daphne serves, not only
-# after a customer's first question (conversations/streaming.py, Node).
+# after a customer's first question (conversations/streaming/node.py, Node).
 start_node_when_serving()
 
 application = ProtocolTypeRouter(

@@ -266,7 +266,7 @@ CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resu
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
 
-# --- Several nodes (conversations/streaming.py; docs/architecture.md "Several nodes") -----------------------
+# --- Several nodes (conversations/streaming/node.py; docs/architecture.md "Several nodes") -----------------------
 # The node generating an answer renews a lease on it every CHAT_REAPER_INTERVAL_SECONDS (at most a third of
 # the lease); every node's reaper, on the same interval, closes answers whose lease lapsed as `interrupted`.
 # A node killed mid-answer is detected within CHAT_LEASE_SECONDS + CHAT_REAPER_INTERVAL_SECONDS (12 s).

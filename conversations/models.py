@@ -106,7 +106,7 @@ class Message(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
     seq_last = models.PositiveIntegerField(default=0, help_text="seq of the last stream frame saved.")
-    # Several nodes (conversations/streaming.py): the node generating a streaming answer holds a lease on it,
+    # Several nodes (conversations/streaming/node.py): the node generating a streaming answer holds a lease on it,
     # renewed every few seconds; a lapsed lease means the node died and any node's reaper closes the answer.
     lease_owner = models.CharField(
         max_length=200, blank=True, default="", help_text="Control channel of the node generating this answer."

@@ -1,6 +1,6 @@
 """The answer pipeline: question -> (follow-up rewrite) -> retrieval -> generation, as typed events.
 
-One async generator, ``answer()``, with no WebSocket knowledge: conversations/streaming.py turns each event
+One async generator, ``answer()``, with no WebSocket knowledge: conversations/streaming/generation.py turns each event
 into a frame. ``history`` is the conversation BEFORE this question, oldest first, as
 ``[{"role": "user" | "assistant" | "agent", "text": str}]``.
 

@@ -1,0 +1,230 @@
+"""One assistant message's frames: ``MessageStream`` numbers them (seq 1, 2, 3…), appends each to the frame log,
+publishes it to the conversation's group on every node, and finishes the message once; ``replay`` gives a socket
+what it missed, from the log or, once the log expired, rebuilt from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from chatsite import metrics
+from conversations import groups, inbox, protocol
+from conversations.models import Message
+from conversations.streaming.framelog import frame_log
+
+log = logging.getLogger(__name__)
+
+
+async def publish(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> None:
+    """Send a frame to every socket in the conversation, on any node (through the channel layer)."""
+    await get_channel_layer().group_send(groups.conversation(conversation_id), {"type": groups.FRAME, "frame": frame})
+
+
+class LeaseLost(Exception):
+    """Another node closed this message (its lease lapsed and was reaped): stop writing it, silently."""
+
+
+
+async def replay(message: Message, after: int) -> list[dict]:
+    """Every frame of ``message`` with seq > ``after``: from the log, or rebuilt from the DB once finished."""
+    frames = await frame_log().read(str(message.pk), after)
+    if frames and frames[0].get("seq") == after + 1:
+        return frames
+    await message.arefresh_from_db()
+    if message.is_finished:
+        return [f for f in frames_from_db(message) if f["seq"] > after]
+    return frames  # still streaming: what the log has (possibly nothing yet); the rest arrives live
+
+
+def frames_from_db(message: Message) -> list[dict]:
+    """Rebuild a finished message's frames, same seqs, from its compact copy (``Message.frames``)."""
+    frames: list[dict] = []
+    offset = 0
+    for seq, item in enumerate(message.frames, start=1):
+        if isinstance(item, int):
+            frames.append(protocol.token_frame(message.pk, seq, message.text[offset : offset + item]))
+            offset += item
+        else:
+            frames.append({**item, "message": str(message.pk), "seq": seq})
+    frames.append(_final_from_message(message, len(frames) + 1))
+    return frames
+
+
+def _final_from_message(message: Message, seq: int) -> dict:
+    return protocol.final_frame(
+        message.pk,
+        seq,
+        text=message.text,
+        html=message.html,
+        citations=list(message.citations or []),
+        state=message.state,
+        timings=(message.trace or {}).get("timings", {}),
+        offer_handoff=message.offers_handoff,
+        replaced=bool(((message.trace or {}).get("grounding") or {}).get("replaced")),
+    )
+
+
+# --- One message's stream -----------------------------------------------------------------------------------
+class MessageStream:
+    """The single writer of one assistant message's frames: numbers them, logs them, publishes them.
+
+    ``owner`` is the ``lease_owner`` the message row must still have for this stream to write it ("" for a
+    queued message nobody claimed); if the row moved on (reaped by another node), the stream is ``lost``.
+    """
+
+    def __init__(self, message: Message, owner: str = "") -> None:
+        self.message = message
+        self.owner = owner
+        self.seq = 0
+        self.parts: list[str] = []
+        self.compact: list[Any] = []  # what Message.frames will hold
+        self.sources: list[dict] = []
+        self.cancel_requested = False
+        self.finished = False
+        self.lost = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def _record(self, frame: dict) -> None:
+        self.seq = frame["seq"]
+        if frame["type"] == protocol.TOKEN:
+            self.parts.append(frame["text"])
+            self.compact.append(len(frame["text"]))
+        elif frame["type"] == protocol.SOURCES:
+            self.sources = list(frame.get("items") or [])
+            self.compact.append({k: v for k, v in frame.items() if k not in ("message", "seq")})
+        elif frame["type"] != protocol.FINAL:
+            self.compact.append({k: v for k, v in frame.items() if k not in ("message", "seq")})
+
+    def absorb(self, frames: list[dict]) -> None:
+        """Take over the frames another writer logged (the reaper closing a dead node's message)."""
+        for frame in frames:
+            if frame["type"] != protocol.FINAL:
+                self._record(frame)
+
+    async def emit(self, build, *args: Any, **kwargs: Any) -> dict:
+        frame = build(self.message.pk, self.seq + 1, *args, **kwargs)
+        if not await frame_log().append(str(self.message.pk), frame, expected=self.seq):
+            self.lost = self.finished = True
+            raise LeaseLost(f"seq {frame['seq']} of {self.message.pk} was written by another node")
+        self._record(frame)
+        await publish(self.message.conversation_id, frame)
+        await asyncio.sleep(0)  # let the sockets drain their channels between frames
+        return frame
+
+    async def error(self, code: str, detail: str) -> None:
+        await self.emit(lambda m, s: protocol.error_frame(code, detail, message=m, seq=s))
+
+    def _final_fields(
+        self, state: str, html: str, citations: list[int] | None, trace: dict, error: str,
+        replacement: str | None = None,
+    ) -> dict:
+        text = self.text if replacement is None else replacement
+        frames = self.compact
+        if replacement is not None:  # the message's text is no longer its tokens: keep their own text for replay
+            parts = iter(self.parts)
+            frames = [{"type": protocol.TOKEN, "text": next(parts)} if isinstance(f, int) else f for f in frames]
+        return {
+            "text": text,
+            "html": html or _plain_html(text),
+            "state": state,
+            "citations": citations or [],
+            "sources": self.sources,
+            "trace": trace,
+            "frames": frames,
+            "error": error,
+            "seq_last": self.seq + 1,
+            "lease_expires_at": None,
+            "completed_at": timezone.now(),
+            "updated_at": timezone.now(),
+        }
+
+    async def finish(
+        self,
+        state: str,
+        *,
+        html: str = "",
+        citations: list[int] | None = None,
+        trace: dict | None = None,
+        error: str = "",
+        replacement: str | None = None,
+    ) -> bool:
+        """Save the message as finished, then send its final frame. Idempotent; False if another writer did.
+
+        ``replacement``: the grounding guard's answer that replaces the streamed tokens (``final.replaced``).
+        """
+        if self.finished:
+            return False
+        self.finished = True
+        metrics.ANSWERS_FINISHED.labels(state).inc()
+        trace = dict(trace or {})
+        fields = self._final_fields(state, html, citations, trace, error, replacement)
+        try:
+            saved = await Message.objects.filter(
+                pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
+            ).aupdate(**fields)
+        except Exception:  # the final frame still goes out; the lease will reconcile the row
+            log.exception("could not save message %s", self.message.pk)
+            saved = 1
+        if not saved:
+            self.lost = True  # reaped, cancelled or claimed elsewhere meanwhile: that writer sends the final
+            return False
+        for name, value in fields.items():
+            setattr(self.message, name, value)
+        try:
+            await self.emit(
+                protocol.final_frame,
+                text=fields["text"],
+                html=fields["html"],
+                citations=fields["citations"],
+                state=state,
+                timings=trace.get("timings", {}),
+                offer_handoff=bool(trace.get("offer_handoff")),
+                replaced=replacement is not None,
+            )
+        except LeaseLost:
+            log.warning("final of %s: its seq slot was taken", self.message.pk)
+        await _refresh_console_row(self.message.conversation_id)
+        return True
+
+    def finish_at_exit(self) -> None:
+        """Process exit without a running loop: mark the message interrupted, synchronously."""
+        if self.finished:
+            return
+        self.finished = True
+        fields = self._final_fields(protocol.INTERRUPTED, "", [], {}, "The server stopped while answering.")
+        if Message.objects.filter(
+            pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
+        ).update(**fields):
+            frame_log().append_sync(str(self.message.pk), final_frame_of(self, protocol.INTERRUPTED), expected=self.seq)
+
+
+async def _refresh_console_row(conversation_id: uuid.UUID) -> None:
+    """A finished answer changes the console list's "last message" for that conversation."""
+    try:
+        await inbox.publish_item(conversation_id)
+    except Exception:  # the list is a convenience view: never let it break an answer
+        log.exception("could not refresh the console row of %s", conversation_id)
+
+
+def final_frame_of(stream: MessageStream, state: str) -> dict:
+    return protocol.final_frame(
+        stream.message.pk, stream.seq + 1, text=stream.text, html=_plain_html(stream.text), citations=[],
+        state=state, timings={}, offer_handoff=False,
+    )
+
+
+def _plain_html(text: str) -> str:
+    from django.utils.html import escape, linebreaks
+
+    return linebreaks(escape(text)) if text else ""
+
+
