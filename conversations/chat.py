@@ -7,6 +7,7 @@ checked through ``conversations.access`` so someone else's conversation looks ex
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -127,15 +128,20 @@ def _existing_ask(
 def _check_rate(requester: Requester, frame: protocol.Ask) -> None:
     """At most CHAT_RATE_LIMIT questions per minute per user/session, counted from the saved questions."""
     limit = settings.CHAT_RATE_LIMIT
-    recent = requester.messages().filter(
-        role=Message.Role.USER, created_at__gte=timezone.now() - timedelta(minutes=1)
-    )
-    if limit > 0 and recent.count() >= limit:
+    if limit <= 0:
+        return
+    now = timezone.now()
+    recent = requester.messages().filter(role=Message.Role.USER, created_at__gte=now - timedelta(minutes=1))
+    times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+    if len(times) >= limit:
+        # The question may be sent again once the oldest of the last `limit` questions is a minute old.
+        wait = math.ceil((times[-1] + timedelta(minutes=1) - now).total_seconds())
         raise protocol.ProtocolError(
             protocol.RATE_LIMITED,
             f"More than {limit} questions in a minute. The question was NOT saved; send it again (same id) "
-            "in a minute.",
+            f"in {wait} s.",
             id=frame.id,
+            retry_after=max(1, wait),
         )
 
 
@@ -151,6 +157,7 @@ def _check_queue(conversation: Conversation, frame: protocol.Ask) -> None:
             f"{pending} questions are still being answered in this conversation (limit {limit}). The question was "
             "NOT saved; keep it and send it again (same id) when an answer finishes.",
             id=frame.id,
+            retry_after=settings.CHAT_BUSY_RETRY_AFTER_SECONDS,
         )
 
 

@@ -14,12 +14,25 @@ import uuid
 from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from chatsite import metrics
+from chatsite import metrics, outages
 from conversations import chat, groups, inbox, protocol, reminders, streaming
 from conversations.access import Requester, aget_conversation, requester_from_scope
 
 log = logging.getLogger(__name__)
+
+
+def unavailable_frame(frame: object | None) -> dict:
+    """``unavailable`` for a frame that met an outage, with its ``id`` (an ask's) so the client knows which one
+    to send again, and ``retry_after``. An ask re-sent with the same id is never saved twice."""
+    return protocol.error_frame(
+        protocol.UNAVAILABLE,
+        "The service is briefly unavailable (database or message broker); nothing you sent is lost. "
+        "Send it again (same id) in a few seconds.",
+        id=getattr(frame, "id", None),
+        retry_after=settings.CHAT_RETRY_AFTER_SECONDS,
+    )
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -73,6 +86,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not hasattr(self, "requester"):
             return  # refused at connect; the close is on its way
+        frame = None
         try:
             if bytes_data is not None:
                 raise protocol.ProtocolError(protocol.BAD_FRAME, "Binary frames are not supported; send JSON text.")
@@ -80,11 +94,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.handlers[type(frame)](self, frame)
         except protocol.ProtocolError as exc:
             await self.send_frame(exc.frame())
-        except Exception:
-            log.exception("chat frame failed")
-            await self.send_frame(
-                protocol.error_frame(protocol.INTERNAL, "The server could not handle this frame; nothing was lost.")
-            )
+        except Exception as exc:
+            if not outages.is_transient(exc):
+                log.exception("chat frame failed")
+                await self.send_frame(
+                    protocol.error_frame(protocol.INTERNAL, "The server could not handle this frame; nothing was lost.")
+                )
+                return
+            # PostgreSQL or Redis unreachable: the client sends the frame again later.
+            log.warning("%s frame refused during an outage: %s: %s", self.socket_kind, type(exc).__name__, exc)
+            await self.send_frame(unavailable_frame(frame))
 
     async def on_ask(self, frame: protocol.Ask) -> None:
         result = await chat.ask(self.requester, frame)

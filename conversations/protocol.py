@@ -60,6 +60,7 @@ BACKEND_ERROR = "backend_error"  # the answer generator failed; the message ends
 CONFLICT = "conflict"  # console: another staff member holds this conversation (only one can)
 UNAUTHENTICATED = "unauthenticated"  # handshake without a valid session or token (socket then closes 4401)
 INTERNAL = "internal"  # unexpected server error while handling a frame; the socket stays usable
+UNAVAILABLE = "unavailable"  # PostgreSQL or Redis unreachable for a moment: send the same frame again after retry_after
 ERROR_CODES = (
     BAD_FRAME,
     UNKNOWN_TYPE,
@@ -73,6 +74,7 @@ ERROR_CODES = (
     CONFLICT,
     UNAUTHENTICATED,
     INTERNAL,
+    UNAVAILABLE,
 )
 
 # WebSocket close codes (application range 4000-4999).
@@ -94,15 +96,16 @@ MAX_COMMENT_CHARS = 2000
 class ProtocolError(Exception):
     """A frame the server refuses; becomes ``error {code, detail, id?}`` and the socket stays open."""
 
-    def __init__(self, code: str, detail: str, *, id: str | None = None) -> None:
+    def __init__(self, code: str, detail: str, *, id: str | None = None, retry_after: int | None = None) -> None:
         assert code in ERROR_CODES, code
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
         self.id = id
+        self.retry_after = retry_after
 
     def frame(self) -> dict[str, Any]:
-        return error_frame(self.code, self.detail, id=self.id)
+        return error_frame(self.code, self.detail, id=self.id, retry_after=self.retry_after)
 
 
 # --- Incoming frames ----------------------------------------------------------------------------------------
@@ -364,13 +367,22 @@ def final_frame(
 
 
 def error_frame(
-    code: str, detail: str, *, id: str | None = None, message: uuid.UUID | None = None, seq: int | None = None
+    code: str,
+    detail: str,
+    *,
+    id: str | None = None,
+    message: uuid.UUID | None = None,
+    seq: int | None = None,
+    retry_after: int | None = None,
 ) -> dict[str, Any]:
-    """An error. With ``message``+``seq`` it is part of that message's stream (e.g. backend_error)."""
+    """An error. With ``message``+``seq`` it is part of that message's stream (e.g. backend_error); with
+    ``retry_after`` (whole seconds) the client may send the same frame again after that long."""
     assert code in ERROR_CODES, code
     frame: dict[str, Any] = {"type": ERROR, "code": code, "detail": detail}
     if id is not None:
         frame["id"] = id
+    if retry_after is not None:
+        frame["retry_after"] = max(1, int(retry_after))
     if message is not None:
         frame["message"] = _hex(message)
         frame["seq"] = seq

@@ -14,6 +14,20 @@ if TYPE_CHECKING:
     from knowledge.ingest.pipeline import PreparedDocument
 
 
+def pytest_collection_modifyitems(config, items):
+    """``postgres_faults`` tests stop the TCP PostgreSQL of the DATABASE_URL run; they run there (`make
+    test-database-url` sets FAULT_POSTGRES_DATA) and are deselected, said out loud, everywhere else."""
+    import os
+
+    if os.environ.get("FAULT_POSTGRES_DATA"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres_faults")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres_faults")]
+        print(f"\n{len(deselected)} postgres_faults tests deselected: they run in `make test-database-url`.")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_persistent_connections(django_db_setup):
     """Connections are persistent (DATABASE_CONN_MAX_AGE): the one sync_to_async's database thread kept open

@@ -10,18 +10,15 @@ with a bearer token from POST /api/token/, with an Origin from ALLOWED_HOSTS.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 import uuid
-from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
-from websockets.asyncio.client import connect as ws_connect
 
 from conversations.models import Message
+from tests.node_client import Client, assert_contiguous, get_token, text_of
 
 pytestmark = [pytest.mark.multinode, pytest.mark.django_db(transaction=True)]
 
@@ -29,83 +26,6 @@ REDIS = "redis://127.0.0.1:6379/0"
 LEASE_SECONDS = 4.0
 REAPER_SECONDS = 1.0
 DETECTION_SECONDS = LEASE_SECONDS + REAPER_SECONDS  # the documented bound: lease + reaper interval
-WAIT = 60.0  # generous: each node loads the embedding model on its first answer
-
-
-class Client:
-    """A real chat socket to one node."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-
-    @classmethod
-    async def open(cls, node, token: str, path: str = "/ws/chat/") -> Client:
-        ws = await ws_connect(
-            node.url.replace("http://", "ws://") + path,
-            additional_headers={"Authorization": f"Bearer {token}"},
-            origin=node.url,
-        )
-        return cls(ws)
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def recv(self, wait: float = WAIT) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), wait))
-
-    async def recv_type(self, kind: str, wait: float = WAIT) -> dict[str, Any]:
-        while (frame := await self.recv(wait))["type"] != kind:
-            pass
-        return frame
-
-    async def ask(self, text: str, **fields: Any) -> dict[str, Any]:
-        await self.send({"type": "ask", "id": str(uuid.uuid4()), "text": text, **fields})
-        return await self.recv_type("ack")
-
-    async def stream_of(self, message: str, wait: float = WAIT) -> dict[str, Any]:
-        while True:
-            frame = await self.recv(wait)
-            if frame.get("message") == message and "seq" in frame:
-                return frame
-
-    async def until_final(self, message: str, wait: float = WAIT) -> list[dict[str, Any]]:
-        frames: list[dict[str, Any]] = []
-        while not frames or frames[-1]["type"] != "final":
-            frames.append(await self.stream_of(message, wait))
-        return frames
-
-    async def tokens(self, message: str, count: int) -> list[dict[str, Any]]:
-        """Stream frames of ``message`` until ``count`` tokens have arrived."""
-        frames: list[dict[str, Any]] = []
-        while sum(f["type"] == "token" for f in frames) < count:
-            frames.append(await self.stream_of(message))
-        return frames
-
-    async def join(self, conversation: str) -> None:
-        await self.send({"type": "join", "conversation": conversation})
-        await self.recv_type("conversation")
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-def text_of(frames: list[dict[str, Any]]) -> str:
-    return "".join(f["text"] for f in frames if f["type"] == "token")
-
-
-def assert_contiguous(frames: list[dict[str, Any]], start: int = 1) -> None:
-    assert [f["seq"] for f in frames] == list(range(start, start + len(frames)))
-
-
-def get_token(node, username: str, password: str) -> str:
-    request = urllib.request.Request(
-        node.url + "/api/token/",
-        data=json.dumps({"username": username, "password": password}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["access"]
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 The package, one concern per module: ``framelog`` (the per-message frame log), ``stream`` (one message's
 frames: numbering, publishing, finishing, replay), ``generation`` (the answer pipeline turned into frames),
-``workers`` (the per-conversation queue and claims), ``cancelling`` (stop an answer from any node), ``node``
-(leases, the reaper, the control channel) and ``shutdown``.
+``workers`` (the per-conversation queue and claims), ``cancelling`` (stop an answer from any node), ``leases``
+(renewal thread, node heartbeats), ``reaper`` (closing dead nodes' answers), ``node`` (the control channel and
+the periodic passes) and ``shutdown``.
 
 An answer is produced by a task owned by a process (a *node*), not by the WebSocket that asked, so a dropped
 connection never stops it. For each assistant message a single ``MessageStream`` numbers its frames (seq 1, 2,
@@ -32,7 +33,8 @@ Several nodes (docs/architecture.md, "Several nodes"):
 from conversations.streaming.cancelling import cancel_conversation, cancel_message
 from conversations.streaming.framelog import MemoryFrameLog, RedisFrameLog, frame_log
 from conversations.streaming.generation import generate
-from conversations.streaming.node import Node, ensure_node, reap_expired, start_node_when_serving
+from conversations.streaming.node import Node, ensure_node, start_node_when_serving
+from conversations.streaming.reaper import reap_expired
 from conversations.streaming.shutdown import shutdown
 from conversations.streaming.stream import LeaseLost, MessageStream, frames_from_db, publish, replay
 from conversations.streaming.workers import claim_next, kick, start

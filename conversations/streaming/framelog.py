@@ -8,6 +8,7 @@ A Redis list with a TTL when ``REDIS_URL`` is set (readable by every node); this
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import time
 import weakref
@@ -17,23 +18,39 @@ from django.conf import settings
 from conversations import protocol
 
 
+class Append(enum.Enum):
+    """What a compare-and-append found."""
+
+    APPENDED = "appended"  # the frame now holds its seq (also when an earlier, timed-out attempt had put it there)
+    TAKEN = "taken"  # another writer holds that seq (a reaper closed the message): the writer has lost it
+    SHORT = "short"  # the log holds fewer frames than expected (Redis restarted empty): restore, then append
+
+
 class MemoryFrameLog:
     """Frames per message in this process's memory: correct for one process only (no REDIS_URL)."""
 
     def __init__(self) -> None:
         self._frames: dict[str, tuple[float, list[dict]]] = {}
 
-    def append_sync(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
+    def append_sync(self, message_id: str, frame: dict, expected: int) -> Append:
         _, frames = self._frames.get(message_id, (0.0, []))
-        if expected is not None and len(frames) != expected:
-            return False
+        if len(frames) != expected:
+            if len(frames) < expected:
+                return Append.SHORT
+            return Append.APPENDED if frames[expected] == frame else Append.TAKEN
         frames.append(frame)
         self._frames[message_id] = (time.monotonic() + settings.CHAT_FRAME_LOG_TTL_SECONDS, frames)
-        return True
+        return Append.APPENDED
 
-    async def append(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
-        """Append ``frame``; with ``expected``, only if the log holds exactly that many frames (else False)."""
+    async def append(self, message_id: str, frame: dict, expected: int) -> Append:
+        """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free."""
         return self.append_sync(message_id, frame, expected)
+
+    async def restore(self, message_id: str, frames: list[dict]) -> None:
+        """Put back the frames a writer sent, if the log lost them."""
+        _, held = self._frames.get(message_id, (0.0, []))
+        if len(held) < len(frames):
+            self._frames[message_id] = (time.monotonic() + settings.CHAT_FRAME_LOG_TTL_SECONDS, list(frames))
 
     def read_sync(self, message_id: str, after: int) -> list[dict]:
         self._expire()
@@ -52,22 +69,45 @@ class MemoryFrameLog:
             del self._frames[key]
 
 
-# Append only if the list has exactly ARGV[2] items: the seq slot is still free. Returns 1 if appended.
+# KEYS[1] the log; ARGV: frame, expected length, ttl. 1: appended (or already there: a retried call whose first
+# attempt reached Redis), 0: the seq is another writer's, -1: the log is shorter than expected (it was lost).
 _CAS_APPEND = """
-if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+local n = redis.call('LLEN', KEYS[1])
+local expected = tonumber(ARGV[2])
+if n == expected then
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  return 1
+end
+if n < expected then return -1 end
+if redis.call('LINDEX', KEYS[1], expected) == ARGV[1] then return 1 end
+return 0
+"""
+# KEYS[1] the log; ARGV: ttl, then every frame the writer sent. Refills a log that holds fewer of them.
+_RESTORE = """
+if redis.call('LLEN', KEYS[1]) < #ARGV - 1 then
+  redis.call('DEL', KEYS[1])
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
 return 1
 """
+_RESULTS = {1: Append.APPENDED, 0: Append.TAKEN, -1: Append.SHORT}
+
+#: Redis calls that take longer fail (and are retried by the writer): a frozen Redis must not hang a node.
+SOCKET_TIMEOUT_SECONDS = 5.0
 
 
 class RedisFrameLog:
-    """Frames per message in a Redis list (index = seq - 1) with a TTL, so every node can replay them."""
+    """Frames per message in a Redis list (index = seq - 1) with a TTL, so every node can replay them.
+
+    The scripts are sent once and then called by their SHA (redis-py loads them again after a Redis restart).
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # one client per event loop
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # (client, scripts) per event loop
 
     def key(self, message_id: str) -> str:
         return f"{self.prefix}:frames:{message_id}"
@@ -76,41 +116,45 @@ class RedisFrameLog:
         import redis.asyncio as aioredis
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = aioredis.from_url(self.url)
-        return client
+        found = self._clients.get(loop)
+        if found is None:
+            client = aioredis.from_url(
+                self.url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=SOCKET_TIMEOUT_SECONDS
+            )
+            found = self._clients[loop] = (client, client.register_script(_CAS_APPEND), client.register_script(_RESTORE))
+        return found
 
-    async def append(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
-        """Append ``frame``; with ``expected``, only if the log holds exactly that many frames (else False)."""
-        key, ttl = self.key(message_id), settings.CHAT_FRAME_LOG_TTL_SECONDS
-        if expected is not None:
-            return bool(await self._client().eval(_CAS_APPEND, 1, key, protocol.encode(frame), expected, ttl))
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.rpush(key, protocol.encode(frame))
-            pipe.expire(key, ttl)
-            await pipe.execute()
-        return True
+    async def append(self, message_id: str, frame: dict, expected: int) -> Append:
+        """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free."""
+        _, cas, _ = self._client()
+        ttl = settings.CHAT_FRAME_LOG_TTL_SECONDS
+        return _RESULTS[int(await cas(keys=[self.key(message_id)], args=[protocol.encode(frame), expected, ttl]))]
+
+    async def restore(self, message_id: str, frames: list[dict]) -> None:
+        """Put back the frames a writer sent, if the log lost them (Redis restarted without its data)."""
+        _, _, restore = self._client()
+        ttl = settings.CHAT_FRAME_LOG_TTL_SECONDS
+        await restore(keys=[self.key(message_id)], args=[ttl, *(protocol.encode(f) for f in frames)])
 
     async def read(self, message_id: str, after: int) -> list[dict]:
-        raw = await self._client().lrange(self.key(message_id), after, -1)
+        client, _, _ = self._client()
+        raw = await client.lrange(self.key(message_id), after, -1)
         return [json.loads(item) for item in raw]
 
     def _sync_client(self):
         import redis
 
-        return redis.Redis.from_url(self.url)
+        return redis.Redis.from_url(
+            self.url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=SOCKET_TIMEOUT_SECONDS
+        )
 
-    def append_sync(self, message_id: str, frame: dict, expected: int | None = None) -> bool:
+    def append_sync(self, message_id: str, frame: dict, expected: int) -> Append:
         """For threads and process exit, where no event loop runs."""
         client = self._sync_client()
         try:
-            key, ttl = self.key(message_id), settings.CHAT_FRAME_LOG_TTL_SECONDS
-            if expected is not None:
-                return bool(client.eval(_CAS_APPEND, 1, key, protocol.encode(frame), expected, ttl))
-            client.rpush(key, protocol.encode(frame))
-            client.expire(key, ttl)
-            return True
+            ttl = settings.CHAT_FRAME_LOG_TTL_SECONDS
+            result = client.eval(_CAS_APPEND, 1, self.key(message_id), protocol.encode(frame), expected, ttl)
+            return _RESULTS[int(result)]
         finally:
             client.close()
 
@@ -120,6 +164,8 @@ class RedisFrameLog:
             return [json.loads(item) for item in client.lrange(self.key(message_id), after, -1)]
         finally:
             client.close()
+
+
 _memory_log = MemoryFrameLog()
 _redis_logs: dict[tuple[str, str], RedisFrameLog] = {}
 

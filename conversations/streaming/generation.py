@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from chatsite import metrics
+from chatsite import metrics, outages
 from conversations import protocol
 from conversations.models import Message
 from conversations.streaming.stream import LeaseLost, MessageStream
@@ -78,6 +78,10 @@ async def _run_pipeline(stream: MessageStream) -> None:
         raise
     except LeaseLost:
         log.warning("answer %s was closed by another node (lease lapsed); stopping", msg.pk)
+        return
+    except outages.OutageTooLong as exc:  # Redis or PostgreSQL gone for longer than CHAT_OUTAGE_SECONDS
+        log.error("answer %s gives up: %s", msg.pk, exc)
+        await stream.finish(protocol.INTERRUPTED, error=str(exc))
         return
     except answering.AnswerBackendError as exc:
         await stream.error(protocol.BACKEND_ERROR, str(exc) or "The answer generator failed.")

@@ -10,13 +10,14 @@ import logging
 import uuid
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from chatsite import metrics
+from chatsite import metrics, outages
 from conversations import groups, inbox, protocol
 from conversations.models import Message
-from conversations.streaming.framelog import frame_log
+from conversations.streaming.framelog import Append, frame_log
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class MessageStream:
         self.parts: list[str] = []
         self.compact: list[Any] = []  # what Message.frames will hold
         self.sources: list[dict] = []
+        self.sent: list[dict] = []  # every frame of the log, kept to restore a log Redis lost
         self.cancel_requested = False
         self.finished = False
         self.lost = False
@@ -95,6 +97,7 @@ class MessageStream:
 
     def _record(self, frame: dict) -> None:
         self.seq = frame["seq"]
+        self.sent.append(frame)
         if frame["type"] == protocol.TOKEN:
             self.parts.append(frame["text"])
             self.compact.append(len(frame["text"]))
@@ -111,14 +114,29 @@ class MessageStream:
                 self._record(frame)
 
     async def emit(self, build, *args: Any, **kwargs: Any) -> dict:
+        """Number, log and publish the next frame. Through a Redis outage the answer waits (up to
+        ``CHAT_OUTAGE_SECONDS``) and goes on at the same seq; a log Redis lost is restored from ``sent``."""
         frame = build(self.message.pk, self.seq + 1, *args, **kwargs)
-        if not await frame_log().append(str(self.message.pk), frame, expected=self.seq):
-            self.lost = self.finished = True
-            raise LeaseLost(f"seq {frame['seq']} of {self.message.pk} was written by another node")
+        await outages.retry(lambda: self._append(frame), f"frame log of answer {self.message.pk}")
         self._record(frame)
-        await publish(self.message.conversation_id, frame)
+        await outages.retry(
+            lambda: publish(self.message.conversation_id, frame), f"publishing answer {self.message.pk}"
+        )
         await asyncio.sleep(0)  # let the sockets drain their channels between frames
         return frame
+
+    async def _append(self, frame: dict) -> None:
+        log_, key = frame_log(), str(self.message.pk)
+        result = await log_.append(key, frame, expected=self.seq)
+        if result is Append.SHORT:
+            log.warning("the frame log of %s lost its frames (Redis restarted?); restoring %d", key, len(self.sent))
+            await log_.restore(key, self.sent)
+            result = await log_.append(key, frame, expected=self.seq)
+        if result is Append.TAKEN:
+            self.lost = self.finished = True
+            raise LeaseLost(f"seq {frame['seq']} of {self.message.pk} was written by another node")
+        if result is not Append.APPENDED:
+            raise RuntimeError(f"the frame log of {key} stays shorter than its writer's {self.seq} frames")
 
     async def error(self, code: str, detail: str) -> None:
         await self.emit(lambda m, s: protocol.error_frame(code, detail, message=m, seq=s))
@@ -167,11 +185,11 @@ class MessageStream:
         metrics.ANSWERS_FINISHED.labels(state).inc()
         trace = dict(trace or {})
         fields = self._final_fields(state, html, citations, trace, error, replacement)
-        try:
-            saved = await Message.objects.filter(
-                pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
-            ).aupdate(**fields)
-        except Exception:  # the final frame still goes out; the lease will reconcile the row
+        try:  # through a PostgreSQL outage: wait for it (the lease is kept alive meanwhile; node.py)
+            saved = await outages.retry(
+                lambda: database_sync_to_async(self._save)(fields), f"saving answer {self.message.pk}"
+            )
+        except Exception:  # the final frame still goes out; the reaper reconciles the row from the frame log
             log.exception("could not save message %s", self.message.pk)
             saved = 1
         if not saved:
@@ -192,8 +210,16 @@ class MessageStream:
             )
         except LeaseLost:
             log.warning("final of %s: its seq slot was taken", self.message.pk)
+        except outages.OutageTooLong:  # the row is saved: a resume after Redis is back replays it from there
+            log.exception("could not send the final of %s", self.message.pk)
         await _refresh_console_row(self.message.conversation_id)
         return True
+
+    def _save(self, fields: dict) -> int:
+        """The finished row, written once, if this stream still owns it (synchronous)."""
+        return Message.objects.filter(
+            pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
+        ).update(**fields)
 
     def finish_at_exit(self) -> None:
         """Process exit without a running loop: mark the message interrupted, synchronously."""
@@ -201,9 +227,7 @@ class MessageStream:
             return
         self.finished = True
         fields = self._final_fields(protocol.INTERRUPTED, "", [], {}, "The server stopped while answering.")
-        if Message.objects.filter(
-            pk=self.message.pk, state=Message.State.STREAMING, lease_owner=self.owner
-        ).update(**fields):
+        if self._save(fields):
             frame_log().append_sync(str(self.message.pk), final_frame_of(self, protocol.INTERRUPTED), expected=self.seq)
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 
+from chatsite import outages
 from conversations import protocol
 from conversations.models import Conversation, Message
 from conversations.streaming import node as node_
@@ -79,7 +80,10 @@ class ConversationWorker:
             node = await node_.ensure_node()
             while True:
                 self.kicked = False
-                message = await database_sync_to_async(claim_next)(self.conversation_id, node.channel)
+                message = await outages.retry(
+                    lambda: database_sync_to_async(claim_next)(self.conversation_id, node.channel),
+                    f"claiming the next answer of {self.conversation_id}",
+                )
                 if message is None:
                     if self.kicked:
                         continue  # a question arrived while we looked
