@@ -6,9 +6,14 @@ whose source opens, Stop, and a dropped connection that heals and finishes the S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -50,8 +55,9 @@ def site(daphne_server, demo_kb):
     return daphne_server()
 
 
-@pytest.fixture
-def page(browser, site):
+@contextlib.contextmanager
+def open_page(browser):
+    """A fresh browser context and page that records console errors, failed responses and page errors."""
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -59,8 +65,25 @@ def page(browser, site):
     page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
     page.on("response", lambda r: r.status >= 400 and page.console_errors.append(f"HTTP {r.status} {r.url}"))
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    with open_page(browser) as page:
+        yield page
+
+
+def screenshot(page, name: str) -> Path:
+    """A PNG of the page to look at (SCREENSHOT_DIR, default the temp directory's chat-screens/)."""
+    directory = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "chat-screens")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
 
 
 def sign_in_and_open_new_conversation(page, base_url: str) -> None:
@@ -460,3 +483,64 @@ def test_an_off_topic_question_gets_no_chips_and_a_talk_to_a_person_button(page,
     assert any(f["type"] == "handoff" for f in sent)
     assert offer.is_hidden()
     assert page.console_errors == []
+
+
+def test_a_network_lost_without_a_close_shows_reconnecting_within_3_s_and_finishes(browser, daphne_server, demo_kb):
+    """The server stops answering (SIGSTOP: no close, no frames), as on a dead Wi-Fi: the page's watchdog
+    notices within 3 s, says so, and once the server is back the same answer finishes word for word."""
+    get_user_model().objects.create_user("customer", password=PASSWORD)
+    site = daphne_server(ANSWER_WORDS_PER_SECOND="4")  # the answer is still streaming when the server freezes
+    with open_page(browser) as page:
+        sign_in_and_open_new_conversation(page, site.url)
+        ask(page, QUESTION)
+        wait_for_streamed_words(page, 2)
+        site.process.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            banner = page.locator("[data-banner]")
+            banner.wait_for(state="visible", timeout=5_000)
+            noticed_after = time.monotonic() - frozen_at
+            assert banner.inner_text().startswith("Reconnecting…")
+            assert noticed_after < 3.5, f"the lost connection was shown after {noticed_after:.1f} s"
+            screenshot(page, "chat-reconnecting")
+        finally:
+            site.process.send_signal(signal.SIGCONT)
+        page.locator("[data-banner]").wait_for(state="hidden", timeout=30_000)
+        wait_for_final(page, "complete")
+        answer = last_answer(page)
+        message = Message.objects.get(pk=answer.get_attribute("data-message"))
+        assert answer.get_attribute("data-streamed") == message.text
+        assert page.locator(".msg-assistant").count() == 1
+        assert page.console_errors == []
+
+
+def test_questions_refused_as_busy_are_shown_once_and_sent_again_by_themselves(browser, daphne_server, demo_kb):
+    """A conversation with a queue limit of 1: two questions asked while one streams are refused (busy, with
+    retry_after). The page says so once, for both, counts down, and sends them again itself until answered."""
+    get_user_model().objects.create_user("customer", password=PASSWORD)
+    node = daphne_server(CHAT_QUEUE_LIMIT="1", CHAT_BUSY_RETRY_AFTER_SECONDS="2")
+    with open_page(browser) as page:
+        sign_in_and_open_new_conversation(page, node.url)
+        ask(page, QUESTION)
+        wait_for_streamed_words(page, 2)
+        ask(page, "How long does a refund take?")
+        ask(page, "Can I exchange an item?")
+        held = page.locator("[data-held]")
+        held.wait_for(state="visible", timeout=10_000)
+        page.wait_for_function("document.querySelector('[data-held]').textContent.includes('2 questions')")
+        text = held.inner_text()
+        assert "still answering your earlier questions" in text and "same id" not in text
+        assert page.locator(".pending-note", has_text="Waiting to send…").count() == 2
+        screenshot(page, "chat-held-questions")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "chat-held-questions-390")
+        page.set_viewport_size({"width": 1100, "height": 900})
+        page.wait_for_function(
+            "document.querySelectorAll('.msg-assistant').length === 3 && [...document.querySelectorAll("
+            "'.msg-assistant')].every((m) => m.dataset.state === 'complete')",
+            timeout=ANSWER_TIMEOUT_MS,
+        )
+        assert held.is_hidden()
+        questions = list(Message.objects.filter(role=Message.Role.USER).order_by("created_at").values_list("text", flat=True))
+        assert questions == [QUESTION, "How long does a refund take?", "Can I exchange an item?"]  # each saved once
+        assert page.console_errors == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -219,3 +220,64 @@ async def test_staff_take_over_on_b_stops_the_answer_generated_on_a(two_nodes, t
     assert (row.state, row.text) == ("cancelled", frames[-1]["text"])
     await customer.close()
     await staff.close()
+
+
+# --- Under load: leases never lapse on living nodes -----------------------------------------------------------
+CUSTOMERS = 100
+LOAD_QUESTIONS = (
+    "How do I return an item?",
+    "How do I track my order?",
+    "How long does a refund take?",
+    "Can I exchange an item?",
+    "How much does express delivery cost?",
+)
+
+
+@pytest.fixture
+def loaded_nodes(demo_kb, daphne_server, redis_available):
+    """Two nodes as in ``two_nodes`` (short 4 s leases), without the per-user rate limit: one account asks
+    for all the customers."""
+    env = {
+        "REDIS_URL": REDIS,
+        "CHANNEL_PREFIX": f"load-{uuid.uuid4().hex[:10]}",
+        "ANSWER_WORDS_PER_SECOND": "15",
+        "CHAT_LEASE_SECONDS": str(LEASE_SECONDS),
+        "CHAT_REAPER_INTERVAL_SECONDS": str(REAPER_SECONDS),
+        "CHAT_RATE_LIMIT": "0",
+    }
+    return daphne_server(**env), daphne_server(**env)
+
+
+async def one_customer(node, token: str, question: str, delay: float) -> list[dict[str, Any]]:
+    await asyncio.sleep(delay)
+    client = await Client.open(node, token)
+    try:
+        ack = await client.ask(question)
+        return await client.until_final(ack["message"], wait=180)
+    finally:
+        await client.close()
+
+
+async def test_a_hundred_paced_customers_on_two_nodes_all_finish_and_none_is_reaped(loaded_nodes):
+    await database_sync_to_async(get_user_model().objects.create_user)("load", password="pw-load-123")
+    token = await asyncio.to_thread(get_token, loaded_nodes[0], "load", "pw-load-123")
+    results = await asyncio.gather(
+        *(
+            one_customer(loaded_nodes[i % 2], token, LOAD_QUESTIONS[i % len(LOAD_QUESTIONS)], delay=i * 0.01)
+            for i in range(CUSTOMERS)
+        ),
+        return_exceptions=True,
+    )
+    errors = [repr(r) for r in results if isinstance(r, BaseException)]
+    assert not errors, errors[:5]
+    for frames in results:
+        assert_contiguous(frames)
+        assert frames[-1]["state"] == "complete" and frames[-1]["text"] == text_of(frames)
+    ids = [frames[-1]["message"] for frames in results]
+    states = await database_sync_to_async(
+        lambda: sorted(set(Message.objects.filter(pk__in=ids).values_list("state", flat=True)))
+    )()
+    assert states == ["complete"]
+    for node in loaded_nodes:
+        trouble = [line for line in node.log().splitlines() if "reaped answer" in line or "lost the lease" in line]
+        assert not trouble, trouble[:5]

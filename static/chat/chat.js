@@ -6,7 +6,7 @@
 //  * stream frames carry (message, seq); a frame with a seq we already applied is ignored, so replays after
 //    `resume` never duplicate text, and a gap triggers a `resume` so nothing is dropped.
 
-import { format, gettext } from "./i18n.js";
+import { format, gettext, ngettext } from "./i18n.js";
 
 import { CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
@@ -32,6 +32,12 @@ const CONVERSATION_NOTES = {
   [CONVERSATION_STATUS.AGENT]: gettext("You are chatting with a member of our support team."),
   [CONVERSATION_STATUS.RESOLVED]: gettext("This conversation was marked as resolved. Ask again any time."),
 };
+// Why a question is waiting to be sent again (an error with retry_after), in the customer's words.
+const HELD_REASONS = {
+  busy: gettext("The assistant is still answering your earlier questions."),
+  rate_limited: gettext("You are asking faster than the assistant can take questions."),
+  unavailable: gettext("The assistant is briefly unavailable."),
+};
 // The view follows new content while the reader is within this many pixels of the end of the page.
 const FOLLOW_SLACK_PX = 48;
 
@@ -47,6 +53,9 @@ class ChatPage {
     this.handoffButton = root.querySelector("[data-handoff]");
     this.banner = root.querySelector("[data-banner]");
     this.notice = root.querySelector("[data-notice]");
+    this.heldBanner = root.querySelector("[data-held]"); // questions waiting for their retry_after, said once
+    this.heldUntil = 0;
+    this.heldTimer = null;
     this.agentBanner = root.querySelector("[data-agent-banner]");
     this.titleEl = root.querySelector("[data-title]");
     this.status = config.status || CONVERSATION_STATUS.BOT;
@@ -62,6 +71,7 @@ class ChatPage {
       onOpen: () => this._onOpen(),
       onFrame: (frame) => this._onFrame(frame),
       onState: (state, info) => this._onState(state, info),
+      expecting: () => this._expecting(),
     });
     this._bindUi();
     this._updateControls();
@@ -121,8 +131,15 @@ class ChatPage {
       }
     }
     for (const ask of this.asks.values()) {
-      if (!ask.acked && !ask.failed) this.socket.send(this._askFrame(ask));
+      if (!ask.acked && !ask.failed && !ask.held) this.socket.send(this._askFrame(ask));
     }
+  }
+
+  /** True while frames are due: an answer streams, or a sent question waits for its ack. */
+  _expecting() {
+    for (const entry of this.messages.values()) if (!entry.done) return true;
+    for (const ask of this.asks.values()) if (!ask.acked && !ask.failed && !ask.held) return true;
+    return false;
   }
 
   // ---- frames from the server ----------------------------------------------------------------------
@@ -303,6 +320,10 @@ class ChatPage {
 
   _onError(frame) {
     const ask = frame.id ? this.asks.get(frame.id) : null;
+    if (ask && !ask.acked && frame.retry_after) {
+      this._hold(ask, frame); // busy, rate limited or an outage: sent again by itself after retry_after
+      return;
+    }
     if (ask && !ask.acked) {
       // Not accepted: keep the question visible with the reason and let the user retry it (same id).
       ask.failed = true;
@@ -327,6 +348,56 @@ class ChatPage {
       return;
     }
     this._showNotice(frame.detail || `Error: ${frame.code}`);
+  }
+
+  /** Keep a refused question and send it again (same id) after ``retry_after``; all held ones go together. */
+  _hold(ask, frame) {
+    ask.held = true;
+    setUserPending(ask.userEl, gettext("Waiting to send…"));
+    this.heldReason = frame.code;
+    this.heldUntil = Math.max(this.heldUntil, Date.now() + frame.retry_after * 1000);
+    clearTimeout(this.heldTimer);
+    this.heldTimer = setTimeout(() => this._sendHeld(), this.heldUntil - Date.now());
+    clearInterval(this.heldTicker);
+    this.heldTicker = setInterval(() => this._renderHeld(), 1000);
+    this._renderHeld();
+  }
+
+  _renderHeld() {
+    const held = [...this.asks.values()].filter((ask) => ask.held);
+    this.heldBanner.hidden = held.length === 0;
+    if (!held.length) {
+      clearInterval(this.heldTicker);
+      return;
+    }
+    const seconds = Math.max(1, Math.ceil((this.heldUntil - Date.now()) / 1000));
+    const when = format(
+      ngettext(
+        "Your question will be sent in %(seconds)s s.",
+        "Your %(count)s questions will be sent in %(seconds)s s.",
+        held.length,
+      ),
+      { count: held.length, seconds },
+    );
+    this.heldBanner.textContent = `${HELD_REASONS[this.heldReason] || HELD_REASONS.unavailable} ${when} `;
+    const now = document.createElement("button");
+    now.type = "button";
+    now.className = "btn-link";
+    now.textContent = gettext("Send now");
+    now.addEventListener("click", () => this._sendHeld());
+    this.heldBanner.append(now);
+  }
+
+  _sendHeld() {
+    clearTimeout(this.heldTimer);
+    this.heldUntil = 0;
+    for (const ask of this.asks.values()) {
+      if (!ask.held) continue;
+      ask.held = false;
+      setUserPending(ask.userEl, gettext("Sending…"));
+      this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
+    }
+    this._renderHeld();
   }
 
   _showNotice(text) {
@@ -354,7 +425,7 @@ class ChatPage {
     this.log.querySelector("[data-empty]")?.remove();
     const userEl = userMessage(trimmed, { clientId: id, pending: true });
     this.log.append(userEl);
-    const ask = { id, text: trimmed, acked: false, failed: false, messageId: null, userEl };
+    const ask = { id, text: trimmed, acked: false, failed: false, held: false, messageId: null, userEl };
     this.asks.set(id, ask);
     this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
     this._scrollToEnd({ force: true }); // asking means "show me the answer": follow it again

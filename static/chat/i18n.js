@@ -8,6 +8,12 @@ export function gettext(text) {
   return typeof globalThis.gettext === "function" ? globalThis.gettext(text) : text;
 }
 
+/** The translation of ``singular`` / ``plural`` for ``count`` (the language's own plural rules). */
+export function ngettext(singular, plural, count) {
+  if (typeof globalThis.ngettext === "function") return globalThis.ngettext(singular, plural, count);
+  return count === 1 ? singular : plural;
+}
+
 /** ``text`` (already translated) with its %(name)s placeholders filled from ``values``. */
 export function format(text, values) {
   if (typeof globalThis.interpolate === "function") return globalThis.interpolate(text, values, true);

@@ -10,8 +10,12 @@ import { FRAME, STREAM_TYPES } from "./protocol.js";
 export { STREAM_TYPES };
 
 export const BACKOFF = { baseMs: 500, factor: 2, maxMs: 10000, jitter: 0.3 };
-export const PING_INTERVAL_MS = 15000;
-export const DEAD_AFTER_MS = 10000; // no frame at all this long after a ping: the connection is dead
+export const PING_INTERVAL_MS = 15000; // idle: one ping per 15 s keeps proxies from dropping the socket
+export const STALL_MS = 1200; // an answer is expected but nothing came for this long: ping at once
+export const DEAD_AFTER_MS = 1500; // no frame at all this long after a ping: the connection is dead
+const WATCH_MS = 250; // how often the stall watchdog looks
+// A network lost without a close (Wi-Fi gone, a proxy that drops packets) is noticed within STALL_MS +
+// DEAD_AFTER_MS + WATCH_MS (< 3 s) while an answer streams, at once when the browser reports "offline".
 
 /** True for a frame of an answer's stream: it is ordered and de-duplicated by (message, seq). */
 export function isStreamFrame(frame) {
@@ -39,8 +43,9 @@ export function backoffDelay(attempt, random = Math.random) {
 export class ChatSocket {
   /**
    * @param {string} url  ws(s)://host/ws/chat/
-   * @param {{onOpen: Function, onFrame: Function, onState: Function}} handlers
+   * @param {{onOpen: Function, onFrame: Function, onState: Function, expecting?: Function}} handlers
    *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed".
+   *   expecting() is true while the page waits for frames (an answer streaming, a question not yet acked).
    */
   constructor(url, handlers) {
     this.url = url;
@@ -51,7 +56,12 @@ export class ChatSocket {
     this.reconnectTimer = null;
     this.pingTimer = null;
     this.deadTimer = null;
+    this.watchTimer = null;
+    this.pingSentAt = 0;
     this.lastFrameAt = 0;
+    window.addEventListener("offline", () => {
+      if (this.ws && !this.stopped) this._lost();
+    });
   }
 
   /** The raw WebSocket, exposed for debugging and for tests that cut the connection. */
@@ -87,6 +97,7 @@ export class ChatSocket {
       if (ws !== this.ws) return;
       this.lastFrameAt = Date.now();
       clearTimeout(this.deadTimer);
+      this.deadTimer = null;
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -152,28 +163,41 @@ export class ChatSocket {
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
+  /** The connection is gone though the browser may not have closed it: show it and reconnect. */
+  _lost() {
+    const ws = this.ws;
+    this._abandon();
+    this._scheduleReconnect(ws ? 4001 : undefined);
+  }
+
+  _ping() {
+    if (!this.isOpen || this.deadTimer) return; // a ping is already out: its deadline stands
+    const sentAt = Date.now();
+    this.pingSentAt = sentAt;
+    this.send({ type: FRAME.PING, t: sentAt });
+    this.deadTimer = setTimeout(() => {
+      this.deadTimer = null;
+      // Nothing came back, not even a pong: the connection is dead even if the browser has not noticed.
+      if (this.lastFrameAt < sentAt && this.ws) this._lost();
+    }, DEAD_AFTER_MS);
+  }
+
   _startPing() {
     this._stopPing();
-    this.pingTimer = setInterval(() => {
-      if (!this.isOpen) return;
-      const sentAt = Date.now();
-      this.send({ type: FRAME.PING, t: sentAt });
-      clearTimeout(this.deadTimer);
-      this.deadTimer = setTimeout(() => {
-        if (this.lastFrameAt < sentAt && this.ws) {
-          // Nothing came back, not even a pong: the connection is dead even if the browser has not noticed.
-          const ws = this.ws;
-          this._abandon();
-          this._scheduleReconnect(ws ? 4001 : undefined);
-        }
-      }, DEAD_AFTER_MS);
-    }, PING_INTERVAL_MS);
+    this.pingTimer = setInterval(() => this._ping(), PING_INTERVAL_MS);
+    this.watchTimer = setInterval(() => {
+      const expecting = this.handlers.expecting ? this.handlers.expecting() : false;
+      const quiet = Date.now() - Math.max(this.lastFrameAt, this.pingSentAt);
+      if (expecting && quiet > STALL_MS) this._ping();
+    }, WATCH_MS);
   }
 
   _stopPing() {
     clearInterval(this.pingTimer);
+    clearInterval(this.watchTimer);
     clearTimeout(this.deadTimer);
     this.pingTimer = null;
+    this.watchTimer = null;
     this.deadTimer = null;
   }
 }
