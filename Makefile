@@ -35,7 +35,7 @@ messages: venv
 run: venv translations
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	$(PY) manage.py procrastinate worker & worker=$$!; \
+	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
 
@@ -44,13 +44,13 @@ run: venv translations
 run-llm: venv translations
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	$(PY) manage.py procrastinate worker & worker=$$!; \
+	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m chatsite.local_llm run --port $(LLM_PORT) -- \
 		$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
 
 worker: venv
-	$(PY) manage.py procrastinate worker
+	$(PY) manage.py supervise_worker
 
 # The whole suite on the embedded PostgreSQL, then the DATABASE_URL path on a TCP server.
 # The Debian packages the tests need beside Python's: chromium (browser tests, never `playwright install`) and

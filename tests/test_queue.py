@@ -8,6 +8,7 @@ is provably *inside* the task (blocked waiting for the lock) when it is killed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,3 +179,40 @@ def test_demo_kb_fixture_in_a_transactional_test(transactional_db, demo_kb):
     assert not documents.exclude(status=Document.Status.READY).exists()
     assert all(d.chunk_count == d.chunks.count() > 0 for d in documents)
     assert documents.filter(mime_type="application/pdf").exists()
+
+
+def test_supervised_worker_is_started_again_when_it_exits(transactional_db, tmp_path):
+    """`manage.py supervise_worker` (what `make run` starts): a worker that dies (here SIGKILL; in production a
+    database outage) is started again; SIGTERM stops the worker and the supervisor."""
+    log = tmp_path / "supervisor.log"
+    env = {**os.environ, "DATABASE_URL": database_url(), "MEDIA_ROOT": str(settings.MEDIA_ROOT)}
+    env.pop("TEST_DATABASE_NAME", None)
+    supervisor = subprocess.Popen(
+        [sys.executable, "manage.py", "supervise_worker", "--restart-delay", "0.2"],
+        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+    def worker_pids() -> list[int]:
+        return [int(pid) for pid in re.findall(r"started the worker \(pid (\d+)\)", log.read_text())]
+
+    try:
+        wait_for(lambda: len(worker_pids()) == 1, 60, "the supervisor to start a worker", log)
+        first = worker_pids()[0]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids()) == 2, 60, "the supervisor to start the worker again", log)
+        second = worker_pids()[1]
+        assert second != first and "exited with status -9" in log.read_text()
+        os.kill(second, 0)  # alive
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout=30)
+    assert supervisor.returncode == 0
+    assert not pid_alive(second)  # the supervisor stopped its worker and waited for it
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
