@@ -192,6 +192,14 @@ EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 EMBEDDING_BASE_URL = os.environ.get("EMBEDDING_BASE_URL", "")
 EMBEDDING_API_KEY = os.environ.get("EMBEDDING_API_KEY", "")
 EMBEDDING_TIMEOUT = env_float("EMBEDDING_TIMEOUT", 30.0)
+# Model work off the event loop (knowledge/inference.py): the local model's threads (0: all cores but one), query
+# micro-batching (wait up to EMBEDDING_BATCH_WAIT_MS for company, at most EMBEDDING_MAX_BATCH per pass, at most
+# EMBEDDING_QUEUE_LIMIT waiting), and the threads that compose answers.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
+EMBEDDING_MAX_BATCH = env_int("EMBEDDING_MAX_BATCH", 32)
+EMBEDDING_BATCH_WAIT_MS = env_float("EMBEDDING_BATCH_WAIT_MS", 2.0)
+EMBEDDING_QUEUE_LIMIT = env_int("EMBEDDING_QUEUE_LIMIT", 256)
+ANSWER_THREADS = env_int("ANSWER_THREADS", 2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

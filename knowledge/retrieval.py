@@ -35,7 +35,8 @@ from django.urls import reverse
 
 from chatsite import metrics
 from knowledge.answering.sentences import LIST_MARKER
-from knowledge.embeddings import get_embedder, query_vector
+from knowledge.embeddings import get_embedder
+from knowledge.inference import aquery_vector, query_vector
 from knowledge.models import Chunk, Document, KnowledgeBase
 
 MODES = ("hybrid", "vector", "keyword")
@@ -209,7 +210,7 @@ def resolve_knowledge_base(kb: KnowledgeBase | str | None) -> int | None:
 def embed_query(query: str) -> tuple[list[float], float]:
     """The query embedding and the milliseconds it took (not counting a first-use model load).
 
-    Remembered per process (``embeddings.query_vector``): the extractive answerer scores sentences against the
+    Remembered per process (``inference.query_vector``): the extractive answerer scores sentences against the
     same vector right after retrieval, and customers ask the same questions.
     """
     get_embedder()  # a first-use model load is not query time
@@ -300,7 +301,10 @@ async def asearch(
     embed_ms = 0.0
     embedding = None
     if mode != "keyword":
-        embedding, embed_ms = await sync_to_async(embed_query, thread_sensitive=False)(query)
+        await sync_to_async(get_embedder, thread_sensitive=False)()  # a first-use model load is not query time
+        embed_started = time.perf_counter()
+        embedding = await aquery_vector(query)  # the embedding thread, batched with other questions
+        embed_ms = (time.perf_counter() - embed_started) * 1000
     passages, db_ms = await database_sync_to_async(fetch_passages)(query, embedding, kb_id=kb_id, k=k, mode=mode)
     result = SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
     metrics.RETRIEVAL.observe(result.timings["total_ms"] / 1000)

@@ -30,15 +30,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_persistent_connections(django_db_setup):
-    """Connections are persistent (DATABASE_CONN_MAX_AGE): the one sync_to_async's database thread kept open
-    must close before the test database is dropped (set up after the database, so torn down before it)."""
+    """Connections are persistent (DATABASE_CONN_MAX_AGE): the ones sync_to_async's database thread and the
+    answer threads (knowledge/inference.py) kept open must close before the test database is dropped (set up
+    after the database, so torn down before it)."""
     yield
     import asyncio
 
     from asgiref.sync import sync_to_async
     from django.db import connections
 
+    from knowledge import inference
+
     asyncio.run(sync_to_async(connections.close_all)())
+    inference.close_answer_connections()
 
 
 @pytest.fixture(autouse=True)

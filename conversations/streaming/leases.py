@@ -107,6 +107,8 @@ class LeaseKeeper(threading.Thread):
             rows = self._attempt("PostgreSQL", lambda: self._renew(owned))
             if rows is not None and not self.loop.is_closed():
                 self.loop.call_soon_threadsafe(self.report, owned, rows)
+        else:
+            connection.close()  # an idle node holds no session for its keeper
 
     def _heartbeat(self) -> None:
         if self._client is None:

@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from knowledge.answering.rendering import cited_sources
+from knowledge.inference import answer_work
 
 logger = logging.getLogger(__name__)
 
@@ -218,5 +218,5 @@ async def extractive_answer(question: str, passages: Sequence[Any]) -> str:
 
     extractive = get_generator("extractive")
     if hasattr(extractive, "compose"):  # it reads the stored sentence vectors: a database call
-        return await database_sync_to_async(extractive.compose)(question, passages)
+        return await answer_work(extractive.compose, question, passages)
     return "".join([piece async for piece in extractive.stream(question, passages, [])])

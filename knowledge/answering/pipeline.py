@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext, gettext_noop, ngettext
 
+from knowledge import inference
 from knowledge.answering.events import (
     AnswerBackendError,
     Event,
@@ -84,7 +84,7 @@ async def _compose(
             return composing(query, passages, focus=focus, context=context, whole_documents=whole)
 
     try:
-        return await database_sync_to_async(run)()
+        return await inference.answer_work(run)  # an answer thread: not the loop, not the database thread
     except Exception as exc:  # the database or the embedding model is down
         logger.exception("Composing the answer failed for %r", query)
         raise AnswerBackendError("Reading the knowledge base failed; please try again in a moment.") from exc

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext
 
@@ -18,7 +17,7 @@ from knowledge.answering.followups import previous_question
 from knowledge.answering.language import detect as detect_language
 from knowledge.answering.scoring import Question, Scored, document_priors, score_units, terms
 from knowledge.answering.sentences import STEP, split_sentences, unwrap_lines  # noqa: F401 (re-exported)
-from knowledge.embeddings import query_vector
+from knowledge.inference import answer_work, query_vector
 
 #: The English source strings (tests and docs); what the customer gets is ``nothing_found()``, translated.
 NOTHING_FOUND = "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
@@ -357,6 +356,6 @@ class ExtractiveGenerator:
         return self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
-        text = await database_sync_to_async(self.compose)(question, passages)
+        text = await answer_work(self.compose, question, passages)
         async for word in pace_words(text, self.pace()):
             yield word
