@@ -310,7 +310,8 @@ async def test_an_ordinary_final_does_not_offer_a_person(demo_kb, alice, fast_an
 
 
 async def test_relayed_frames_skip_the_per_message_database_housekeeping(demo_kb, alice, fast_answers, cleanup,
-                                                                         monkeypatch):  # fmt: skip
+                                                                         monkeypatch, settings):  # fmt: skip
+    settings.CHAT_TOKEN_COALESCE_MS = 0  # a frame per word: many frames
     # Channels hops to the database thread before every message a consumer handles; for the frames of a
     # streaming answer (thousands per answer) that hop was most of the cost, and they touch no database.
     from conversations import consumers
@@ -328,4 +329,34 @@ async def test_relayed_frames_skip_the_per_message_database_housekeeping(demo_kb
     frames = await client.until_final(ack["message"])
     assert len(frames) > 10 and frames[-1]["state"] == "complete"
     assert len(housekeeping) <= 3, f"{len(housekeeping)} hops for {len(frames)} frames"  # connect, the ask
+    await client.close()
+
+
+async def test_tokens_arriving_faster_than_the_window_are_coalesced_into_few_frames(
+    demo_kb, alice, fast_answers, cleanup, settings
+):
+    """Server-bound (no pace) an answer's words all arrive at once: they go out as a handful of token frames,
+    not one per word, and the final's text is still exactly their concatenation."""
+    settings.CHAT_TOKEN_COALESCE_MS = 40
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = await client.until_final(ack["message"])
+    tokens = [f for f in frames if f["type"] == "token"]
+    final = frames[-1]
+    assert final["state"] == "complete" and len(final["text"].split()) > 20
+    assert 1 <= len(tokens) <= 4, [t["text"] for t in tokens]
+    assert "".join(t["text"] for t in tokens) == final["text"]
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    await client.close()
+
+
+async def test_paced_words_further_apart_than_the_window_stay_one_frame_each(demo_kb, alice, cleanup, settings):
+    settings.REDIS_URL = ""
+    settings.ANSWER_WORDS_PER_SECOND = 10  # 100 ms apart, the window is 40 ms
+    settings.CHAT_TOKEN_COALESCE_MS = 40
+    client = await connect(alice)
+    ack = await client.ask("How do I return an item?")
+    frames = await client.until_final(ack["message"])
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert len(tokens) >= 0.9 * len(frames[-1]["text"].split())
     await client.close()
