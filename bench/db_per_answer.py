@@ -27,14 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-QUESTIONS = [
-    "how do I return an item",
-    "how much does express delivery cost?",
-    "I forgot my password",
-    "my dishwasher shows E42",
-    "can I pay with Klarna?",
-    "how long does a refund take?",
-]
 
 
 def counters() -> tuple[int, int]:
@@ -56,11 +48,11 @@ def settle(seconds: float = 2.0) -> None:
 
 
 async def ask_all(url: str, token: str, count: int) -> int:
-    from bench.ws_client import ask
+    from bench.ws_client import DEMO_QUESTIONS, ask
 
     failures = 0
     for n in range(count):
-        status = await ask(url, token, QUESTIONS[n % len(QUESTIONS)], out=io.StringIO())
+        status = await ask(url, token, DEMO_QUESTIONS[n % len(DEMO_QUESTIONS)], out=io.StringIO())
         failures += status != 0
     return failures
 

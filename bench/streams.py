@@ -39,14 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-QUESTIONS = [
-    "How do I return an item?",
-    "How much does express delivery cost?",
-    "I forgot my password",
-    "How long does a refund take?",
-    "Can I exchange an item?",
-    "How do I track my order?",
-]
 RUN_TIMEOUT_SECONDS = 240.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -165,11 +157,12 @@ async def customer(run: Run, url: str, headers: dict, origin: str, question: str
 
 async def drive(run: Run, pid: int, url: str, headers: dict, origin: str, ramp: float) -> None:
     """All customers (started ``ramp`` per second; 0: at once), measuring the server process meanwhile."""
+    from bench.ws_client import DEMO_QUESTIONS
     rss_start, cpu_start = rss_bytes(pid), cpu_seconds(pid)
     peak = rss_start
     started = time.monotonic()
     tasks = [
-        asyncio.create_task(customer(run, url, headers, origin, QUESTIONS[i % len(QUESTIONS)],
+        asyncio.create_task(customer(run, url, headers, origin, DEMO_QUESTIONS[i % len(DEMO_QUESTIONS)],
                                      started + (i / ramp if ramp else 0.0)))  # fmt: skip
         for i in range(run.customers)
     ]

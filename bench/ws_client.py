@@ -28,6 +28,16 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+#: Questions the demo knowledge base answers, for the benches that ask many.
+DEMO_QUESTIONS = [
+    "how do I return an item",
+    "how much does express delivery cost?",
+    "I forgot my password",
+    "my dishwasher shows E42",
+    "can I pay with Klarna?",
+    "how long does a refund take?",
+]
+
 
 class ClientError(Exception):
     """A failure before the conversation starts (token, handshake); exit status 2."""
