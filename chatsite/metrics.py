@@ -37,6 +37,9 @@ FRAMES_SENT = Counter("chat_frames_sent_total", "Frames sent to WebSocket client
 ANSWERS_STREAMING = Gauge("chat_answers_streaming", "Answers this node is generating now.")
 ANSWERS_FINISHED = Counter("chat_answers_finished_total", "Answers this node finished, by final state.", ["state"])
 ANSWERS_REAPED = Counter("chat_answers_reaped_total", "Answers whose node stopped renewing, closed by this node.")
+SLOW_CLIENTS_CLOSED = Counter(
+    "chat_slow_clients_closed_total", "WebSockets closed because their client stopped reading (over the send buffer)."
+)
 FIRST_TOKEN = Histogram(
     "chat_first_token_seconds", "From the start of an answer's generation to its first token.", buckets=_LATENCY
 )

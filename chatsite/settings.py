@@ -272,6 +272,8 @@ CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per use
 CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
+# A WebSocket whose client stops reading is closed (4008) once this many bytes wait for it (chatsite/slow_clients.py).
+CHAT_SEND_BUFFER_LIMIT_BYTES = env_int("CHAT_SEND_BUFFER_LIMIT_BYTES", 1024 * 1024)
 # Token text arriving within this many ms of the last token frame goes out in the next one (0: a frame per token).
 CHAT_TOKEN_COALESCE_MS = env_float("CHAT_TOKEN_COALESCE_MS", 40.0)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/

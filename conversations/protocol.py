@@ -80,6 +80,7 @@ ERROR_CODES = (
 # WebSocket close codes (application range 4000-4999).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403  # console: signed in, but not staff
+CLOSE_TOO_SLOW = 4008  # the client stopped reading: over CHAT_SEND_BUFFER_LIMIT_BYTES waited for it
 
 # --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
 STREAMING = "streaming"
