@@ -35,6 +35,7 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OPEN_SOCKETS = Gauge("chat_open_sockets", "WebSocket connections open on this node.", ["socket"])
 FRAMES_SENT = Counter("chat_frames_sent_total", "Frames sent to WebSocket clients by this node.", ["socket"])
 ANSWERS_STREAMING = Gauge("chat_answers_streaming", "Answers this node is generating now.")
+ANSWERS_QUEUED = Gauge("chat_answers_queued", "Answers waiting for one of this node's answer slots.")
 ANSWERS_FINISHED = Counter("chat_answers_finished_total", "Answers this node finished, by final state.", ["state"])
 ANSWERS_REAPED = Counter("chat_answers_reaped_total", "Answers whose node stopped renewing, closed by this node.")
 SLOW_CLIENTS_CLOSED = Counter(

@@ -274,6 +274,10 @@ CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resu
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 # A WebSocket whose client stops reading is closed (4008) once this many bytes wait for it (chatsite/slow_clients.py).
 CHAT_SEND_BUFFER_LIMIT_BYTES = env_int("CHAT_SEND_BUFFER_LIMIT_BYTES", 1024 * 1024)
+# Admission control (conversations/streaming/admission.py): answers generated at once per node; past that they
+# wait in line (the customer sees their place); at most CHAT_NODE_QUEUE_LIMIT wait, then asks get `busy`.
+CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 8)
+CHAT_NODE_QUEUE_LIMIT = env_int("CHAT_NODE_QUEUE_LIMIT", 2000)
 # Token text arriving within this many ms of the last token frame goes out in the next one (0: a frame per token).
 CHAT_TOKEN_COALESCE_MS = env_float("CHAT_TOKEN_COALESCE_MS", 40.0)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/

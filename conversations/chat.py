@@ -21,6 +21,7 @@ from django.utils import timezone
 from conversations import inbox, protocol, streaming
 from conversations.access import Requester, aget_conversation, aget_message
 from conversations.models import Conversation, Feedback, Message
+from conversations.streaming import admission
 from knowledge.models import KnowledgeBase
 
 
@@ -54,8 +55,10 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
     Refused questions (busy, rate limited, unknown conversation/kb) are not saved; the client keeps them.
     Call ``start_answer`` once the socket has joined the conversation's group.
     """
+    line = admission.admission()
+    refusal = _node_busy(line, frame) if line.full() else None  # read here, on the node's loop
     try:
-        return await database_sync_to_async(_ask)(requester, frame)
+        return await database_sync_to_async(_ask)(requester, frame, refusal)
     except IntegrityError:
         # The same ask id raced in from another socket: the first one won, return its ack.
         existing = await database_sync_to_async(_existing_ask)(requester, frame)
@@ -64,7 +67,7 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
         return existing
 
 
-def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
+def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolError | None = None) -> AskResult:
     with transaction.atomic():
         conversation = None
         if frame.conversation is not None:
@@ -77,6 +80,8 @@ def _ask(requester: Requester, frame: protocol.Ask) -> AskResult:
         if existing is not None:
             return existing
         _check_rate(requester, frame)
+        if refusal is not None:  # a new question, and this node's line of waiting answers is full
+            raise refusal
         if conversation is None:
             conversation = Conversation.objects.create(
                 knowledge_base=_knowledge_base(frame),
@@ -159,6 +164,17 @@ def _check_queue(conversation: Conversation, frame: protocol.Ask) -> None:
             id=frame.id,
             retry_after=settings.CHAT_BUSY_RETRY_AFTER_SECONDS,
         )
+
+
+def _node_busy(line: admission.Admission, frame: protocol.Ask) -> protocol.ProtocolError:
+    """The refusal of a new question while the node's line is full (CHAT_NODE_QUEUE_LIMIT)."""
+    return protocol.ProtocolError(
+        protocol.BUSY,
+        f"The assistant is answering many questions right now ({len(line.line)} waiting). The question was NOT "
+        "saved; send it again (same id) after retry_after seconds.",
+        id=frame.id,
+        retry_after=line.retry_after(),
+    )
 
 
 def _knowledge_base(frame: protocol.Ask) -> KnowledgeBase:

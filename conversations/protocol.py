@@ -46,6 +46,9 @@ REMINDER = "reminder"
 # FEEDBACK ("feedback") is also a server frame: the saved rating, in reply to the client's feedback.
 # Frames that belong to one assistant message and carry ``message`` + ``seq`` (1, 2, 3… without gaps).
 STREAM_TYPES = (STATUS, SOURCES, TOKEN, ERROR, FINAL)
+# The status stage an answer waiting for a free slot on its node starts with (its text: place in line, estimate);
+# the answer pipeline's own stages follow (retrieving, retrieved, generating).
+QUEUED = "queued"
 
 # --- Error codes --------------------------------------------------------------------------------------------
 BAD_FRAME = "bad_frame"  # not JSON, not an object, or no string "type"

@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext
 
 from chatsite import metrics, outages
 from conversations import protocol
 from conversations.models import Message
+from conversations.streaming import admission
 from conversations.streaming.stream import LeaseLost, MessageStream
 from knowledge import answering
 
@@ -39,12 +42,23 @@ async def _history(message: Message) -> list[dict]:
 
 
 async def generate(stream: MessageStream) -> None:
-    """Run the answer pipeline for one assistant message and turn its events into frames."""
-    metrics.ANSWERS_STREAMING.inc()
-    try:
-        await _run_pipeline(stream)
-    finally:
-        metrics.ANSWERS_STREAMING.dec()
+    """Wait for one of the node's answer slots (telling the customer their place in line), then run the answer
+    pipeline for one assistant message and turn its events into frames."""
+
+    async def told(position: int, seconds: float) -> None:
+        language = (stream.message.trace or {}).get("language_hint") or settings.LANGUAGE_CODE
+        with translation.override(language):
+            text = gettext("You are number %(position)d in line — about %(seconds)d s.") % {
+                "position": position, "seconds": max(1, round(seconds))
+            }
+        await stream.emit(protocol.status_frame, protocol.QUEUED, text)
+
+    async with admission.Slot(told):
+        metrics.ANSWERS_STREAMING.inc()
+        try:
+            await _run_pipeline(stream)
+        finally:
+            metrics.ANSWERS_STREAMING.dec()
 
 
 class TokenFrames:

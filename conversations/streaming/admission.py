@@ -1,0 +1,117 @@
+"""Admission control: a node generates at most ``CHAT_MAX_CONCURRENT_ANSWERS`` answers at once; the rest wait in
+line, first come first served, and each waiting customer is told their place and a time estimate.
+
+Why: answers are CPU work. Started all at once on a saturated node they all slowed down together (first token
+after 110 s at 1 000 customers, answers reaped, handshakes timing out); in line, the first ones finish at full
+speed and the others know how long they wait. The line is bounded by ``CHAT_NODE_QUEUE_LIMIT``: a question asked
+when it is full is refused with ``busy`` and a ``retry_after`` (chat.ask, before anything is saved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable
+
+from django.conf import settings
+
+POSITION_EVERY_SECONDS = 1.0  # a waiting answer hears about its place at most this often (and when it changes)
+_SMOOTHING = 0.2  # weight of the newest answer in the running average of answer durations
+
+
+class Admission:
+    """The line in front of this node's answer slots (one per event loop)."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
+        self.running = 0
+        self.line: collections.deque[asyncio.Future] = collections.deque()
+        self.average_seconds = 5.0  # until answers have been measured
+
+    def full(self) -> bool:
+        """No room left in the line (``CHAT_NODE_QUEUE_LIMIT``): new questions are refused, not queued."""
+        return self.running >= self.slots and len(self.line) >= settings.CHAT_NODE_QUEUE_LIMIT
+
+    def estimate(self, position: int) -> float:
+        """Seconds until the answer at ``position`` (1 = next) starts: whole rounds of the slots ahead of it."""
+        return self.average_seconds * ((position - 1) // self.slots + 1)
+
+    def retry_after(self) -> int:
+        return max(1, round(self.estimate(len(self.line) + 1)))
+
+    async def enter(self, told: Callable[[int, float], Awaitable[None]]) -> None:
+        """Wait for a slot; while waiting, ``told(position, seconds)`` whenever the place changes (and at most
+        once per POSITION_EVERY_SECONDS). Cancelled while waiting: leaves the line."""
+        if self.running < self.slots and not self.line:
+            self.running += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self.line.append(turn)
+        self._count()
+        last = None
+        try:
+            while not turn.done():
+                position = self.line.index(turn) + 1
+                if position != last:
+                    last = position
+                    await told(position, self.estimate(position))
+                try:
+                    await asyncio.wait_for(asyncio.shield(turn), POSITION_EVERY_SECONDS)
+                except TimeoutError:
+                    pass
+        except BaseException:
+            if turn in self.line:
+                self.line.remove(turn)
+                self._count()
+            elif turn.done() and not turn.cancelled():
+                self.leave(0.0)  # we were given the slot as we were cancelled: pass it on
+            raise
+
+    def leave(self, seconds: float) -> None:
+        """An answer ended after ``seconds``: its slot goes to the first in line."""
+        if seconds > 0:
+            self.average_seconds += _SMOOTHING * (seconds - self.average_seconds)
+        while self.line:
+            turn = self.line.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot moves to it: running stays the same
+                self._count()
+                return
+        self._count()
+        self.running = max(0, self.running - 1)
+
+    def _count(self) -> None:
+        from chatsite import metrics
+
+        metrics.ANSWERS_QUEUED.set(len(self.line))
+
+
+_admissions: dict[asyncio.AbstractEventLoop, Admission] = {}
+
+
+def admission() -> Admission:
+    """This event loop's line (one node per loop)."""
+    loop = asyncio.get_running_loop()
+    found = _admissions.get(loop)
+    if found is None:
+        for closed in [known for known in _admissions if known.is_closed()]:
+            del _admissions[closed]
+        found = _admissions[loop] = Admission(settings.CHAT_MAX_CONCURRENT_ANSWERS)
+    return found
+
+
+class Slot:
+    """``async with Slot(told):`` — hold one of the node's answer slots for the body's duration."""
+
+    def __init__(self, told: Callable[[int, float], Awaitable[None]]) -> None:
+        self.told = told
+        self.started = 0.0
+
+    async def __aenter__(self) -> Slot:
+        await admission().enter(self.told)
+        self.started = time.monotonic()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        admission().leave(time.monotonic() - self.started)
