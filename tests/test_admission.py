@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from conversations.models import Message
+from conversations.streaming import admission
 from conversations.streaming.admission import Admission
 from tests.chat_support import connect
 
@@ -55,42 +56,45 @@ def alice(transactional_db):
 @pytest.fixture
 def one_slot(settings, fast_answers):
     settings.CHAT_MAX_CONCURRENT_ANSWERS = 1
-    settings.ANSWER_WORDS_PER_SECOND = 40
-    from conversations.streaming import admission
-
     admission._admissions.clear()  # a fresh line with this test's slot count
     yield
     admission._admissions.clear()
 
 
-async def test_a_second_customer_waits_for_the_slot_and_is_told_so(demo_kb, alice, one_slot, cleanup):
-    first, second = await connect(alice), await connect(alice)
-    ack_first = await first.ask("How do I return an item?")
-    ack_second = await second.ask("How long does a refund take?")
-    frames_second = await second.until_final(ack_second["message"])
-    frames_first = await first.until_final(ack_first["message"])
-    assert frames_first[-1]["state"] == frames_second[-1]["state"] == "complete"
-    queued = [f for f in frames_second if f["type"] == "status" and f["stage"] == "queued"]
-    assert queued and queued[0]["seq"] == 1
-    assert queued[0]["text"].startswith("You are number 1 in line")
-    assert not any(f["type"] == "status" and f["stage"] == "queued" for f in frames_first)
-    await first.close()
-    await second.close()
+async def taken_slot() -> Admission:
+    """This node's line with its only slot taken, as by another customer's answer being prepared."""
+    line = admission.admission()
+    await line.enter(told=None)  # a free slot: taken at once, nothing to tell
+    return line
+
+
+async def test_an_answer_waiting_for_a_slot_tells_the_customer_and_goes_on_when_it_frees(demo_kb, alice, one_slot,
+                                                                                           cleanup):  # fmt: skip
+    line = await taken_slot()
+    client = await connect(alice)
+    ack = await client.ask("How long does a refund take?")
+    queued = await client.recv_type_for(ack["message"])
+    assert (queued["type"], queued["stage"], queued["seq"]) == ("status", "queued", 1)
+    assert queued["text"].startswith("You are number 1 in line — about ")
+    assert await client.quiet(0.5)  # nothing else while it waits
+    line.leave(1.0)  # the other answer reached its first token: the slot is free
+    frames = [queued, *await client.until_final(ack["message"])]
+    assert frames[-1]["state"] == "complete"
+    assert [f["stage"] for f in frames if f["type"] == "status"][:2] == ["queued", "retrieving"]
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    await client.close()
 
 
 async def test_a_new_question_is_refused_with_retry_after_when_the_line_is_full(demo_kb, alice, one_slot, settings,
                                                                                 cleanup):  # fmt: skip
-    settings.CHAT_NODE_QUEUE_LIMIT = 0  # no waiting at all: one answer at a time, others come back later
-    settings.ANSWER_WORDS_PER_SECOND = 5
-    first, second = await connect(alice), await connect(alice)
-    ack_first = await first.ask("How do I return an item?")
-    while (await first.recv_type_for(ack_first["message"]))["type"] != "token":
-        pass  # generating: the node's only slot is taken
-    await second.send({"type": "ask", "id": "full-line-1", "text": "How long does a refund take?"})
-    refusal = await second.recv_type("error")
+    settings.CHAT_NODE_QUEUE_LIMIT = 0  # no waiting at all: with the slot taken, new questions come back later
+    line = await taken_slot()
+    client = await connect(alice)
+    await client.send({"type": "ask", "id": "full-line-1", "text": "How long does a refund take?"})
+    refusal = await client.recv_type("error")
     assert (refusal["code"], refusal["id"]) == ("busy", "full-line-1") and refusal["retry_after"] >= 1
     assert not await Message.objects.filter(client_id="full-line-1").aexists()  # not saved: the page keeps it
-    await first.send({"type": "cancel", "message": ack_first["message"]})
-    await first.until_final(ack_first["message"])
-    await first.close()
-    await second.close()
+    line.leave(1.0)
+    ack = await client.ask("How long does a refund take?", id="full-line-1")  # sent again: taken now
+    assert (await client.until_final(ack["message"]))[-1]["state"] == "complete"
+    await client.close()

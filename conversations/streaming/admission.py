@@ -1,5 +1,6 @@
-"""Admission control: a node generates at most ``CHAT_MAX_CONCURRENT_ANSWERS`` answers at once; the rest wait in
-line, first come first served, and each waiting customer is told their place and a time estimate.
+"""Admission control: a node prepares at most ``CHAT_MAX_CONCURRENT_ANSWERS`` answers at once (retrieval and
+composing, up to the first token; streaming the rest is cheap); the rest wait in line, first come first served,
+and each waiting customer is told their place and a time estimate.
 
 Why: answers are CPU work. Started all at once on a saturated node they all slowed down together (first token
 after 110 s at 1 000 customers, answers reaped, handshakes timing out); in line, the first ones finish at full
@@ -102,16 +103,25 @@ def admission() -> Admission:
 
 
 class Slot:
-    """``async with Slot(told):`` — hold one of the node's answer slots for the body's duration."""
+    """``async with Slot(told) as slot:`` — hold one of the node's answer slots until ``slot.release()`` (the
+    answer's first token: retrieval and composing are the work a slot bounds; streaming a paced answer costs
+    little) or the end of the body, whichever comes first."""
 
     def __init__(self, told: Callable[[int, float], Awaitable[None]]) -> None:
         self.told = told
         self.started = 0.0
+        self.held = False
 
     async def __aenter__(self) -> Slot:
         await admission().enter(self.told)
         self.started = time.monotonic()
+        self.held = True
         return self
 
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            admission().leave(time.monotonic() - self.started)
+
     async def __aexit__(self, *exc: object) -> None:
-        admission().leave(time.monotonic() - self.started)
+        self.release()

@@ -6,7 +6,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.conf import settings
@@ -53,10 +53,10 @@ async def generate(stream: MessageStream) -> None:
             }
         await stream.emit(protocol.status_frame, protocol.QUEUED, text)
 
-    async with admission.Slot(told):
+    async with admission.Slot(told) as slot:
         metrics.ANSWERS_STREAMING.inc()
         try:
-            await _run_pipeline(stream)
+            await _run_pipeline(stream, on_first_token=slot.release)
         finally:
             metrics.ANSWERS_STREAMING.dec()
 
@@ -70,9 +70,10 @@ class TokenFrames:
     was never shown, and is not part of it.
     """
 
-    def __init__(self, stream: MessageStream, started: float) -> None:
+    def __init__(self, stream: MessageStream, started: float, on_first: Callable[[], None] = lambda: None) -> None:
         self.stream = stream
         self.started = started
+        self.on_first = on_first  # the node's answer slot is released at the first token (admission.py)
         self.window = max(0.0, settings.CHAT_TOKEN_COALESCE_MS / 1000)
         self.pending = ""
         self.sent_at: float | None = None
@@ -94,6 +95,7 @@ class TokenFrames:
         now = time.monotonic()
         if self.sent_at is None:
             metrics.FIRST_TOKEN.observe(now - self.started)
+            self.on_first()
         else:
             metrics.TOKEN_GAP.observe(now - self.sent_at)
         text, self.pending, self.sent_at = self.pending, "", now
@@ -153,7 +155,7 @@ async def coalesced(events: AsyncIterator[Any], tokens: TokenFrames) -> AsyncIte
             await asyncio.gather(producer, return_exceptions=True)
 
 
-async def _run_pipeline(stream: MessageStream) -> None:
+async def _run_pipeline(stream: MessageStream, on_first_token: Callable[[], None] = lambda: None) -> None:
     msg = stream.message
     final_event: answering.FinalEvent | None = None
     started = time.monotonic()
@@ -162,7 +164,7 @@ async def _run_pipeline(stream: MessageStream) -> None:
         kb = msg.conversation.knowledge_base
         history = await _history(msg)
         hint = (msg.trace or {}).get("language_hint") or None  # the socket's Accept-Language, from the ask
-        tokens = TokenFrames(stream, started)
+        tokens = TokenFrames(stream, started, on_first_token)
         async for event in coalesced(answering.answer(question, kb=kb, history=history, language=hint), tokens):
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)
