@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 
 import jwt
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+
+from chatsite import db_threads
 
 ALGORITHM = "HS256"
 
@@ -71,7 +72,7 @@ class BearerTokenMiddleware:
         if token is not None:
             scope = dict(scope)
             try:
-                scope["user"] = await database_sync_to_async(user_for_token)(token)
+                scope["user"] = await db_threads.HANDSHAKES.run(user_for_token, token)  # not behind the asks
             except InvalidToken as exc:
                 scope["user"] = AnonymousUser()
                 scope["auth_error"] = str(exc)

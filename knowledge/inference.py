@@ -28,9 +28,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 
+from chatsite import db_threads
 from knowledge.embeddings import EmbeddingError, get_embedder
 
 T = TypeVar("T")
@@ -125,7 +125,6 @@ class _QueryCache:
 
 _cache = _QueryCache(QUERY_CACHE_SIZE)
 _batcher: QueryBatcher | None = None
-_answer_pool: concurrent.futures.ThreadPoolExecutor | None = None
 _start_lock = threading.Lock()
 
 
@@ -166,35 +165,15 @@ def forget_queries() -> None:
     _cache.clear()
 
 
-def answer_pool() -> concurrent.futures.ThreadPoolExecutor:
-    global _answer_pool
-    if _answer_pool is None:
-        with _start_lock:
-            if _answer_pool is None:
-                _answer_pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max(1, settings.ANSWER_THREADS), thread_name_prefix="answer"
-                )
-    return _answer_pool
+def _answer_threads() -> int:
+    return settings.ANSWER_THREADS
 
 
-def close_answer_connections() -> None:
-    """Close the database connection every answer thread keeps (before the database is dropped, in tests)."""
-    if _answer_pool is None:
-        return
-    from django.db import connections
-
-    workers = _answer_pool._max_workers
-    barrier = threading.Barrier(workers, timeout=30)
-
-    def close() -> None:
-        barrier.wait()  # every thread of the pool takes exactly one of these
-        connections.close_all()
-
-    for future in [_answer_pool.submit(close) for _ in range(workers)]:
-        future.result()
+#: The threads that compose answers (``answer_work``).
+ANSWERS = db_threads.Pool("answer", _answer_threads)
 
 
 async def answer_work(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``function`` (CPU work that may read the database) in an answer thread. Like
-    ``database_sync_to_async``, it closes stale database connections around the call."""
-    return await DatabaseSyncToAsync(function, thread_sensitive=False, executor=answer_pool())(*args, **kwargs)
+    """Run ``function`` (CPU work that may read the database) in an answer thread, not on the loop nor on the
+    database thread every socket shares."""
+    return await ANSWERS.run(function, *args, **kwargs)

@@ -40,7 +40,7 @@ async def test_answers_past_the_slots_wait_in_line_in_order_and_hear_their_place
     line.leave(2.0)  # "a" finished: its slot goes to the first in line
     await asyncio.sleep(0.05)
     assert order == ["a", "b", "c"]
-    await asyncio.sleep(1.1)  # positions are re-told when they change (at most once a second)
+    await asyncio.sleep(admission.POSITION_EVERY_SECONDS + 0.1)  # re-told when it changes, at most this often
     assert told["e"] == [3, 1]
     line.leave(2.0)
     line.leave(2.0)

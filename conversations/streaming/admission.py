@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-POSITION_EVERY_SECONDS = 1.0  # a waiting answer hears about its place at most this often (and when it changes)
+POSITION_EVERY_SECONDS = 3.0  # a waiting answer hears about its place at most this often (and when it changes)
 _SMOOTHING = 0.2  # weight of the newest answer in the running average of answer durations
 
 
