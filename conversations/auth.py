@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from channels.auth import AuthMiddleware, get_user
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -55,6 +56,15 @@ def bearer_token(scope: dict) -> str | None:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
     return None
+
+
+class HandshakeAuthMiddleware(AuthMiddleware):
+    """Channels' session ``AuthMiddleware``, with the session user looked up on the handshake lane
+    (chatsite/db_threads.py) instead of the one database thread every socket's ORM calls queue on: under a burst
+    of a thousand customers, handshakes waited there behind the asks and Daphne timed them out."""
+
+    async def resolve_scope(self, scope) -> None:
+        scope["user"]._wrapped = await db_threads.HANDSHAKES.run(get_user.func, scope)
 
 
 class BearerTokenMiddleware:

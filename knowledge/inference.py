@@ -83,7 +83,11 @@ class QueryBatcher:
         from chatsite import metrics
 
         while True:
-            batch = self._take()
+            # A waiter that gave up (its task was cancelled) cancelled its future: skip it. Once running, a future
+            # can no longer be cancelled, so setting its result below cannot fail.
+            batch = [(text, future) for text, future in self._take() if future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             texts = list(dict.fromkeys(text for text, _ in batch))  # the same question twice: embedded once
             try:
                 vectors = dict(zip(texts, get_embedder().embed_queries(texts), strict=True))

@@ -67,3 +67,14 @@ async def test_answer_work_runs_in_an_answer_thread_with_database_access():
 
     name, count, _ = await inference.answer_work(work)
     assert name.startswith("answer") and count == 1
+
+
+async def test_a_question_whose_asker_gave_up_does_not_stop_the_embedding_thread():
+    """A cancelled wait (the customer left, the answer was stopped) leaves the embedding thread serving."""
+    inference.forget_queries()
+    waiting = asyncio.ensure_future(inference.aquery_vector("Do you ship to Norway?"))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    vector = await asyncio.wait_for(inference.aquery_vector("Do you ship to Iceland?"), 30)
+    assert len(vector) == get_embedder().dimensions
