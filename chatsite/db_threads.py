@@ -1,9 +1,8 @@
 """Thread pools for database work that must not queue behind the one thread every socket's ORM calls share.
 
 Why: ``database_sync_to_async`` runs every call of a process on a single thread (asgiref's thread-sensitive
-mode). Under a burst, a handshake's token lookup waited there behind hundreds of asks and claims, and Daphne
-timed the handshake out; an answer composed there held up everyone's database calls for its ~60 ms. Work that
-needs its own lane gets a small ``Pool``: its threads keep their own (persistent) connections, closed stale
+mode); an answer composed there held up everyone's database calls for its ~60 ms. Work that needs its own lane
+gets a small ``Pool``: its threads keep their own (persistent) connections, closed stale
 around each call as ``database_sync_to_async`` does.
 """
 
@@ -57,12 +56,3 @@ class Pool:
         for future in [self._executor.submit(close) for _ in range(workers)]:
             future.result()
 
-
-def _handshake_threads() -> int:
-    from django.conf import settings
-
-    return settings.HANDSHAKE_THREADS
-
-
-#: Token lookups of WebSocket handshakes (conversations/auth.py).
-HANDSHAKES = Pool("handshake", _handshake_threads)

@@ -1,11 +1,11 @@
 """WebSocket routes. Origins are checked against ALLOWED_HOSTS before any consumer runs."""
 
+from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
-from channels.sessions import SessionMiddlewareStack
 from django.urls import path
 
-from conversations.auth import BearerTokenMiddleware, HandshakeAuthMiddleware
+from conversations.auth import BearerTokenMiddleware
 from conversations.console_consumer import ConsoleConsumer
 from conversations.consumers import ChatConsumer
 
@@ -14,8 +14,7 @@ websocket_urlpatterns: list = [
     path("ws/console/", ConsoleConsumer.as_asgi()),  # staff only (4403 otherwise); docs/protocol.md "Console"
 ]
 
-# Session cookie (browsers) first; a valid `Authorization: Bearer` token (other clients) overrides it. Both
-# lookups run on the handshake lane, not on the database thread (conversations/auth.py).
+# Session cookie (browsers) first; a valid `Authorization: Bearer` token (other clients) overrides it.
 websocket_application = AllowedHostsOriginValidator(
-    SessionMiddlewareStack(HandshakeAuthMiddleware(BearerTokenMiddleware(URLRouter(websocket_urlpatterns))))
+    AuthMiddlewareStack(BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))
 )

@@ -8,12 +8,10 @@ from __future__ import annotations
 import time
 
 import jwt
-from channels.auth import AuthMiddleware, get_user
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-
-from chatsite import db_threads
 
 ALGORITHM = "HS256"
 
@@ -58,15 +56,6 @@ def bearer_token(scope: dict) -> str | None:
     return None
 
 
-class HandshakeAuthMiddleware(AuthMiddleware):
-    """Channels' session ``AuthMiddleware``, with the session user looked up on the handshake lane
-    (chatsite/db_threads.py) instead of the one database thread every socket's ORM calls queue on: under a burst
-    of a thousand customers, handshakes waited there behind the asks and Daphne timed them out."""
-
-    async def resolve_scope(self, scope) -> None:
-        scope["user"]._wrapped = await db_threads.HANDSHAKES.run(get_user.func, scope)
-
-
 class BearerTokenMiddleware:
     """Channels middleware: a handshake with a bearer token authenticates as the token's user.
 
@@ -82,7 +71,7 @@ class BearerTokenMiddleware:
         if token is not None:
             scope = dict(scope)
             try:
-                scope["user"] = await db_threads.HANDSHAKES.run(user_for_token, token)  # not behind the asks
+                scope["user"] = await database_sync_to_async(user_for_token)(token)
             except InvalidToken as exc:
                 scope["user"] = AnonymousUser()
                 scope["auth_error"] = str(exc)

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def _close_persistent_connections(django_db_setup):
     """Connections are persistent (DATABASE_CONN_MAX_AGE): the ones sync_to_async's database thread and the
-    answer and handshake threads (chatsite/db_threads.py) kept open must close before the test database is dropped (set up
+    answer threads (chatsite/db_threads.py) kept open must close before the test database is dropped (set up
     after the database, so torn down before it)."""
     yield
     import asyncio
@@ -39,12 +39,10 @@ def _close_persistent_connections(django_db_setup):
     from asgiref.sync import sync_to_async
     from django.db import connections
 
-    from chatsite import db_threads
     from knowledge import inference
 
     asyncio.run(sync_to_async(connections.close_all)())
     inference.ANSWERS.close_connections()
-    db_threads.HANDSHAKES.close_connections()
 
 
 @pytest.fixture(autouse=True)
