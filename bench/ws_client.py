@@ -84,37 +84,10 @@ async def ask(
     kb: str | None = None,
     out=sys.stdout,
 ) -> int:
-    """Send one ``ask`` and print frames until its ``final``; returns the exit status."""
-    frame: dict = {"type": "ask", "id": str(uuid.uuid4()), "text": question}
-    if conversation:
-        frame["conversation"] = conversation
-    if kb:
-        frame["kb"] = kb
-    status = 0
-    message_id = None
+    """Open a socket, send one ``ask`` and print frames until its ``final``; returns the exit status."""
     try:
-        async with connect(
-            websocket_url(base_url),
-            additional_headers={"Authorization": f"Bearer {token}"},
-            origin=origin_of(base_url),
-            open_timeout=10,
-        ) as ws:
-            await ws.send(json.dumps(frame))
-            while True:
-                raw = await ws.recv()
-                received = json.loads(raw)
-                print(json.dumps(received, ensure_ascii=False), file=out, flush=True)
-                kind = received.get("type")
-                if kind == "ack" and received.get("id") == frame["id"]:
-                    message_id = received.get("message")
-                    if message_id is None:  # a person handles this conversation: no bot answer to wait for
-                        return status
-                elif kind == "error":
-                    status = 1
-                    if received.get("id") == frame["id"] or received.get("code") == "unauthenticated":
-                        return status  # the question was refused; nothing more will come for it
-                elif kind == "final" and received.get("message") == message_id:
-                    return status if received.get("state") == "complete" else 1
+        async with open_socket(base_url, token) as ws:
+            return await ask_on(ws, question, conversation=conversation, kb=kb, out=out)
     except InvalidStatus as exc:
         raise ClientError(f"WebSocket handshake refused: HTTP {exc.response.status_code}") from None
     except ConnectionClosed as exc:
@@ -122,6 +95,43 @@ async def ask(
         return 1
     except OSError as exc:
         raise ClientError(f"cannot connect to {websocket_url(base_url)}: {exc}") from None
+
+
+def open_socket(base_url: str, token: str):
+    """The chat socket of a signed-in customer (an async context manager)."""
+    return connect(
+        websocket_url(base_url),
+        additional_headers={"Authorization": f"Bearer {token}"},
+        origin=origin_of(base_url),
+        open_timeout=10,
+    )
+
+
+async def ask_on(ws, question: str, *, conversation: str | None = None, kb: str | None = None, out=sys.stdout) -> int:
+    """Send one ``ask`` on an open socket and print frames until its ``final``; returns the exit status."""
+    frame: dict = {"type": "ask", "id": str(uuid.uuid4()), "text": question}
+    if conversation:
+        frame["conversation"] = conversation
+    if kb:
+        frame["kb"] = kb
+    status = 0
+    message_id = None
+    await ws.send(json.dumps(frame))
+    while True:
+        raw = await ws.recv()
+        received = json.loads(raw)
+        print(json.dumps(received, ensure_ascii=False), file=out, flush=True)
+        kind = received.get("type")
+        if kind == "ack" and received.get("id") == frame["id"]:
+            message_id = received.get("message")
+            if message_id is None:  # a person handles this conversation: no bot answer to wait for
+                return status
+        elif kind == "error":
+            status = 1
+            if received.get("id") == frame["id"] or received.get("code") == "unauthenticated":
+                return status  # the question was refused; nothing more will come for it
+        elif kind == "final" and received.get("message") == message_id:
+            return status if received.get("state") == "complete" else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,10 +105,14 @@ if not DATABASE_URL:
     DATABASE_URL = ensure_embedded_database(EMBEDDED_DB_DIR)
 # Persistent connections: a connection per thread is kept for DATABASE_CONN_MAX_AGE seconds instead of opened
 # and closed around every database call (9.3 sessions and 32 transactions per answer before; docs/benchmarks.md
-# "Database work per answer"); health checks replace one that died (a PostgreSQL restart) before it is used.
+# "Database work per answer"); health checks replace one that died (a PostgreSQL restart) before it is used —
+# sent only when the connection sat idle for DATABASE_HEALTH_CHECK_IDLE_SECONDS (chatsite/postgres/base.py).
 DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
+DATABASE_HEALTH_CHECK_IDLE_SECONDS = env_float("DATABASE_HEALTH_CHECK_IDLE_SECONDS", 5.0)
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE, conn_health_checks=True)
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE, conn_health_checks=True, engine="chatsite.postgres"
+    )
 }
 if os.environ.get("TEST_DATABASE_NAME"):
     # Lets several test runs share one server without clobbering each other.

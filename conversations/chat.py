@@ -33,6 +33,7 @@ class AskResult:
     question: Message
     answer: Message | None
     created: bool  # False: the same ask id was seen before (idempotent re-send)
+    console_row: dict | None = None  # the console list's row after a new question, built in its transaction
 
     def ack(self) -> dict:
         return protocol.ack_frame(
@@ -113,7 +114,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 trace={"language_hint": requester.language} if requester.language else {},
             )
         conversation.save(update_fields=["status", "title", "updated_at"])
-        return AskResult(conversation, question, answer, created=True)
+        return AskResult(conversation, question, answer, created=True, console_row=inbox.list_item(conversation.pk))
 
 
 def _existing_ask(

@@ -114,7 +114,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if result.created:
             await streaming.publish(result.conversation.pk, result.question_frame())
             await chat.start_answer(result)
-            await inbox.publish_item(result.conversation.pk)  # the staff console's list
+            await inbox.publish_row(result.console_row)  # the staff console's list
 
     async def on_cancel(self, frame: protocol.Cancel) -> None:
         await chat.cancel(self.requester, frame.message)

@@ -15,6 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -148,18 +149,22 @@ def list_items(limit: int | None = None) -> list[dict[str, Any]]:
     """The list snapshot: every conversation waiting for a person, then the most recent others up to ``limit``."""
     limit = settings.CONSOLE_LIST_LIMIT if limit is None else limit
     rows = _rows()
-    waiting = list(rows.filter(status=Conversation.Status.WAITING_FOR_AGENT))
-    others = list(rows.filter(~Q(status=Conversation.Status.WAITING_FOR_AGENT)).order_by("-updated_at")[:limit])
-    conversations = waiting + others
-    last = _last_messages([c.pk for c in conversations])
+    with transaction.atomic(savepoint=False):  # one snapshot's worth of reads, one transaction
+        waiting = list(rows.filter(status=Conversation.Status.WAITING_FOR_AGENT))
+        others = list(rows.filter(~Q(status=Conversation.Status.WAITING_FOR_AGENT)).order_by("-updated_at")[:limit])
+        conversations = waiting + others
+        last = _last_messages([c.pk for c in conversations])
     return sorted((_item(c, last.get(c.pk)) for c in conversations), key=_sort_key)
 
 
 def list_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | None:
-    conversation = _rows().filter(pk=conversation_id).first()
-    if conversation is None:
-        return None
-    return _item(conversation, _last_messages([conversation.pk]).get(conversation.pk))
+    """One conversation's row, read in one transaction (or inside the caller's: an action that just wrote the
+    conversation builds its row in the same transaction, no extra round trip to begin and commit)."""
+    with transaction.atomic(savepoint=False):
+        conversation = _rows().filter(pk=conversation_id).first()
+        if conversation is None:
+            return None
+        return _item(conversation, _last_messages([conversation.pk]).get(conversation.pk))
 
 
 alist_items = database_sync_to_async(list_items)
@@ -172,7 +177,12 @@ async def publish_item(conversation_id: uuid.UUID | str) -> dict[str, Any] | Non
     Returns the row sent (None: no such row), so a caller that also shows it directly need not build it again.
     """
     item = await alist_item(conversation_id)
+    await publish_row(item)
+    return item
+
+
+async def publish_row(item: dict[str, Any] | None) -> None:
+    """Send a row built already (``list_item``, e.g. inside the transaction that changed it) to every console."""
     if item is not None:
         await get_channel_layer().group_send(groups.CONSOLE, {"type": groups.CONSOLE_ITEM, "item": item})
-    return item
 

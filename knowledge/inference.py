@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import transaction
 
 from chatsite import db_threads
 from knowledge.embeddings import EmbeddingError, get_embedder
@@ -179,5 +180,11 @@ ANSWERS = db_threads.Pool("answer", _answer_threads)
 
 async def answer_work(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``function`` (CPU work that may read the database) in an answer thread, not on the loop nor on the
-    database thread every socket shares."""
-    return await ANSWERS.run(function, *args, **kwargs)
+    database thread every socket shares; its reads (and the sentence vectors it may cache) in one transaction
+    rather than one per statement."""
+    return await ANSWERS.run(_in_one_transaction, function, *args, **kwargs)
+
+
+def _in_one_transaction(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with transaction.atomic(savepoint=False):
+        return function(*args, **kwargs)

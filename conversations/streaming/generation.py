@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 HISTORY_LIMIT = 20  # earlier messages handed to the pipeline, which keeps the recent turns it needs
 
 
-async def _history(message: Message) -> list[dict]:
-    """The conversation before the question, oldest first, as the pipeline expects it."""
+def history(message: Message) -> list[dict]:
+    """The conversation before the question, oldest first, as the pipeline expects it (synchronous: read in
+    the claim's transaction, ``workers.claim_next``)."""
     question_created = message.reply_to.created_at if message.reply_to else message.created_at
     rows = (
         Message.objects.filter(
@@ -37,13 +38,14 @@ async def _history(message: Message) -> list[dict]:
         .exclude(text="")
         .order_by("-created_at")[:HISTORY_LIMIT]
     )
-    turns = [{"role": m.role, "text": m.text} async for m in rows]
+    turns = [{"role": m.role, "text": m.text} for m in rows]
     return list(reversed(turns))
 
 
-async def generate(stream: MessageStream) -> None:
+async def generate(stream: MessageStream, history: list[dict]) -> None:
     """Wait for one of the node's answer slots (telling the customer their place in line), then run the answer
-    pipeline for one assistant message and turn its events into frames."""
+    pipeline for one assistant message (``history``: the conversation before its question) and turn its events
+    into frames."""
 
     async def told(position: int, seconds: float) -> None:
         language = (stream.message.trace or {}).get("language_hint") or settings.LANGUAGE_CODE
@@ -56,7 +58,7 @@ async def generate(stream: MessageStream) -> None:
     async with admission.Slot(told) as slot:
         metrics.ANSWERS_STREAMING.inc()
         try:
-            await _run_pipeline(stream, on_first_token=slot.release)
+            await _run_pipeline(stream, history, on_first_token=slot.release)
         finally:
             metrics.ANSWERS_STREAMING.dec()
 
@@ -155,14 +157,15 @@ async def coalesced(events: AsyncIterator[Any], tokens: TokenFrames) -> AsyncIte
             await asyncio.gather(producer, return_exceptions=True)
 
 
-async def _run_pipeline(stream: MessageStream, on_first_token: Callable[[], None] = lambda: None) -> None:
+async def _run_pipeline(
+    stream: MessageStream, history: list[dict], on_first_token: Callable[[], None] = lambda: None
+) -> None:
     msg = stream.message
     final_event: answering.FinalEvent | None = None
     started = time.monotonic()
     try:
         question = msg.reply_to.text if msg.reply_to else ""
         kb = msg.conversation.knowledge_base
-        history = await _history(msg)
         hint = (msg.trace or {}).get("language_hint") or None  # the socket's Accept-Language, from the ask
         tokens = TokenFrames(stream, started, on_first_token)
         async for event in coalesced(answering.answer(question, kb=kb, history=history, language=hint), tokens):

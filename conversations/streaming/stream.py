@@ -12,11 +12,12 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.utils import timezone
 
 from chatsite import metrics, outages
 from conversations import groups, inbox, protocol
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from conversations.streaming.framelog import Append, frame_log
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class MessageStream:
         self.cancel_requested = False
         self.finished = False
         self.lost = False
+        self.more_queued = True  # after finish(): whether the conversation has another question waiting
 
     @property
     def text(self) -> str:
@@ -185,9 +187,10 @@ class MessageStream:
         metrics.ANSWERS_FINISHED.labels(state).inc()
         trace = dict(trace or {})
         fields = self._final_fields(state, html, citations, trace, error, replacement)
+        row = None
         try:  # through a PostgreSQL outage: wait for it (the lease is kept alive meanwhile; node.py)
-            saved = await outages.retry(
-                lambda: database_sync_to_async(self._save)(fields), f"saving answer {self.message.pk}"
+            saved, self.more_queued, row = await outages.retry(
+                lambda: database_sync_to_async(self._save_finished)(fields), f"saving answer {self.message.pk}"
             )
         except Exception:  # the final frame still goes out; the reaper reconciles the row from the frame log
             log.exception("could not save message %s", self.message.pk)
@@ -212,8 +215,27 @@ class MessageStream:
             log.warning("final of %s: its seq slot was taken", self.message.pk)
         except outages.OutageTooLong:  # the row is saved: a resume after Redis is back replays it from there
             log.exception("could not send the final of %s", self.message.pk)
-        await _refresh_console_row(self.message.conversation_id)
+        try:  # a finished answer changes the console list's "last message" for that conversation
+            await inbox.publish_row(row)
+        except Exception:  # the list is a convenience view: never let it break an answer
+            log.exception("could not refresh the console row of %s", self.message.conversation_id)
         return True
+
+    def _save_finished(self, fields: dict) -> tuple[int, bool, dict | None]:
+        """One transaction: the finished row (if still ours), whether another question of the conversation
+        waits (so the worker need not look again), and the console's row for the conversation.
+
+        The conversation's row lock (taken first, as asks and claims do) makes "nothing waits" reliable: an
+        ask that commits later finds this answer finished, so its own node claims the new question.
+        """
+        with transaction.atomic():
+            Conversation.objects.select_for_update().filter(pk=self.message.conversation_id).first()
+            saved = self._save(fields)
+            queued = Message.objects.filter(
+                conversation_id=self.message.conversation_id, role=Message.Role.ASSISTANT,
+                state=Message.State.STREAMING, lease_owner="",
+            ).exists()
+            return saved, queued, inbox.list_item(self.message.conversation_id) if saved else None
 
     def _save(self, fields: dict) -> int:
         """The finished row, written once, if this stream still owns it (synchronous)."""
@@ -229,14 +251,6 @@ class MessageStream:
         fields = self._final_fields(protocol.INTERRUPTED, "", [], {}, "The server stopped while answering.")
         if self._save(fields):
             frame_log().append_sync(str(self.message.pk), final_frame_of(self, protocol.INTERRUPTED), expected=self.seq)
-
-
-async def _refresh_console_row(conversation_id: uuid.UUID) -> None:
-    """A finished answer changes the console list's "last message" for that conversation."""
-    try:
-        await inbox.publish_item(conversation_id)
-    except Exception:  # the list is a convenience view: never let it break an answer
-        log.exception("could not refresh the console row of %s", conversation_id)
 
 
 def final_frame_of(stream: MessageStream, state: str) -> dict:

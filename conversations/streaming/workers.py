@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -20,7 +20,7 @@ from chatsite import outages
 from conversations import protocol
 from conversations.models import Conversation, Message
 from conversations.streaming import node as node_
-from conversations.streaming.generation import generate
+from conversations.streaming.generation import generate, history
 from conversations.streaming.stream import MessageStream
 
 
@@ -32,7 +32,14 @@ def live_lease(conversation_ref) -> Any:
     ).exclude(lease_owner="")
 
 
-def claim_next(conversation_id: uuid.UUID, owner: str) -> Message | None:
+class Claim(NamedTuple):
+    """A claimed answer and the conversation before its question (read in the same transaction)."""
+
+    message: Message
+    history: list[dict]
+
+
+def claim_next(conversation_id: uuid.UUID, owner: str) -> Claim | None:
     """Claim the conversation's oldest queued answer for ``owner``, unless one is already being generated.
 
     The row lock on the conversation serialises claims (and asks, which take the same lock), so across all
@@ -55,7 +62,7 @@ def claim_next(conversation_id: uuid.UUID, owner: str) -> Message | None:
         Message.objects.filter(pk=message.pk).update(lease_owner=owner, lease_expires_at=lease)
         message.lease_owner = owner
         message.conversation.status = conversation.status
-        return message
+        return Claim(message, history(message))
 
 
 class ConversationWorker:
@@ -80,14 +87,15 @@ class ConversationWorker:
             node = await node_.ensure_node()
             while True:
                 self.kicked = False
-                message = await outages.retry(
+                claim = await outages.retry(
                     lambda: database_sync_to_async(claim_next)(self.conversation_id, node.channel),
                     f"claiming the next answer of {self.conversation_id}",
                 )
-                if message is None:
+                if claim is None:
                     if self.kicked:
                         continue  # a question arrived while we looked
                     return  # nothing queued, or another node is answering (it takes the next one after)
+                message = claim.message
                 stream = MessageStream(message, owner=node.channel)
                 active[message.pk] = stream
                 if message.cancel_requested or message.conversation.status == Conversation.Status.AGENT:
@@ -95,14 +103,18 @@ class ConversationWorker:
                     await stream.finish(protocol.CANCELLED)
                     active.pop(message.pk, None)
                     continue
-                await self._generate(stream)
+                await self._generate(stream, claim.history)
+                if not stream.more_queued and not self.kicked:
+                    return  # its finish saw no other question waiting (and none arrived here since)
         finally:
             if by_conversation.get(self.conversation_id) is self:
                 del by_conversation[self.conversation_id]
 
-    async def _generate(self, stream: MessageStream) -> None:
+    async def _generate(self, stream: MessageStream, history: list[dict]) -> None:
         self.current = stream
-        self.current_task = self.loop.create_task(generate(stream), name=f"chat-answer-{stream.message.pk}")
+        self.current_task = self.loop.create_task(
+            generate(stream, history), name=f"chat-answer-{stream.message.pk}"
+        )
         try:
             await self.current_task
         except asyncio.CancelledError:
