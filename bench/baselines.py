@@ -4,7 +4,7 @@
   (``daphne bench.baselines:application``) — what Channels + Daphne cost before anything of ours.
 * ``bare``: a ``websockets`` server (``python -m bench.baselines bare --port P``) — what a WebSocket costs at all.
 
-Both answer an ``ask`` frame with an ``ack``, ``BASELINE_TOKENS`` token frames of one word each at
+Both answer a ``ping`` with a ``pong`` (bench/idle.py) and an ``ask`` frame with an ``ack``, ``BASELINE_TOKENS`` token frames of one word each at
 ``ANSWER_WORDS_PER_SECOND`` (0: as fast as they go) and a ``final``, shaped like our protocol's frames.
 """
 
@@ -38,6 +38,9 @@ def pause() -> float:
 
 async def stream(send, text: str) -> None:
     ask = json.loads(text)
+    if ask.get("type") == "ping":  # bench/idle.py: the app-level ping our sockets answer
+        await send(json.dumps({"type": "pong", "t": ask.get("t")}))
+        return
     if ask.get("type") != "ask":
         return
     delay = pause()

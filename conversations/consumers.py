@@ -56,12 +56,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its database housekeeping (a hop to the database thread) for relayed
-        frames: that hop per token was most of a frame's cost. Handlers that read the database do it through
-        ``database_sync_to_async``, which does the same housekeeping around each call."""
+        frames — that hop per token was most of a frame's cost — nor for client frames, where ``receive`` does
+        it once the frame is known to need the database (a ``ping`` does not). Handlers that read the database
+        do it through ``database_sync_to_async``, which does the same housekeeping around each call."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        if message["type"] != groups.FRAME:
+        if message["type"] not in (groups.FRAME, "websocket.receive"):
             await aclose_old_connections()
         await handler(message)
 
@@ -91,6 +92,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if bytes_data is not None:
                 raise protocol.ProtocolError(protocol.BAD_FRAME, "Binary frames are not supported; send JSON text.")
             frame = self.parse(text_data)
+            if not isinstance(frame, protocol.Ping):
+                await aclose_old_connections()
             await self.handlers[type(frame)](self, frame)
         except protocol.ProtocolError as exc:
             await self.send_frame(exc.frame())

@@ -12,8 +12,10 @@ import uuid
 import pytest
 from django.contrib.auth import get_user_model
 
-from conversations import streaming
+from conversations import groups, protocol, streaming
 from conversations.models import Conversation, Feedback, Message
+from conversations.streaming.framelog import Append, frame_log
+from conversations.streaming.stream import PUBSUB_LAYER, publication
 from tests.chat_support import assert_contiguous, connect, stream_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,12 +29,16 @@ def slow_answers(settings):
     settings.REDIS_URL = ""
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis-core", "redis-pubsub"])
 def backend(request, settings):
-    """Frame log and channel layer: in-process, or the machine's real Redis (what several nodes use)."""
-    if request.param == "redis":
-        prefix = f"test-chat-{uuid.uuid4().hex[:8]}"
-        settings.REDIS_URL = REDIS
+    """Frame log and channel layer: in-process, or the machine's real Redis (what several nodes use) with either
+    channels-redis layer; with the pub/sub layer (the default) the frame log's script publishes each frame."""
+    if request.param == "memory":
+        settings.REDIS_URL = ""
+        return request.param
+    prefix = f"test-chat-{uuid.uuid4().hex[:8]}"
+    settings.REDIS_URL = REDIS
+    if request.param == "redis-core":
         settings.CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -40,7 +46,9 @@ def backend(request, settings):
             }
         }
     else:
-        settings.REDIS_URL = ""
+        settings.CHANNEL_LAYERS = {
+            "default": {"BACKEND": PUBSUB_LAYER, "CONFIG": {"hosts": [REDIS], "prefix": prefix}}
+        }
     return request.param
 
 
@@ -207,6 +215,48 @@ async def test_feedback_is_saved_and_updated(demo_kb, alice, fast_answers, clean
     rows = [(f.rating, f.comment, f.user_id) async for f in Feedback.objects.filter(message_id=ack["message"])]
     assert rows == [(-1, "Not my country", alice.pk)]
     await client.close()
+
+
+async def test_with_the_pubsub_layer_the_frame_log_append_publishes_the_frame_itself(settings):
+    # One Redis call per frame: the compare-and-append script also publishes to the conversation's group.
+    settings.REDIS_URL = REDIS
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": PUBSUB_LAYER, "CONFIG": {"hosts": [REDIS], "prefix": f"t-{uuid.uuid4().hex[:8]}"}}
+    }
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    conversation, key = uuid.uuid4(), str(uuid.uuid4())
+    await layer.group_add(groups.conversation(conversation), channel)
+    try:
+        frame = protocol.token_frame(uuid.uuid4(), 1, "hello")
+        sent = publication(conversation, frame)
+        assert sent is not None
+        assert await frame_log().append(key, frame, expected=0, publication=sent) is Append.APPENDED
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": groups.FRAME, "frame": frame}
+        # a retried call whose first attempt got through: same frame, published again (clients drop the seq)
+        assert await frame_log().append(key, frame, expected=0, publication=sent) is Append.APPENDED
+        assert (await asyncio.wait_for(layer.receive(channel), 5))["frame"] == frame
+        # another writer's frame for that seq: refused, and nothing published
+        other = protocol.token_frame(uuid.uuid4(), 1, "not mine")
+        assert await frame_log().append(key, other, expected=0, publication=publication(conversation, other)) is (
+            Append.TAKEN
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.5)
+    finally:
+        await layer.group_discard(groups.conversation(conversation), channel)
+        await layer.flush()
+
+
+def test_other_layers_publish_through_the_layer(settings):
+    settings.REDIS_URL = REDIS
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS]}}}
+    assert publication(uuid.uuid4(), protocol.token_frame(uuid.uuid4(), 1, "x")) is None
+    settings.REDIS_URL = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert publication(uuid.uuid4(), protocol.token_frame(uuid.uuid4(), 1, "x")) is None
 
 
 async def test_second_socket_in_the_conversation_receives_the_live_frames(demo_kb, alice, settings, backend, cleanup):

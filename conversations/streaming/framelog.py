@@ -12,6 +12,7 @@ import enum
 import json
 import time
 import weakref
+from typing import NamedTuple
 
 from django.conf import settings
 
@@ -26,8 +27,17 @@ class Append(enum.Enum):
     SHORT = "short"  # the log holds fewer frames than expected (Redis restarted empty): restore, then append
 
 
+class Publication(NamedTuple):
+    """A channel-layer message the append publishes itself (``stream.publication``): Redis channel, payload."""
+
+    channel: str
+    payload: bytes
+
+
 class MemoryFrameLog:
     """Frames per message in this process's memory: correct for one process only (no REDIS_URL)."""
+
+    publishes = False  # the writer publishes each frame itself
 
     def __init__(self) -> None:
         self._frames: dict[str, tuple[float, list[dict]]] = {}
@@ -42,7 +52,7 @@ class MemoryFrameLog:
         self._frames[message_id] = (time.monotonic() + settings.CHAT_FRAME_LOG_TTL_SECONDS, frames)
         return Append.APPENDED
 
-    async def append(self, message_id: str, frame: dict, expected: int) -> Append:
+    async def append(self, message_id: str, frame: dict, expected: int, publication: None = None) -> Append:
         """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free."""
         return self.append_sync(message_id, frame, expected)
 
@@ -69,19 +79,23 @@ class MemoryFrameLog:
             del self._frames[key]
 
 
-# KEYS[1] the log; ARGV: frame, expected length, ttl. 1: appended (or already there: a retried call whose first
-# attempt reached Redis), 0: the seq is another writer's, -1: the log is shorter than expected (it was lost).
+# KEYS[1] the log; ARGV: frame, expected length, ttl[, channel, message]. 1: appended (or already there: a retried
+# call whose first attempt reached Redis), 0: the seq is another writer's, -1: the log is shorter than expected
+# (it was lost). With a channel, an appended frame's message is also published there: one round trip per frame
+# (a retried call publishes again; clients drop a seq they already have).
 _CAS_APPEND = """
 local n = redis.call('LLEN', KEYS[1])
 local expected = tonumber(ARGV[2])
 if n == expected then
   redis.call('RPUSH', KEYS[1], ARGV[1])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-  return 1
+elseif n < expected then
+  return -1
+elseif redis.call('LINDEX', KEYS[1], expected) ~= ARGV[1] then
+  return 0
 end
-if n < expected then return -1 end
-if redis.call('LINDEX', KEYS[1], expected) == ARGV[1] then return 1 end
-return 0
+if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1
 """
 # KEYS[1] the log; ARGV: ttl, then every frame the writer sent. Refills a log that holds fewer of them.
 _RESTORE = """
@@ -102,7 +116,10 @@ class RedisFrameLog:
     """Frames per message in a Redis list (index = seq - 1) with a TTL, so every node can replay them.
 
     The scripts are sent once and then called by their SHA (redis-py loads them again after a Redis restart).
+    The append also publishes the frame when given its ``Publication`` (``publishes``).
     """
+
+    publishes = True
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
@@ -124,11 +141,14 @@ class RedisFrameLog:
             found = self._clients[loop] = (client, client.register_script(_CAS_APPEND), client.register_script(_RESTORE))
         return found
 
-    async def append(self, message_id: str, frame: dict, expected: int) -> Append:
-        """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free."""
+    async def append(
+        self, message_id: str, frame: dict, expected: int, publication: Publication | None = None
+    ) -> Append:
+        """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free; and
+        publish ``publication`` in the same call when it was appended."""
         _, cas, _ = self._client()
-        ttl = settings.CHAT_FRAME_LOG_TTL_SECONDS
-        return _RESULTS[int(await cas(keys=[self.key(message_id)], args=[protocol.encode(frame), expected, ttl]))]
+        args = [protocol.encode(frame), expected, settings.CHAT_FRAME_LOG_TTL_SECONDS, *(publication or ())]
+        return _RESULTS[int(await cas(keys=[self.key(message_id)], args=args))]
 
     async def restore(self, message_id: str, frames: list[dict]) -> None:
         """Put back the frames a writer sent, if the log lost them (Redis restarted without its data)."""
