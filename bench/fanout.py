@@ -120,6 +120,7 @@ def main() -> int:
     django.setup()
     from django.core.management import call_command
 
+    from bench.streams import PRODUCTION_ENV
     from bench.ws_client import get_token
     from tests.daphne_process import start_daphne
 
@@ -130,7 +131,7 @@ def main() -> int:
     print("| streams | tokens compared | B − A p50 ms | B − A p99 ms | tokens A had and B missed | "
           "raw Redis pub/sub p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     for streams in args.streams:
-        env = {"REDIS_URL": REDIS, "CHANNEL_PREFIX": f"fanout-{uuid.uuid4().hex[:8]}", "CHAT_RATE_LIMIT": "0",
+        env = {**PRODUCTION_ENV, "REDIS_URL": REDIS, "CHANNEL_PREFIX": f"fanout-{uuid.uuid4().hex[:8]}", "CHAT_RATE_LIMIT": "0",
                "ANSWER_WORDS_PER_SECOND": str(PACE)}  # fmt: skip
         node_a = start_daphne(ROOT / ".data" / "bench", env)
         node_b = start_daphne(ROOT / ".data" / "bench", env)

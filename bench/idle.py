@@ -8,7 +8,8 @@ For each server — **ours** (one Daphne node, tests/daphne_process.py, signed-i
 at ``REDIS_URL``), **minimal** (one Channels consumer on Daphne) and **bare** (a ``websockets`` server), both
 from bench/baselines.py — one after the other, each alone on the machine:
 
-1. opens ``--sockets`` sockets, ``--ramp`` per second, and keeps them open without a word;
+1. opens ``--sockets`` sockets, ``--ramp`` per second (each answers one ping; a socket told to come back with
+   4013 reconnects with the chat page's backoff), and keeps them open without a word;
 2. measures the server process's CPU while they sit idle (``--seconds``);
 3. sends ``{"type": "ping", "t": …}`` at ``--ping-rate`` per second, round-robin over the sockets, for
    ``--seconds``, timing each ``pong``;
@@ -24,6 +25,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import resource
 import sys
 import time
@@ -35,7 +37,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-from bench.streams import cpu_seconds, p, rss_bytes, start_baseline  # noqa: E402
+from bench.streams import PRODUCTION_ENV, cpu_seconds, p, rss_bytes, start_baseline  # noqa: E402
+
+CLOSE_TRY_AGAIN_LATER = 4013  # conversations.protocol: the node's line of handshakes is full
+REFUSALS_TOLERATED = 30  # per socket, before it counts as failed
+
+
+def backoff(attempt: int) -> float:
+    """The chat page's reconnect delay (static/chat/socket.js BACKOFF): 0.5 s doubling to 10 s, ±30 %."""
+    return min(10.0, 0.5 * 2**attempt) * random.uniform(0.7, 1.3)
 
 
 @dataclass
@@ -43,8 +53,11 @@ class Held:
     server: str
     sockets: int
     handshakes: int = 0
+    refused: int = 0  # handshakes told to come back (4013) and retried
     failed: int = 0
     connect_seconds: float = 0.0
+    connect_cpu: float = 0.0  # the server's CPU while sockets were opened, fraction of one core
+    client_cpu: float = 0.0  # this process's (the clients') meanwhile
     rss_growth: int = 0
     idle_cpu: float = 0.0  # fraction of one core while idle
     pongs: list[float] = field(default_factory=list)
@@ -59,35 +72,50 @@ class Held:
             ratio = f"{per_ping / (minimal.ping_cpu / minimal.pings * 1e6):.1f}×"
         return (
             f"| {self.server} | {self.sockets} | {self.handshakes / self.connect_seconds if self.connect_seconds else 0:.0f} | "
-            f"{self.failed} | {self.rss_growth / max(1, self.handshakes) / 1024:.0f} | {self.idle_cpu * 100:.1f} | "
+            f"{self.refused} | {self.failed} | {self.connect_cpu * 100:.0f} / {self.client_cpu * 100:.0f} | "
+            f"{self.rss_growth / max(1, self.handshakes) / 1024:.0f} | {self.idle_cpu * 100:.1f} | "
             f"{self.pings} | {self.lost} | {p(self.pongs, 50, 1000)} / {p(self.pongs, 99, 1000)} | "
             f"{per_ping:.0f} | {ratio} |"
         )
 
 
 HEADER = (
-    "| server | sockets | handshakes/s | failed handshakes | RSS KiB/socket | idle CPU % | pings | pongs lost | "
-    "pong p50 / p99 ms | CPU µs/ping | × minimal |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| server | sockets | handshakes/s | refused (4013), retried | failed handshakes | CPU % server / clients while "
+    "connecting | RSS KiB/socket | idle CPU % | pings | pongs lost | pong p50 / p99 ms | CPU µs/ping | × minimal |"
+    "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
 async def hold(held: Held, pid: int, url: str, headers: dict, origin: str, ramp: float, ping_rate: float,
                seconds: float) -> None:  # fmt: skip
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     sockets: list = []
     waiting: dict[str, float] = {}  # ping token -> when it was sent
     all_back = asyncio.Event()  # set whenever the last ping sent has its pong
 
     async def open_one(start_at: float) -> None:
+        """Connect, and know the node kept the socket (a first pong); told to come back (4013): as the chat page,
+        reconnect after a moment."""
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        try:
-            ws = await connect(url, additional_headers=headers, origin=origin, open_timeout=30, ping_interval=None)
-        except Exception:  # noqa: BLE001 - any failure to connect counts
-            held.failed += 1
+        for attempt in range(REFUSALS_TOLERATED):
+            try:
+                ws = await connect(url, additional_headers=headers, origin=origin, open_timeout=30, ping_interval=None)
+                await ws.send(json.dumps({"type": "ping", "t": "hello"}))
+                await asyncio.wait_for(ws.recv(), 30)
+            except ConnectionClosed as exc:
+                if exc.rcvd is None or exc.rcvd.code != CLOSE_TRY_AGAIN_LATER:
+                    break
+                held.refused += 1
+                await asyncio.sleep(backoff(attempt))
+                continue
+            except Exception:  # noqa: BLE001 - any other failure to connect counts
+                break
+            sockets.append(ws)
+            asyncio.get_running_loop().create_task(read(ws))
             return
-        sockets.append(ws)
-        asyncio.get_running_loop().create_task(read(ws))
+        held.failed += 1
 
     async def read(ws) -> None:
         try:
@@ -101,9 +129,11 @@ async def hold(held: Held, pid: int, url: str, headers: dict, origin: str, ramp:
             return
 
     rss_start = rss_bytes(pid)
-    started = time.monotonic()
+    started, client_cpu, server_cpu = time.monotonic(), time.process_time(), cpu_seconds(pid)
     await asyncio.gather(*(open_one(started + i / ramp) for i in range(held.sockets)))
     held.connect_seconds = time.monotonic() - started
+    held.connect_cpu = (cpu_seconds(pid) - server_cpu) / held.connect_seconds
+    held.client_cpu = (time.process_time() - client_cpu) / held.connect_seconds
     held.handshakes = len(sockets)
     await asyncio.sleep(1.0)
     held.rss_growth = rss_bytes(pid) - rss_start
@@ -141,6 +171,7 @@ def measure(count: int, ramp: float, ping_rate: float, seconds: float) -> list[H
     from tests.daphne_process import start_daphne
 
     env = {
+        **PRODUCTION_ENV,
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CHANNEL_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
     }

@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 RUN_TIMEOUT_SECONDS = 240.0
+#: Bench nodes run as in production: DEBUG off (Django's debug cursor and query log cost CPU on every query).
+PRODUCTION_ENV = {"DEBUG": "false", "SECRET_KEY": "bench-not-secret-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1,localhost"}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -220,6 +222,7 @@ def measure(customers: int, pace: float, ramp: float) -> list[Run]:
     from tests.daphne_process import start_daphne
 
     env = {
+        **PRODUCTION_ENV,
         "ANSWER_WORDS_PER_SECOND": str(pace),
         "CHAT_RATE_LIMIT": "0",
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),

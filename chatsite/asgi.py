@@ -11,6 +11,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from chatsite.handshakes import cheap_handshakes  # noqa: E402
 from chatsite.routing import websocket_application  # noqa: E402
 from chatsite.slow_clients import bound_daphne_sockets  # noqa: E402
 from conversations.streaming import start_node_when_serving  # noqa: E402
@@ -20,6 +21,8 @@ from conversations.streaming import start_node_when_serving  # noqa: E402
 start_node_when_serving()
 # A client that stops reading is closed once CHAT_SEND_BUFFER_LIMIT_BYTES wait for it (chatsite/slow_clients.py).
 bound_daphne_sockets()
+# autobahn's per-connection debug formatting only when its debug logging is on (chatsite/handshakes.py).
+cheap_handshakes()
 
 application = ProtocolTypeRouter(
     {

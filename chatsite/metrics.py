@@ -41,6 +41,12 @@ ANSWERS_REAPED = Counter("chat_answers_reaped_total", "Answers whose node stoppe
 SLOW_CLIENTS_CLOSED = Counter(
     "chat_slow_clients_closed_total", "WebSockets closed because their client stopped reading (over the send buffer)."
 )
+HANDSHAKES_REFUSED = Counter(
+    "chat_handshakes_refused_total", "WebSocket handshakes closed with 4013 because too many were waiting."
+)
+ACCEPT_PAUSES = Counter(
+    "chat_accept_pauses_total", "Times the node stopped accepting connections while its handshakes caught up."
+)
 FIRST_TOKEN = Histogram(
     "chat_first_token_seconds", "From the start of an answer's generation to its first token.", buckets=_LATENCY
 )

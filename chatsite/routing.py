@@ -1,11 +1,12 @@
 """WebSocket routes. Origins are checked against ALLOWED_HOSTS before any consumer runs."""
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
+from channels.sessions import SessionMiddlewareStack
 from django.urls import path
 
-from conversations.auth import BearerTokenMiddleware
+from chatsite.handshakes import HandshakeAdmission
+from conversations.auth import TokenOrSessionAuthMiddleware
 from conversations.console_consumer import ConsoleConsumer
 from conversations.consumers import ChatConsumer
 
@@ -14,7 +15,8 @@ websocket_urlpatterns: list = [
     path("ws/console/", ConsoleConsumer.as_asgi()),  # staff only (4403 otherwise); docs/protocol.md "Console"
 ]
 
-# Session cookie (browsers) first; a valid `Authorization: Bearer` token (other clients) overrides it.
-websocket_application = AllowedHostsOriginValidator(
-    AuthMiddlewareStack(BearerTokenMiddleware(URLRouter(websocket_urlpatterns)))
+# A bounded line of handshakes (4013 past it); then a bearer token (other clients) when the handshake carries
+# one, else the session cookie (browsers).
+websocket_application = HandshakeAdmission(
+    AllowedHostsOriginValidator(SessionMiddlewareStack(TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))))
 )

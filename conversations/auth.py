@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -56,23 +57,28 @@ def bearer_token(scope: dict) -> str | None:
     return None
 
 
-class BearerTokenMiddleware:
-    """Channels middleware: a handshake with a bearer token authenticates as the token's user.
+class TokenOrSessionAuthMiddleware:
+    """Channels middleware: ``scope["user"]`` is the bearer token's user when the handshake carries
+    ``Authorization: Bearer …`` (other clients), else the session's (browsers; Channels' ``AuthMiddleware``).
 
-    Sits inside AuthMiddlewareStack, so a valid token overrides the session user; an invalid one leaves the
-    socket anonymous with ``scope["auth_error"]`` set, and the consumer refuses it (close 4401).
+    One database call per handshake either way: the session user is not looked up for a token's handshake
+    (that lookup queued on the database thread every socket shares, per handshake, in a connection burst). An
+    invalid token leaves the socket anonymous with ``scope["auth_error"]`` set, and the consumer refuses it
+    (close 4401). Sits inside Channels' ``SessionMiddlewareStack``.
     """
 
     def __init__(self, app) -> None:
         self.app = app
+        self.session_auth = AuthMiddleware(app)
 
     async def __call__(self, scope, receive, send):
         token = bearer_token(scope)
-        if token is not None:
-            scope = dict(scope)
-            try:
-                scope["user"] = await database_sync_to_async(user_for_token)(token)
-            except InvalidToken as exc:
-                scope["user"] = AnonymousUser()
-                scope["auth_error"] = str(exc)
+        if token is None:
+            return await self.session_auth(scope, receive, send)
+        scope = dict(scope)
+        try:
+            scope["user"] = await database_sync_to_async(user_for_token)(token)
+        except InvalidToken as exc:
+            scope["user"] = AnonymousUser()
+            scope["auth_error"] = str(exc)
         return await self.app(scope, receive, send)

@@ -84,6 +84,9 @@ ERROR_CODES = (
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403  # console: signed in, but not staff
 CLOSE_TOO_SLOW = 4008  # the client stopped reading: over CHAT_SEND_BUFFER_LIMIT_BYTES waited for it
+# The node has CHAT_MAX_PENDING_HANDSHAKES handshakes waiting: reconnect shortly (the RFC's 1013; autobahn lets an
+# application send only 1000 and 3000-4999).
+CLOSE_TRY_AGAIN_LATER = 4013
 
 # --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
 STREAMING = "streaming"

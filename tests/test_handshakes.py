@@ -1,0 +1,98 @@
+"""Handshakes under a burst: a bounded line of handshakes per node, the rest told to come back (close 4013)."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+from django.contrib.auth import get_user_model
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from chatsite.handshakes import HandshakeAdmission
+from conversations import protocol
+from tests.node_client import get_token
+
+
+async def test_at_the_limit_handshakes_wait_and_past_twice_it_one_is_closed_with_4013_before_any_work(settings):
+    settings.CHAT_MAX_PENDING_HANDSHAKES = 1
+    release = asyncio.Event()
+    reached_inner = []
+
+    async def slow_sign_in(scope, receive, send):  # the rest of the stack, stuck in its lookup
+        reached_inner.append(scope["path"])
+        await receive()
+        await release.wait()
+        await send({"type": "websocket.accept"})
+
+    admission = HandshakeAdmission(slow_sign_in)
+    waiting = []
+    for path in ("/first", "/second"):  # at the limit the node stops accepting; what got in still waits
+        sent: list[dict] = []
+        waiting.append((sent, asyncio.ensure_future(admission({"path": path}, _connect(), _appender(sent)))))
+        await asyncio.sleep(0.05)
+    assert admission.pending == 2
+
+    refused: list[dict] = []
+    await admission({"path": "/third"}, _connect(), _appender(refused))
+    assert reached_inner == ["/first", "/second"]  # the refused one did no work
+    assert refused[0] == {"type": "websocket.accept"}
+    assert refused[1]["type"] == "websocket.close" and refused[1]["code"] == protocol.CLOSE_TRY_AGAIN_LATER
+    assert "reconnect" in refused[1]["reason"]
+
+    release.set()
+    for sent, task in waiting:
+        await task
+        assert sent == [{"type": "websocket.accept"}]
+    assert admission.pending == 0
+    await admission({"path": "/fourth"}, _connect(), _appender([]))  # room again once they answered
+    assert reached_inner == ["/first", "/second", "/fourth"]
+
+
+def _connect():
+    inbox: asyncio.Queue = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+    return inbox.get
+
+
+def _appender(into: list[dict]):
+    async def send(message: dict) -> None:
+        into.append(message)
+
+    return send
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_past_the_limit_waits_for_the_node_and_every_client_gets_in(daphne_server):
+    # 60 handshakes at once on a node that looks up 3 at a time: it stops accepting while 3 wait (the rest queue
+    # in the kernel); the few a batch of accepts lets in past twice the limit are told to come back (4013).
+    node = daphne_server(CHAT_MAX_PENDING_HANDSHAKES="3")
+    get_user_model().objects.create_user("erin", password="pw-erin-123")
+    token = get_token(node, "erin", "pw-erin-123")
+    url = node.url.replace("http", "ws") + "/ws/chat/"
+    refused: list[int] = []
+
+    async def customer() -> object:
+        for _ in range(20):
+            ws = await ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"}, origin=node.url)
+            try:
+                await ws.send('{"type": "ping", "t": 1}')
+                assert (await asyncio.wait_for(ws.recv(), 30)) == '{"type":"pong","t":1}'
+                return ws
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_TRY_AGAIN_LATER, exc
+                refused.append(exc.rcvd.code)
+                await asyncio.sleep(0.2)
+        raise AssertionError("never got in")
+
+    async def burst() -> None:
+        sockets = await asyncio.gather(*(customer() for _ in range(60)))
+        await asyncio.gather(*(ws.close() for ws in sockets))
+
+    asyncio.run(burst())
+    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    pauses = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("chat_accept_pauses_total"))
+    assert pauses >= 1, "60 handshakes at once never found 3 waiting"
+    assert f"chat_handshakes_refused_total {float(len(refused))}" in metrics
