@@ -31,13 +31,17 @@ messages: venv
 	$(PY) manage.py makemessages -l zh_Hans -l de -l fr -l es --ignore=.venv --ignore=.data --ignore=bench --ignore=tests
 	$(PY) manage.py makemessages -d djangojs -l zh_Hans -l de -l fr -l es --ignore=.venv --ignore=.data --ignore=staticfiles
 
+# The kernel's queue of connections not yet accepted: a node that pauses accepting under a burst of handshakes
+# (chatsite/handshakes.py) leaves them there; Daphne's -b/-p give Twisted's default of 50.
+BACKLOG ?= 1024
+
 # Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
 run: venv translations
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
 	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
 
 # The same, with answers written by a real local LLM: llama.cpp (xllamacpp) serving SmolLM2-135M-Instruct beside
 # Daphne, which gets ANSWER_GENERATOR=openai, LLM_BASE_URL and LLM_MODEL pointing at it (chatsite/local_llm.py).
@@ -47,7 +51,7 @@ run-llm: venv translations
 	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m chatsite.local_llm run --port $(LLM_PORT) -- \
-		$(VENV)/bin/daphne --bind $(HOST) --port $(PORT) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+		$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
 
 worker: venv
 	$(PY) manage.py supervise_worker

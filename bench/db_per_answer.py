@@ -55,7 +55,7 @@ async def ask_all(url: str, token: str, count: int, one_socket: bool = False) ->
 
     questions = [DEMO_QUESTIONS[n % len(DEMO_QUESTIONS)] for n in range(count)]
     if one_socket:
-        async with open_socket(url, token) as ws:
+        async with await open_socket(url, token) as ws:
             return sum([await ask_on(ws, question, out=io.StringIO()) != 0 for question in questions])
     return sum([await ask(url, token, question, out=io.StringIO()) != 0 for question in questions])
 

@@ -38,13 +38,13 @@ def q(values: list[float], percent: int) -> float:
 
 
 async def one_stream(node_a, node_b, headers: dict, question: str, deltas: list[float], missing: list[int]) -> None:
-    from websockets.asyncio.client import connect
+    from bench.ws_client import open_admitted
 
     def url(node) -> str:
         return node.url.replace("http://", "ws://") + "/ws/chat/"
 
-    async with connect(url(node_a), additional_headers=headers, origin=node_a.url, max_size=None) as customer, \
-            connect(url(node_b), additional_headers=headers, origin=node_b.url, max_size=None) as watcher:  # fmt: skip
+    async with await open_admitted(url(node_a), headers=headers, origin=node_a.url, max_size=None) as customer, \
+            await open_admitted(url(node_b), headers=headers, origin=node_b.url, max_size=None) as watcher:  # fmt: skip
         ask_id = str(uuid.uuid4())
         await customer.send(json.dumps({"type": "ask", "id": ask_id, "text": question}))
         while (ack := json.loads(await customer.recv()))["type"] != "ack":

@@ -25,7 +25,6 @@ import asyncio
 import io
 import json
 import os
-import random
 import resource
 import sys
 import time
@@ -38,14 +37,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 from bench.streams import PRODUCTION_ENV, cpu_seconds, p, rss_bytes, start_baseline  # noqa: E402
-
-CLOSE_TRY_AGAIN_LATER = 4013  # conversations.protocol: the node's line of handshakes is full
-REFUSALS_TOLERATED = 30  # per socket, before it counts as failed
-
-
-def backoff(attempt: int) -> float:
-    """The chat page's reconnect delay (static/chat/socket.js BACKOFF): 0.5 s doubling to 10 s, ±30 %."""
-    return min(10.0, 0.5 * 2**attempt) * random.uniform(0.7, 1.3)
 
 
 @dataclass
@@ -88,8 +79,7 @@ HEADER = (
 
 async def hold(held: Held, pid: int, url: str, headers: dict, origin: str, ramp: float, ping_rate: float,
                seconds: float) -> None:  # fmt: skip
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from bench.ws_client import open_admitted
 
     sockets: list = []
     waiting: dict[str, float] = {}  # ping token -> when it was sent
@@ -99,23 +89,17 @@ async def hold(held: Held, pid: int, url: str, headers: dict, origin: str, ramp:
         """Connect, and know the node kept the socket (a first pong); told to come back (4013): as the chat page,
         reconnect after a moment."""
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        for attempt in range(REFUSALS_TOLERATED):
-            try:
-                ws = await connect(url, additional_headers=headers, origin=origin, open_timeout=30, ping_interval=None)
-                await ws.send(json.dumps({"type": "ping", "t": "hello"}))
-                await asyncio.wait_for(ws.recv(), 30)
-            except ConnectionClosed as exc:
-                if exc.rcvd is None or exc.rcvd.code != CLOSE_TRY_AGAIN_LATER:
-                    break
-                held.refused += 1
-                await asyncio.sleep(backoff(attempt))
-                continue
-            except Exception:  # noqa: BLE001 - any other failure to connect counts
-                break
-            sockets.append(ws)
-            asyncio.get_running_loop().create_task(read(ws))
+        try:
+            ws = await open_admitted(url, headers=headers, origin=origin, on_refused=refused, open_timeout=30,
+                                     ping_interval=None)  # fmt: skip
+        except Exception:  # noqa: BLE001 - any failure to connect counts
+            held.failed += 1
             return
-        held.failed += 1
+        sockets.append(ws)
+        asyncio.get_running_loop().create_task(read(ws))
+
+    def refused() -> None:
+        held.refused += 1
 
     async def read(ws) -> None:
         try:

@@ -51,6 +51,7 @@ class Run:
     customers: int
     pace: float
     handshakes: list[float] = field(default_factory=list)
+    handshake_refused: int = 0  # told to come back (4013), retried
     handshake_failed: int = 0
     acks: list[float] = field(default_factory=list)
     first: list[float] = field(default_factory=list)
@@ -65,6 +66,9 @@ class Run:
     cpu_seconds: float = 0.0
     rss_growth: int = 0
 
+    def refused_one(self) -> None:
+        self.handshake_refused += 1
+
     def row(self, minimal: Run | None) -> str:
         per_frame = self.cpu_seconds / self.frames * 1e6 if self.frames else float("nan")
         ratio = ""
@@ -73,7 +77,7 @@ class Run:
         return (
             f"| {self.server} | {self.customers} | {self.pace:g} | "
             f"{len(self.handshakes) / self.connect_seconds if self.connect_seconds else 0:.0f} | "
-            f"{self.handshake_failed} | {p(self.acks, 50)} | {p(self.first, 50)} / {p(self.first, 99)} | "
+            f"{self.handshake_refused} | {self.handshake_failed} | {p(self.acks, 50)} | {p(self.first, 50)} / {p(self.first, 99)} | "
             f"{p(self.gaps, 50, 1000)} / {p(self.gaps, 99, 1000)} | {self.errors} | {self.interrupted} | "
             f"{self.completed / self.seconds if self.seconds else 0:.1f} | "
             f"{self.cpu_seconds / max(1, self.completed) * 1000:.1f} | {per_frame:.0f} | {ratio} | "
@@ -82,9 +86,9 @@ class Run:
 
 
 HEADER = (
-    "| server | customers | pace w/s | handshakes/s | failed handshakes | ack p50 s | first token p50 / p99 s | "
-    "token gap p50 / p99 ms | errors | interrupted | answers/s | CPU ms/answer | CPU µs/frame | × minimal | "
-    "RSS KiB/conn |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| server | customers | pace w/s | handshakes/s | refused (4013), retried | failed handshakes | ack p50 s | "
+    "first token p50 / p99 s | token gap p50 / p99 ms | errors | interrupted | answers/s | CPU ms/answer | "
+    "CPU µs/frame | × minimal | RSS KiB/conn |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -109,13 +113,13 @@ def rss_bytes(pid: int) -> int:
 
 
 async def customer(run: Run, url: str, headers: dict, origin: str, question: str, start_at: float) -> None:
-    from websockets.asyncio.client import connect
+    from bench.ws_client import open_admitted
 
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     began = time.monotonic()
-    try:
-        ws = await connect(url, additional_headers=headers, origin=origin, open_timeout=30, max_size=None,
-                           ping_interval=None)  # fmt: skip
+    try:  # a socket told to come back (4013) reconnects with the chat page's backoff
+        ws = await open_admitted(url, headers=headers, origin=origin, on_refused=run.refused_one, open_timeout=30,
+                                 max_size=None, ping_interval=None)  # fmt: skip
     except Exception:  # noqa: BLE001 - any failure to connect counts
         run.handshake_failed += 1
         return
@@ -209,7 +213,8 @@ def start_baseline(kind: str, pace: float, tokens: int) -> tuple[subprocess.Pope
     port = free_port()
     env = {**os.environ, "ANSWER_WORDS_PER_SECOND": str(pace), "BASELINE_TOKENS": str(tokens)}
     if kind == "minimal":
-        command = [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port), "bench.baselines:application"]
+        command = [str(ROOT / ".venv" / "bin" / "daphne"), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                   "bench.baselines:application"]  # fmt: skip
     else:
         command = [sys.executable, "-m", "bench.baselines", "bare", "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

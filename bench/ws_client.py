@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import urllib.error
 import urllib.request
@@ -39,8 +40,36 @@ DEMO_QUESTIONS = [
 ]
 
 
+#: A node with too many handshakes waiting closes a new socket at once with this code: reconnect with backoff.
+CLOSE_TRY_AGAIN_LATER = 4013
+
+
 class ClientError(Exception):
     """A failure before the conversation starts (token, handshake); exit status 2."""
+
+
+def backoff(attempt: int) -> float:
+    """The chat page's reconnect delay (static/chat/socket.js BACKOFF): 0.5 s doubling to 10 s, ±30 %."""
+    return min(10.0, 0.5 * 2**attempt) * random.uniform(0.7, 1.3)
+
+
+async def open_admitted(
+    url: str, *, headers: dict, origin: str, attempts: int = 30, on_refused=lambda: None, **options
+):
+    """A socket the node kept: connect, ``ping``, wait for the ``pong``; closed with 4013 (docs/protocol.md,
+    "A burst of connections"), reconnect with the chat page's backoff. ``options`` go to ``connect``."""
+    for attempt in range(attempts):
+        ws = await connect(url, additional_headers=headers, origin=origin, **options)
+        try:
+            await ws.send(json.dumps({"type": "ping", "t": "admitted?"}))
+            await asyncio.wait_for(ws.recv(), 30)
+            return ws
+        except ConnectionClosed as exc:
+            if exc.rcvd is None or exc.rcvd.code != CLOSE_TRY_AGAIN_LATER:
+                raise
+            on_refused()
+            await asyncio.sleep(backoff(attempt))
+    raise ClientError(f"the node refused the connection {attempts} times (4013: too many connections at once)")
 
 
 def get_token(base_url: str, username: str, password: str, timeout: float = 10.0) -> str:
@@ -86,7 +115,7 @@ async def ask(
 ) -> int:
     """Open a socket, send one ``ask`` and print frames until its ``final``; returns the exit status."""
     try:
-        async with open_socket(base_url, token) as ws:
+        async with await open_socket(base_url, token) as ws:
             return await ask_on(ws, question, conversation=conversation, kb=kb, out=out)
     except InvalidStatus as exc:
         raise ClientError(f"WebSocket handshake refused: HTTP {exc.response.status_code}") from None
@@ -97,12 +126,10 @@ async def ask(
         raise ClientError(f"cannot connect to {websocket_url(base_url)}: {exc}") from None
 
 
-def open_socket(base_url: str, token: str):
-    """The chat socket of a signed-in customer (an async context manager)."""
-    return connect(
-        websocket_url(base_url),
-        additional_headers={"Authorization": f"Bearer {token}"},
-        origin=origin_of(base_url),
+async def open_socket(base_url: str, token: str):
+    """The chat socket of a signed-in customer, admitted by the node (``async with await open_socket(…)``)."""
+    return await open_admitted(
+        websocket_url(base_url), headers={"Authorization": f"Bearer {token}"}, origin=origin_of(base_url),
         open_timeout=10,
     )
 

@@ -35,12 +35,18 @@ def cheap_handshakes() -> None:
     protocol.pformat = _pformat_when_debugging
 
 
+#: Past this many times the limit a handshake is refused (4013): connections Daphne had accepted before it stopped
+#: accepting (Twisted takes them in batches of 100 or more) still arrive; at ~250 lookups a second, 4 × 200 waiting
+#: is ~3 s, inside Daphne's 5 s connect timeout.
+REFUSE_AT = 4
+
+
 class HandshakeAdmission:
     """ASGI middleware (outermost on the WebSocket side): at most ``CHAT_MAX_PENDING_HANDSHAKES`` handshakes of
     this node wait for their sign-in lookups at once. At the limit the node stops accepting connections (under
     Daphne: its listening sockets stop being read) until one answers, so new ones wait in the kernel's listen
     queue, costing nothing and not yet counting against Daphne's connect timeout. A handshake that still arrives
-    past twice the limit is accepted and closed at once with **4013** (the application-range twin of the RFC's
+    past ``REFUSE_AT`` times the limit is accepted and closed at once with **4013** (the application-range twin of the RFC's
     1013 "Try Again Later"), before any database work; the client reconnects after a moment.
 
     Why: a handshake waits for one database lookup on the thread every socket shares. Past what a node can
@@ -59,7 +65,7 @@ class HandshakeAdmission:
         from django.conf import settings
 
         limit = settings.CHAT_MAX_PENDING_HANDSHAKES
-        if limit > 0 and self.pending >= 2 * limit:
+        if limit > 0 and self.pending >= REFUSE_AT * limit:
             await self._refuse(receive, send)
             return
         self.pending += 1

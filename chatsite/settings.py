@@ -279,7 +279,7 @@ CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 # A WebSocket whose client stops reading is closed (4008) once this many bytes wait for it (chatsite/slow_clients.py).
 CHAT_SEND_BUFFER_LIMIT_BYTES = env_int("CHAT_SEND_BUFFER_LIMIT_BYTES", 1024 * 1024)
 # WebSocket handshakes of a node waiting for their sign-in lookup at once (~1 s of lookups, well within Daphne's 5 s
-# connect timeout): at the limit the node stops accepting until one answers; past twice it, a handshake is closed
+# connect timeout): at the limit the node stops accepting until one answers; past four times it, a handshake is closed
 # with 4013 and the client reconnects (chatsite/handshakes.py). 0: no bound.
 CHAT_MAX_PENDING_HANDSHAKES = env_int("CHAT_MAX_PENDING_HANDSHAKES", 200)
 # Admission control (conversations/streaming/admission.py): answers generated at once per node; past that they

@@ -95,8 +95,8 @@ def start_daphne(log_dir: Path, env_overrides: dict[str, str] | None = None) -> 
     log_path = log_dir / f"daphne-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "20", "--ping-timeout", "30",
-             "chatsite.asgi:application"],
+            [str(DAPHNE), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "--ping-interval", "20",
+             "--ping-timeout", "30", "chatsite.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -10,12 +10,12 @@ from django.contrib.auth import get_user_model
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from chatsite.handshakes import HandshakeAdmission
+from chatsite.handshakes import REFUSE_AT, HandshakeAdmission
 from conversations import protocol
 from tests.node_client import get_token
 
 
-async def test_at_the_limit_handshakes_wait_and_past_twice_it_one_is_closed_with_4013_before_any_work(settings):
+async def test_at_the_limit_handshakes_wait_and_past_four_times_it_one_is_closed_with_4013_before_any_work(settings):
     settings.CHAT_MAX_PENDING_HANDSHAKES = 1
     release = asyncio.Event()
     reached_inner = []
@@ -28,15 +28,16 @@ async def test_at_the_limit_handshakes_wait_and_past_twice_it_one_is_closed_with
 
     admission = HandshakeAdmission(slow_sign_in)
     waiting = []
-    for path in ("/first", "/second"):  # at the limit the node stops accepting; what got in still waits
+    admitted = [f"/{n}" for n in range(REFUSE_AT)]
+    for path in admitted:  # at the limit the node stops accepting; what got in still waits
         sent: list[dict] = []
         waiting.append((sent, asyncio.ensure_future(admission({"path": path}, _connect(), _appender(sent)))))
         await asyncio.sleep(0.05)
-    assert admission.pending == 2
+    assert admission.pending == REFUSE_AT
 
     refused: list[dict] = []
-    await admission({"path": "/third"}, _connect(), _appender(refused))
-    assert reached_inner == ["/first", "/second"]  # the refused one did no work
+    await admission({"path": "/refused"}, _connect(), _appender(refused))
+    assert reached_inner == admitted  # the refused one did no work
     assert refused[0] == {"type": "websocket.accept"}
     assert refused[1]["type"] == "websocket.close" and refused[1]["code"] == protocol.CLOSE_TRY_AGAIN_LATER
     assert "reconnect" in refused[1]["reason"]
@@ -46,8 +47,8 @@ async def test_at_the_limit_handshakes_wait_and_past_twice_it_one_is_closed_with
         await task
         assert sent == [{"type": "websocket.accept"}]
     assert admission.pending == 0
-    await admission({"path": "/fourth"}, _connect(), _appender([]))  # room again once they answered
-    assert reached_inner == ["/first", "/second", "/fourth"]
+    await admission({"path": "/later"}, _connect(), _appender([]))  # room again once they answered
+    assert reached_inner == [*admitted, "/later"]
 
 
 def _connect():
@@ -66,7 +67,7 @@ def _appender(into: list[dict]):
 @pytest.mark.django_db(transaction=True)
 def test_a_burst_past_the_limit_waits_for_the_node_and_every_client_gets_in(daphne_server):
     # 60 handshakes at once on a node that looks up 3 at a time: it stops accepting while 3 wait (the rest queue
-    # in the kernel); the few a batch of accepts lets in past twice the limit are told to come back (4013).
+    # in the kernel); the few a batch of accepts lets in past four times the limit are told to come back (4013).
     node = daphne_server(CHAT_MAX_PENDING_HANDSHAKES="3")
     get_user_model().objects.create_user("erin", password="pw-erin-123")
     token = get_token(node, "erin", "pw-erin-123")
