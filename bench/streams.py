@@ -53,6 +53,7 @@ class Run:
     handshakes: list[float] = field(default_factory=list)
     handshake_refused: int = 0  # told to come back (4013), retried
     handshake_failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # failed handshakes by exception
     acks: list[float] = field(default_factory=list)
     first: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
@@ -120,8 +121,9 @@ async def customer(run: Run, url: str, headers: dict, origin: str, question: str
     try:  # a socket told to come back (4013) reconnects with the chat page's backoff
         ws = await open_admitted(url, headers=headers, origin=origin, on_refused=run.refused_one, open_timeout=30,
                                  max_size=None, ping_interval=None)  # fmt: skip
-    except Exception:  # noqa: BLE001 - any failure to connect counts
+    except Exception as exc:  # noqa: BLE001 - any failure to connect counts
         run.handshake_failed += 1
+        run.failures[type(exc).__name__] = run.failures.get(type(exc).__name__, 0) + 1
         return
     run.handshakes.append(time.monotonic() - began)
     try:
@@ -312,6 +314,9 @@ def main() -> int:
             minimal = next(r for r in runs if r.server == "minimal")
             for run in runs:
                 print(run.row(minimal), flush=True)
+            for run in runs:
+                if run.failures:
+                    print(f"  {run.server}: failed handshakes {run.failures}")
     if args.plot:
         plot(results, args.plot)
         print(f"plot: {args.plot}")

@@ -66,7 +66,7 @@ class HandshakeAdmission:
 
         limit = settings.CHAT_MAX_PENDING_HANDSHAKES
         if limit > 0 and self.pending >= REFUSE_AT * limit:
-            await self._refuse(receive, send)
+            await refuse_handshake(receive, send)
             return
         self.pending += 1
         if limit > 0 and self.pending >= limit:
@@ -110,18 +110,19 @@ class HandshakeAdmission:
         for port in ports:
             port.startReading()
 
-    @staticmethod
-    async def _refuse(receive, send) -> None:
-        from django.conf import settings
 
-        from chatsite import metrics
-        from conversations import protocol
+async def refuse_handshake(receive, send) -> None:
+    """Accept and close at once with 4013: the client reconnects after a moment (its backoff)."""
+    from django.conf import settings
 
-        metrics.HANDSHAKES_REFUSED.inc()
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        await send({"type": "websocket.accept"})
-        retry = settings.CHAT_BUSY_RETRY_AFTER_SECONDS
-        await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN_LATER,
-                    "reason": f"Too many connections at once; reconnect in {retry} s."})  # fmt: skip
+    from chatsite import metrics
+    from conversations import protocol
+
+    metrics.HANDSHAKES_REFUSED.inc()
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    retry = settings.CHAT_BUSY_RETRY_AFTER_SECONDS
+    await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN_LATER,
+                "reason": f"Too many connections at once; reconnect in {retry} s."})  # fmt: skip

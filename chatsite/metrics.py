@@ -42,7 +42,7 @@ SLOW_CLIENTS_CLOSED = Counter(
     "chat_slow_clients_closed_total", "WebSockets closed because their client stopped reading (over the send buffer)."
 )
 HANDSHAKES_REFUSED = Counter(
-    "chat_handshakes_refused_total", "WebSocket handshakes closed with 4013 because too many were waiting."
+    "chat_handshakes_refused_total", "WebSocket handshakes closed with 4013: too many waiting, or their turn came too late."
 )
 ACCEPT_PAUSES = Counter(
     "chat_accept_pauses_total", "Times the node stopped accepting connections while its handshakes caught up."

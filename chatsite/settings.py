@@ -282,6 +282,9 @@ CHAT_SEND_BUFFER_LIMIT_BYTES = env_int("CHAT_SEND_BUFFER_LIMIT_BYTES", 1024 * 10
 # connect timeout): at the limit the node stops accepting until one answers; past four times it, a handshake is closed
 # with 4013 and the client reconnects (chatsite/handshakes.py). 0: no bound.
 CHAT_MAX_PENDING_HANDSHAKES = env_int("CHAT_MAX_PENDING_HANDSHAKES", 200)
+# A handshake whose sign-in lookup has not started this long after it arrived is closed with 4013 instead (Daphne
+# drops handshakes not accepted within 5 s anyway; conversations/auth.py).
+CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS = env_float("CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS", 3.0)
 # Admission control (conversations/streaming/admission.py): answers generated at once per node; past that they
 # wait in line (the customer sees their place); at most CHAT_NODE_QUEUE_LIMIT wait, then asks get `busy`.
 CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 8)

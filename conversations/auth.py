@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import jwt
-from channels.auth import AuthMiddleware
+from channels.auth import AuthMiddleware, get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -57,6 +57,19 @@ def bearer_token(scope: dict) -> str | None:
     return None
 
 
+class HandshakeTooLate(Exception):
+    """The handshake waited so long for its turn that Daphne's connect timeout would drop it anyway."""
+
+
+def _unless_late(started: float, lookup, *args):
+    """``lookup(*args)``, unless the handshake already waited past ``CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS`` for
+    the database thread: then it is refused (4013) without the query, and the client reconnects. Without this, a
+    burst's oldest handshakes were looked up after Daphne had dropped them, and every later one waited longer."""
+    if time.monotonic() - started > settings.CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS:
+        raise HandshakeTooLate
+    return lookup(*args)
+
+
 class TokenOrSessionAuthMiddleware:
     """Channels middleware: ``scope["user"]`` is the bearer token's user when the handshake carries
     ``Authorization: Bearer …`` (other clients), else the session's (browsers; Channels' ``AuthMiddleware``).
@@ -64,7 +77,8 @@ class TokenOrSessionAuthMiddleware:
     One database call per handshake either way: the session user is not looked up for a token's handshake
     (that lookup queued on the database thread every socket shares, per handshake, in a connection burst). An
     invalid token leaves the socket anonymous with ``scope["auth_error"]`` set, and the consumer refuses it
-    (close 4401). Sits inside Channels' ``SessionMiddlewareStack``.
+    (close 4401). A handshake whose turn comes too late is closed with 4013 (``_unless_late``). Sits inside
+    Channels' ``SessionMiddlewareStack``.
     """
 
     def __init__(self, app) -> None:
@@ -72,13 +86,22 @@ class TokenOrSessionAuthMiddleware:
         self.session_auth = AuthMiddleware(app)
 
     async def __call__(self, scope, receive, send):
+        from chatsite.handshakes import refuse_handshake
+
+        started = time.monotonic()
         token = bearer_token(scope)
-        if token is None:
-            return await self.session_auth(scope, receive, send)
         scope = dict(scope)
         try:
-            scope["user"] = await database_sync_to_async(user_for_token)(token)
-        except InvalidToken as exc:
-            scope["user"] = AnonymousUser()
-            scope["auth_error"] = str(exc)
+            if token is None:
+                self.session_auth.populate_scope(scope)
+                scope["user"]._wrapped = await database_sync_to_async(_unless_late)(started, get_user.func, scope)
+            else:
+                try:
+                    scope["user"] = await database_sync_to_async(_unless_late)(started, user_for_token, token)
+                except InvalidToken as exc:
+                    scope["user"] = AnonymousUser()
+                    scope["auth_error"] = str(exc)
+        except HandshakeTooLate:
+            await refuse_handshake(receive, send)
+            return None
         return await self.app(scope, receive, send)

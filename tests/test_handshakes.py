@@ -97,3 +97,32 @@ def test_a_burst_past_the_limit_waits_for_the_node_and_every_client_gets_in(daph
     pauses = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("chat_accept_pauses_total"))
     assert pauses >= 1, "60 handshakes at once never found 3 waiting"
     assert f"chat_handshakes_refused_total {float(len(refused))}" in metrics
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_handshake_whose_lookup_would_start_past_the_deadline_is_closed_with_4013_without_it(settings):
+    from channels.db import database_sync_to_async
+
+    from conversations.auth import TokenOrSessionAuthMiddleware, issue_token
+
+    user = await database_sync_to_async(get_user_model().objects.create_user)("fay", password="pw-fay-123")
+    token, _ = issue_token(user)
+    seen = []
+
+    async def consumer(scope, receive, send):
+        seen.append(scope["user"].pk)
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    middleware = TokenOrSessionAuthMiddleware(consumer)
+    scope = {"type": "websocket", "path": "/ws/chat/", "headers": [(b"authorization", f"Bearer {token}".encode())]}
+
+    settings.CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS = 30
+    await middleware(scope, _connect(), _appender([]))
+    assert seen == [user.pk]
+
+    settings.CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS = -1  # every turn comes too late
+    sent: list[dict] = []
+    await middleware(scope, _connect(), _appender(sent))
+    assert seen == [user.pk]  # no lookup, no consumer
+    assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == protocol.CLOSE_TRY_AGAIN_LATER
