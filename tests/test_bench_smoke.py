@@ -33,33 +33,34 @@ def test_retrieval_benchmark_tiny_run_prints_its_tables():
     assert "Goal (hybrid db p50 <= 15 ms at recall@10 >= 0.95):" in out
 
 
+def bench_rows(script: str, *args: str, timeout: int) -> dict[str, list[str]]:
+    """Run ``bench/<script>`` and return its table rows by first cell (stripped cells)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"bench/{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    rows = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("| "):
+            cells = [cell.strip() for cell in line.split("|")]
+            rows[cells[1]] = cells
+    for server in ("ours", "minimal", "bare"):
+        assert server in rows, f"no {server} row in:\n{proc.stdout}"
+    return rows
+
+
 @pytest.mark.slow
 def test_idle_sockets_benchmark_tiny_run_prints_its_table():
     # bench/idle.py at CI size: a few sockets held on a node and the two baselines, pings answered.
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "idle.py"), "--sockets", "30", "--ramp", "100", "--ping-rate", "30",
-         "--seconds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, f"bench/idle.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    rows = {line.split("|")[1].strip(): line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")}
+    rows = bench_rows("idle.py", "--sockets", "30", "--ramp", "100", "--ping-rate", "30", "--seconds", "1", timeout=600)
     for server in ("ours", "minimal", "bare"):
-        assert server in rows, f"no {server} row in:\n{proc.stdout}"
-        cells = [cell.strip() for cell in rows[server]]
-        assert cells[5] == "0", f"{server}: failed handshakes in\n{proc.stdout}"  # "failed handshakes"
-        assert cells[10] == "0", f"{server}: pongs lost in\n{proc.stdout}"  # "pongs lost"
+        assert (rows[server][5], rows[server][10]) == ("0", "0"), f"{server}: failed handshakes or lost pongs: {rows}"
 
 
 @pytest.mark.slow
 def test_streams_benchmark_tiny_run_prints_its_table():
     # bench/streams.py at CI size: 5 server-bound customers on a node, then the baselines, all complete.
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "streams.py"), "--customers", "5", "--pace", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, f"bench/streams.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    rows = {line.split("|")[1].strip(): line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")}
+    rows = bench_rows("streams.py", "--customers", "5", "--pace", "0", timeout=900)
     for server in ("ours", "minimal", "bare"):
-        assert server in rows, f"no {server} row in:\n{proc.stdout}"
-        cells = [cell.strip() for cell in rows[server]]
-        assert (cells[6], cells[10], cells[11]) == ("0", "0", "0"), f"{server}: failures in\n{proc.stdout}"  # failed, errors, interrupted
+        failed, errors, interrupted = rows[server][6], rows[server][10], rows[server][11]
+        assert (failed, errors, interrupted) == ("0", "0", "0"), f"{server}: failures in {rows}"
