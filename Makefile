@@ -64,6 +64,7 @@ system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing=" chromium fonts-dejavu-core"; \
 	command -v msgfmt >/dev/null || missing="$$missing gettext"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then sudo=""; \
 		elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fake_path(tmp_path: Path, *, uid: int, sudo_ok: bool) -> tuple[str, Path]:
-    """A bin folder with the shell tools make needs, stand-ins for id/sudo/apt-get, and no chromium/msgfmt."""
+    """A bin folder with the shell tools make needs, stand-ins for id/sudo/apt-get, and no chromium/msgfmt/redis-server."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "sh", "make", "env", "true"):
@@ -47,7 +47,7 @@ def test_without_rights_it_stops_with_the_one_command_to_run(tmp_path):
     path, log = fake_path(tmp_path, uid=1000, sudo_ok=False)
     result = system_deps(path)
     assert result.returncode != 0
-    assert "run: sudo apt-get install -y chromium fonts-dejavu-core gettext" in result.stderr, result.stderr
+    assert "run: sudo apt-get install -y chromium fonts-dejavu-core gettext redis-server" in result.stderr, result.stderr
     assert not log.exists(), "nothing is installed without the rights to"
 
 
@@ -58,4 +58,4 @@ def test_as_root_or_with_sudo_it_installs_what_is_missing(tmp_path, uid, sudo_ok
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
     assert calls[0].endswith("update -qq")
-    assert calls[1].split()[-3:] == ["chromium", "fonts-dejavu-core", "gettext"], calls
+    assert calls[1].split()[-4:] == ["chromium", "fonts-dejavu-core", "gettext", "redis-server"], calls
