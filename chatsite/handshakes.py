@@ -13,6 +13,8 @@ import pprint
 import sys
 from typing import Any
 
+from django.conf import settings
+
 NOT_FORMATTED = "(not formatted: autobahn's debug logging is off)"
 
 
@@ -62,8 +64,6 @@ class HandshakeAdmission:
         self.paused: list = []  # the listening ports this node stopped reading
 
     async def __call__(self, scope, receive, send):
-        from django.conf import settings
-
         limit = settings.CHAT_MAX_PENDING_HANDSHAKES
         if limit > 0 and self.pending >= REFUSE_AT * limit:
             await refuse_handshake(receive, send)
@@ -113,8 +113,6 @@ class HandshakeAdmission:
 
 async def refuse_handshake(receive, send) -> None:
     """Accept and close at once with 4013: the client reconnects after a moment (its backoff)."""
-    from django.conf import settings
-
     from chatsite import metrics
     from conversations import protocol
 

@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
+from chatsite.handshakes import refuse_handshake
+
 ALGORITHM = "HS256"
 
 
@@ -86,8 +88,6 @@ class TokenOrSessionAuthMiddleware:
         self.session_auth = AuthMiddleware(app)
 
     async def __call__(self, scope, receive, send):
-        from chatsite.handshakes import refuse_handshake
-
         started = time.monotonic()
         token = bearer_token(scope)
         scope = dict(scope)

@@ -50,7 +50,6 @@ def publication(conversation_id: uuid.UUID | str, frame: dict[str, Any]) -> Publ
     return Publication(channel, layer.serialize({"type": groups.FRAME, "frame": frame}))
 
 
-
 class LeaseLost(Exception):
     """Another node closed this message (its lease lapsed and was reaped): stop writing it, silently."""
 
