@@ -34,6 +34,11 @@ messages: venv
 # The kernel's queue of connections not yet accepted: a node that pauses accepting under a burst of handshakes
 # (chatsite/handshakes.py) leaves them there; Daphne's -b/-p give Twisted's default of 50.
 BACKLOG ?= 1024
+# How Daphne runs: pings every 20 s (a socket silent for 30 s is closed), and a WebSocket handshake the app has not
+# accepted or refused within 10 s is dropped (Daphne's default, 5 s, is barely above the app's own
+# CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS of 3 s: under load its 4013 refusals arrived after Daphne had given up).
+DAPHNE = $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 \
+	--ping-timeout 30 --websocket_connect_timeout 10 chatsite.asgi:application
 
 # Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
 run: venv translations
@@ -41,7 +46,7 @@ run: venv translations
 	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
 	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+	$(DAPHNE)
 
 # The same, with answers written by a real local LLM: llama.cpp (xllamacpp) serving SmolLM2-135M-Instruct beside
 # Daphne, which gets ANSWER_GENERATOR=openai, LLM_BASE_URL and LLM_MODEL pointing at it (chatsite/local_llm.py).
@@ -51,7 +56,7 @@ run-llm: venv translations
 	$(PY) manage.py supervise_worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m chatsite.local_llm run --port $(LLM_PORT) -- \
-		$(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 --ping-timeout 30 chatsite.asgi:application
+		$(DAPHNE)
 
 worker: venv
 	$(PY) manage.py supervise_worker

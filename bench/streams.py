@@ -113,6 +113,17 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def failure_kind(exc: BaseException, after: float) -> str:
+    """'InvalidMessage <- ConnectionResetError after 10-30 s': the exception, what caused it, and when."""
+    names, cause = [type(exc).__name__], exc.__cause__ or exc.__context__
+    while cause is not None and len(names) < 4:
+        names.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    window = next(f"{low}-{high} s" for low, high in ((0, 1), (1, 5), (5, 10), (10, 30), (30, 60), (60, 1e9))
+                  if after < high)  # fmt: skip
+    return f"{' <- '.join(names)} after {window}"
+
+
 async def customer(run: Run, url: str, headers: dict, origin: str, question: str, start_at: float) -> None:
     from bench.ws_client import open_admitted
 
@@ -123,7 +134,8 @@ async def customer(run: Run, url: str, headers: dict, origin: str, question: str
                                  max_size=None, ping_interval=None)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any failure to connect counts
         run.handshake_failed += 1
-        run.failures[type(exc).__name__] = run.failures.get(type(exc).__name__, 0) + 1
+        kind = failure_kind(exc, time.monotonic() - began)
+        run.failures[kind] = run.failures.get(kind, 0) + 1
         return
     run.handshakes.append(time.monotonic() - began)
     try:

@@ -285,6 +285,7 @@ CHAT_MAX_PENDING_HANDSHAKES = env_int("CHAT_MAX_PENDING_HANDSHAKES", 200)
 # A handshake whose sign-in lookup has not started this long after it arrived is closed with 4013 instead (Daphne
 # drops handshakes not accepted within 5 s anyway; conversations/auth.py).
 CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS = env_float("CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS", 3.0)
+CHAT_HANDSHAKE_THREADS = env_int("CHAT_HANDSHAKE_THREADS", 1)  # the sign-in lookups' own database lane
 # Admission control (conversations/streaming/admission.py): answers generated at once per node; past that they
 # wait in line (the customer sees their place); at most CHAT_NODE_QUEUE_LIMIT wait, then asks get `busy`.
 CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 8)

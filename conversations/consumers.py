@@ -35,6 +35,10 @@ def unavailable_frame(frame: object | None) -> dict:
     )
 
 
+#: Messages dispatched without Channels' database housekeeping hop (see ``ChatConsumer.dispatch``).
+WITHOUT_HOUSEKEEPING = frozenset({groups.FRAME, "websocket.receive", "websocket.connect"})
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     requester: Requester
     socket_kind = "chat"  # the label of this socket's metrics (chatsite/metrics.py)
@@ -57,12 +61,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its database housekeeping (a hop to the database thread) for relayed
         frames — that hop per token was most of a frame's cost — nor for client frames, where ``receive`` does
-        it once the frame is known to need the database (a ``ping`` does not). Handlers that read the database
-        do it through ``database_sync_to_async``, which does the same housekeeping around each call."""
+        it once the frame is known to need the database (a ``ping`` does not), nor for the handshake: ``connect``
+        reads only the scope, and that hop queued every handshake of a burst behind the questions on the shared
+        database thread until Daphne dropped it. Handlers that read the database do it through
+        ``database_sync_to_async``, which does the same housekeeping around each call."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        if message["type"] not in (groups.FRAME, "websocket.receive"):
+        if message["type"] not in WITHOUT_HOUSEKEEPING:
             await aclose_old_connections()
         await handler(message)
 

@@ -39,10 +39,12 @@ def _close_persistent_connections(django_db_setup):
     from asgiref.sync import sync_to_async
     from django.db import connections
 
+    from conversations import auth
     from knowledge import inference
 
     asyncio.run(sync_to_async(connections.close_all)())
     inference.ANSWERS.close_connections()
+    auth.LOOKUPS.close_connections()
 
 
 @pytest.fixture(autouse=True)

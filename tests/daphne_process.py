@@ -96,7 +96,7 @@ def start_daphne(log_dir: Path, env_overrides: dict[str, str] | None = None) -> 
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(DAPHNE), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "--ping-interval", "20",
-             "--ping-timeout", "30", "chatsite.asgi:application"],
+             "--ping-timeout", "30", "--websocket_connect_timeout", "10", "chatsite.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log,

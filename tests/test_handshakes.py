@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 
 import pytest
@@ -126,3 +127,37 @@ async def test_a_handshake_whose_lookup_would_start_past_the_deadline_is_closed_
     await middleware(scope, _connect(), _appender(sent))
     assert seen == [user.pk]  # no lookup, no consumer
     assert sent[-1]["type"] == "websocket.close" and sent[-1]["code"] == protocol.CLOSE_TRY_AGAIN_LATER
+
+
+@pytest.mark.django_db(transaction=True)  # the lane's thread keeps the connection an earlier test opened
+async def test_a_handshake_is_refused_at_its_deadline_while_the_lookup_lane_is_stuck(settings):
+    """The line for the sign-in lookups is kept on the event loop: a handshake behind a lookup that does not
+    finish is refused when its deadline passes, not when the lane frees up, and its lookup never runs."""
+    import threading
+
+    from conversations.auth import LOOKUPS, HandshakeTooLate
+
+    settings.CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS = 0.3
+    stuck, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold_the_lane() -> str:
+        stuck.set()
+        release.wait(30)
+        return "held"
+
+    def lookup() -> str:
+        ran.append("lookup")
+        return "looked up"
+
+    lanes = LOOKUPS.pool.size()
+    holders = [asyncio.create_task(LOOKUPS.run(time.monotonic() + 60, hold_the_lane)) for _ in range(lanes)]
+    await asyncio.to_thread(stuck.wait, 10)
+    try:
+        with pytest.raises(HandshakeTooLate):
+            await LOOKUPS.run(time.monotonic(), lookup)
+        assert not release.is_set() and ran == []  # refused while the lane was still held
+    finally:
+        release.set()
+        assert await asyncio.gather(*holders) == ["held"] * lanes
+    assert await LOOKUPS.run(time.monotonic(), lookup) == "looked up"  # the lane serves again once free
