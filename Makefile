@@ -37,8 +37,11 @@ BACKLOG ?= 1024
 # How Daphne runs: pings every 20 s (a socket silent for 30 s is closed), and a WebSocket handshake the app has not
 # accepted or refused within 10 s is dropped (Daphne's default, 5 s, is barely above the app's own
 # CHAT_HANDSHAKE_LOOKUP_DEADLINE_SECONDS of 3 s: under load its 4013 refusals arrived after Daphne had given up).
+# A socket lives at most an hour (--websocket_timeout 3600, Daphne's default is 24 h), then closes with 1000 and the
+# page reconnects and resumes: revocation closes sockets at once (conversations/revocation.py); this bounds one
+# whose revocation event was lost, and no token socket outlives its token (API_TOKEN_TTL_SECONDS) by more.
 DAPHNE = $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 \
-	--ping-timeout 30 --websocket_connect_timeout 10 chatsite.asgi:application
+	--ping-timeout 30 --websocket_connect_timeout 10 --websocket_timeout 3600 chatsite.asgi:application
 
 # Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
 run: venv translations

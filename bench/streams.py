@@ -41,7 +41,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 RUN_TIMEOUT_SECONDS = 240.0
 #: Bench nodes run as in production: DEBUG off (Django's debug cursor and query log cost CPU on every query).
-PRODUCTION_ENV = {"DEBUG": "false", "SECRET_KEY": "bench-not-secret-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1,localhost"}
+#: HTTPS_ONLY off: they serve plain http://127.0.0.1 (no redirect to https, no Secure cookies; docs/security.md).
+PRODUCTION_ENV = {
+    "DEBUG": "false",
+    "SECRET_KEY": "bench-not-secret-" + "x" * 40,
+    "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "HTTPS_ONLY": "false",
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

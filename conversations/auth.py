@@ -6,6 +6,7 @@ Tokens are short-lived HS256 JWTs signed with SECRET_KEY; a socket checks its to
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -16,9 +17,12 @@ from channels.auth import AuthMiddleware, get_user
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.db.models.functions import Coalesce
+from django.utils.crypto import constant_time_compare
 
 from chatsite import db_threads
 from chatsite.handshakes import refuse_handshake
+from conversations import revocation
 
 ALGORITHM = "HS256"
 T = TypeVar("T")
@@ -32,8 +36,23 @@ def issue_token(user) -> tuple[str, int]:
     """A signed access token for ``user`` and its lifetime in seconds."""
     ttl = settings.API_TOKEN_TTL_SECONDS
     now = int(time.time())
-    payload = {"sub": str(user.pk), "iat": now, "exp": now + ttl, "typ": "access"}
+    # ``ver``: what a password change or "sign out everywhere" invalidates (conversations/revocation.py).
+    ver = revocation.token_version(user, revocation.token_generation(user))
+    payload = {"sub": str(user.pk), "iat": now, "exp": now + ttl, "typ": "access", "ver": ver}
     return jwt.encode(payload, settings.SECRET_KEY, algorithm=ALGORITHM), ttl
+
+
+#: ``sub`` as ``issue_token`` writes it: a user's primary key in plain ASCII digits, within a 64-bit integer.
+_SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def _subject_pk(payload: dict) -> int:
+    """The user id a verified token names. Why checked here: a validly signed token with ``sub`` "abc", "1.5",
+    "٣" or 2**64 made the ORM raise, and the handshake ended in HTTP 500 instead of 4401."""
+    sub = payload.get("sub")
+    if not isinstance(sub, str) or not _SUBJECT.fullmatch(sub) or int(sub) >= 2**63:
+        raise InvalidToken("The token is not valid.")
+    return int(sub)
 
 
 def user_for_token(token: str):
@@ -44,13 +63,24 @@ def user_for_token(token: str):
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("The token has expired; get a new one from POST /api/token/.") from None
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError, RecursionError):
+        # PyJWT turns most malformed input into InvalidTokenError; the rest (a claims object nested thousands
+        # deep, a number too large for int()) must not end the handshake in a 500 either.
         raise InvalidToken("The token is not valid.") from None
-    if payload.get("typ") != "access":
+    if not isinstance(payload, dict) or payload.get("typ") != "access":
         raise InvalidToken("The token is not an access token.")
-    user = get_user_model().objects.filter(pk=payload["sub"], is_active=True).first()
+    user = (
+        get_user_model().objects.filter(pk=_subject_pk(payload), is_active=True)
+        .annotate(token_generation_now=Coalesce("token_generation__generation", 0))
+        .first()
+    )
     if user is None:
         raise InvalidToken("The token's user does not exist or is inactive.")
+    ver = payload.get("ver")
+    if not isinstance(ver, str) or not constant_time_compare(
+        ver, revocation.token_version(user, user.token_generation_now)
+    ):
+        raise InvalidToken("The token was revoked (password change or sign-out everywhere); get a new one.")
     return user
 
 

@@ -23,6 +23,7 @@ from conversations.access import Requester, aget_conversation, aget_message
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
 from knowledge.models import KnowledgeBase
+from knowledge.visibility import visible_knowledge_bases
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
             raise refusal
         if conversation is None:
             conversation = Conversation.objects.create(
-                knowledge_base=_knowledge_base(frame),
+                knowledge_base=_knowledge_base(requester, frame),
                 title=_title(frame.text),
                 **requester.owner_fields(),
             )
@@ -178,11 +179,17 @@ def _node_busy(line: admission.Admission, frame: protocol.Ask) -> protocol.Proto
     )
 
 
-def _knowledge_base(frame: protocol.Ask) -> KnowledgeBase:
+def _knowledge_base(requester: Requester, frame: protocol.Ask) -> KnowledgeBase:
+    """The knowledge base a new conversation asks: ``kb`` among those the requester may see, else the default.
+
+    One the requester may not see is refused exactly like one that does not exist (knowledge/visibility.py).
+    The default is not checked here: when it is not public, retrieval finds nothing in it for a customer (the
+    answer offers a person) and the name the customer never sent is not confirmed or denied.
+    """
     if frame.kb is None:
         kb, _ = KnowledgeBase.objects.get_or_create(name=settings.DEFAULT_KNOWLEDGE_BASE)
         return kb
-    kb = KnowledgeBase.objects.filter(Q(slug=frame.kb) | Q(name=frame.kb)).first()
+    kb = visible_knowledge_bases(requester.user_id).filter(Q(slug=frame.kb) | Q(name=frame.kb)).first()
     if kb is None:
         raise protocol.ProtocolError(protocol.NOT_FOUND, f"No knowledge base {frame.kb!r}.", id=frame.id)
     return kb

@@ -15,6 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -46,6 +47,18 @@ def _locked(conversation_id: uuid.UUID) -> Conversation:
     return conversation
 
 
+def ensure_staff(agent) -> None:
+    """Staff rights re-read from the user row, inside the action's transaction: a console socket whose revocation
+    event was lost (``conversations/revocation.py``) still cannot act once the person is no longer active staff."""
+    if not get_user_model().objects.filter(pk=agent.pk, is_active=True, is_staff=True).exists():
+        raise protocol.ProtocolError(
+            protocol.FORBIDDEN, "You no longer have staff access (or your account was deactivated); sign in again."
+        )
+
+
+aensure_staff = database_sync_to_async(ensure_staff)
+
+
 def _held_by_other(conversation: Conversation, agent) -> bool:
     return (
         conversation.status == Conversation.Status.AGENT
@@ -72,6 +85,7 @@ def _system(conversation: Conversation, agent, text: str) -> Message:
 # --- take over / hand back / resolve ------------------------------------------------------------------------
 def _take_over(conversation_id: uuid.UUID, agent) -> tuple[Conversation, Message | None]:
     with transaction.atomic():
+        ensure_staff(agent)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "answer it")
         if conversation.status == Conversation.Status.AGENT and conversation.assigned_agent_id == agent.pk:
@@ -107,6 +121,7 @@ async def take_over(conversation_id: uuid.UUID, agent) -> Conversation:
 
 def _hand_back(conversation_id: uuid.UUID, agent, resolve: bool) -> tuple[Conversation, Message | None, bool]:
     with transaction.atomic():
+        ensure_staff(agent)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "resolve it" if resolve else "hand it back")
         target = Conversation.Status.RESOLVED if resolve else Conversation.Status.BOT
@@ -160,6 +175,7 @@ async def _announce(conversation: Conversation, agent, action: str) -> None:
 # --- talking to the customer --------------------------------------------------------------------------------
 def _agent_message(conversation_id: uuid.UUID, agent, client_id: str, text: str) -> tuple[Message, bool]:
     with transaction.atomic():
+        ensure_staff(agent)
         conversation = _locked(conversation_id)
         existing = Message.objects.filter(conversation=conversation, role=Message.Role.AGENT, client_id=client_id)
         found = existing.select_related("author").first()
@@ -215,6 +231,7 @@ async def send_agent_message(
 
 def _nudge(conversation_id: uuid.UUID, agent, text: str) -> Message:
     with transaction.atomic():
+        ensure_staff(agent)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "nudge the customer")
         return _system(conversation, agent, text or DEFAULT_NUDGE.format(name=display_name(agent)))
@@ -240,6 +257,7 @@ def note_payload(note: InternalNote) -> dict[str, Any]:
 
 
 def _add_note(conversation_id: uuid.UUID, agent, text: str) -> InternalNote:
+    ensure_staff(agent)
     if not Conversation.objects.filter(pk=conversation_id).exists():
         raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
     note = InternalNote.objects.create(conversation_id=conversation_id, author=agent, text=text)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class ConsoleConsumer(ChatConsumer):
-    parse = staticmethod(protocol.parse_console_frame)
+    parse = staticmethod(protocol.CONSOLE.parse)
     socket_kind = "console"
 
     async def connect(self) -> None:
@@ -37,7 +37,8 @@ class ConsoleConsumer(ChatConsumer):
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated or not user.is_active:
-            await self._refuse(protocol.UNAUTHENTICATED, "Sign in as a staff member.", protocol.CLOSE_UNAUTHENTICATED)
+            detail = self.scope.get("auth_error") or "Sign in as a staff member."  # e.g. the token was revoked
+            await self._refuse(protocol.UNAUTHENTICATED, detail, protocol.CLOSE_UNAUTHENTICATED)
             return
         if not user.is_staff:
             await self._refuse(protocol.FORBIDDEN, "The support console is for staff only.", protocol.CLOSE_FORBIDDEN)
@@ -45,6 +46,7 @@ class ConsoleConsumer(ChatConsumer):
         self.agent = user
         self.requester = Requester(user_id=user.pk)  # marks the socket as accepted for receive()
         self.opened()
+        await self.join_user_group()  # revocation closes it on any node (conversations/revocation.py)
         await self.channel_layer.group_add(groups.CONSOLE, self.channel_name)
         self.following.add(groups.CONSOLE)
         await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))
@@ -65,6 +67,9 @@ class ConsoleConsumer(ChatConsumer):
 
     async def watch(self, conversation_id: uuid.UUID) -> None:
         """Join the conversation's groups, then send its state, notes, traces and unfinished answers so far."""
+        if str(conversation_id) in self.watching:
+            return
+        await console.aensure_staff(self.agent)  # rights re-read now, not only at the handshake
         conversation = await Conversation.objects.filter(pk=conversation_id).afirst()
         if conversation is None:
             raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")

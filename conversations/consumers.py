@@ -9,6 +9,7 @@ gap (a frame dropped by a full channel) is filled from the frame log.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from channels.consumer import get_handler_name
@@ -17,10 +18,35 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsite import metrics, outages
-from conversations import chat, groups, inbox, protocol, reminders, streaming
+from conversations import chat, groups, inbox, protocol, reminders, revocation, streaming
 from conversations.access import Requester, aget_conversation, requester_from_scope
+from conversations.auth import bearer_token
 
 log = logging.getLogger(__name__)
+
+
+class MalformedFrames:
+    """Client garbage in the log: at most one warning line per ``EVERY`` seconds per node, with the count and the
+    latest refusal, never a traceback — a fuzzing or broken client must not flood the log (the full count is the
+    ``chat_malformed_frames_total`` metric)."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logged_at = -self.EVERY
+
+    def note(self, socket_kind: str, error: protocol.ProtocolError) -> None:
+        metrics.MALFORMED_FRAMES.labels(socket_kind, error.code).inc()
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= self.EVERY:
+            log.warning("refused %d malformed client frame(s) since the last such line; latest on %s: %s",
+                        self.count, socket_kind, error)  # fmt: skip
+            self.count, self.logged_at = 0, now
+
+
+MALFORMED_LOG = MalformedFrames()
 
 
 def unavailable_frame(frame: object | None) -> dict:
@@ -42,7 +68,7 @@ WITHOUT_HOUSEKEEPING = frozenset({groups.FRAME, "websocket.receive", "websocket.
 class ChatConsumer(AsyncWebsocketConsumer):
     requester: Requester
     socket_kind = "chat"  # the label of this socket's metrics (chatsite/metrics.py)
-    parse = staticmethod(protocol.parse_frame)  # the console socket (console_consumer.py) parses its own frames
+    parse = staticmethod(protocol.CHAT.parse)  # the console socket (console_consumer.py) has its own registry
 
     async def connect(self) -> None:
         self.delivered: dict[str, int] = {}  # message id -> last seq sent on this socket
@@ -56,6 +82,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.requester = requester
         self.opened()
+        await self.join_user_group()
         reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
 
     async def dispatch(self, message: dict) -> None:
@@ -71,6 +98,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message["type"] not in WITHOUT_HOUSEKEEPING:
             await aclose_old_connections()
         await handler(message)
+
+    async def join_user_group(self) -> None:
+        """A signed-in user's socket joins ``user.<id>``, so revoking their access closes it on whatever node it is
+        (``conversations/revocation.py``; ``user_revoked``). Remembers how it signed in: a logout closes only the
+        sockets of that session."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return  # an anonymous visitor: nothing to revoke
+        session = self.scope.get("session")
+        self.signed_in_with = "token" if bearer_token(self.scope) else getattr(session, "session_key", None) or ""
+        group = groups.user(user.pk)
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.following.add(group)
+
+    async def user_revoked(self, event: dict) -> None:
+        """The user's access was revoked (logout, deactivation, loss of staff rights, password change, sign-out
+        everywhere): if it concerns this socket, say why in an ``error`` frame with ``reason`` and close with
+        ``CLOSE_REVOKED`` (4001); frames still arriving are ignored (no ``requester`` any more)."""
+        if not hasattr(self, "requester") or not revocation.concerns(
+            event, self.socket_kind, getattr(self, "signed_in_with", "")
+        ):
+            return
+        reason = event["reason"]
+        code = protocol.FORBIDDEN if reason == revocation.STAFF_REMOVED else protocol.UNAUTHENTICATED
+        del self.requester
+        await self.send_frame({**protocol.error_frame(code, revocation.DETAILS[reason]), "reason": reason})
+        await self.close(code=protocol.CLOSE_REVOKED, reason=reason)
 
     def opened(self) -> None:
         """Count this accepted socket (``chat_open_sockets``) until ``disconnect``."""
@@ -102,6 +156,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await aclose_old_connections()
             await self.handlers[type(frame)](self, frame)
         except protocol.ProtocolError as exc:
+            if exc.code in protocol.MALFORMED:
+                MALFORMED_LOG.note(self.socket_kind, exc)
             await self.send_frame(exc.frame())
         except Exception as exc:
             if not outages.is_transient(exc):

@@ -6,6 +6,7 @@ Groups
     the staff watching it), on any node.
     ``staff(id)`` — ``staff.<hex>``: the staff watching one conversation (notes, traces, presence).
     ``CONSOLE`` — every support-console socket (the conversation list).
+    ``user(id)`` — ``user.<id>``: every chat and console socket of one signed-in user, on any node (revocation).
 
 Events (Channels calls the handler named like the type with "." → "_")
     ``FRAME`` ``chat.frame`` → ``ChatConsumer.chat_frame``: one protocol frame for a conversation's sockets.
@@ -13,6 +14,8 @@ Events (Channels calls the handler named like the type with "." → "_")
     ``CONSOLE_ITEM`` ``console.item`` → ``ConsoleConsumer.console_item``: one row of the conversation list.
     ``STAFF_PRESENCE`` ``staff.presence`` → ``ConsoleConsumer.staff_presence``: who is watching.
     ``STREAM_CANCEL`` ``stream.cancel`` → a node's control channel: stop generating that answer.
+    ``USER_REVOKED`` ``user.revoked`` → ``ChatConsumer.user_revoked``: the user's access was revoked; close the
+    sockets it concerns (``conversations/revocation.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ STAFF_FRAME = "staff.frame"
 CONSOLE_ITEM = "console.item"
 STAFF_PRESENCE = "staff.presence"
 STREAM_CANCEL = "stream.cancel"
+USER_REVOKED = "user.revoked"
 
 
 def conversation(conversation_id: uuid.UUID | str) -> str:
@@ -36,3 +40,8 @@ def conversation(conversation_id: uuid.UUID | str) -> str:
 def staff(conversation_id: uuid.UUID | str) -> str:
     """The group of the staff watching the conversation."""
     return f"staff.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def user(user_id: int | str) -> str:
+    """The group of every socket (chat and console) of one signed-in user, on any node."""
+    return f"user.{int(user_id)}"

@@ -195,3 +195,18 @@ class InternalNote(models.Model):
 
     def __str__(self) -> str:
         return f"note on {self.conversation_id}: {self.text[:60]}"
+
+
+class TokenGeneration(models.Model):
+    """A user's bearer-token generation: "sign out everywhere" (``POST /api/token/revoke/``) adds one, and every
+    token issued before carries the old number in its ``ver`` claim, so it stops working at once
+    (``conversations.auth.user_for_token``; ``conversations/revocation.py``). No row: generation 0."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="token_generation"
+    )
+    generation = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"tokens of user {self.user_id}: generation {self.generation}"

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.access import Requester, requester_from_request
 from conversations.models import Conversation, Feedback, Message
 from knowledge.ingest.chunking import HEADING_SEPARATOR
+from knowledge.visibility import may_read
 
 TITLE_MAX_CHARS = Conversation._meta.get_field("title").max_length
 _ID_PLACEHOLDER = "__id__"
@@ -72,7 +73,8 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
     config = {
         "conversation": str(conversation.pk),
         "status": conversation.status,
-        "kb": conversation.knowledge_base.slug,
+        # Only a knowledge base the requester may see is named on the page (knowledge/visibility.py).
+        "kb": conversation.knowledge_base.slug if may_read(requester.user_id, conversation.knowledge_base_id) else "",
         "conversationUrl": sample_url.replace(str(uuid.UUID(int=0)), _ID_PLACEHOLDER),
     }
     first_question = next((m.text for m in history if m.role == Message.Role.USER), "")

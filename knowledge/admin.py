@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from knowledge import retrieval, tasks
-from knowledge.admin_forms import SearchForm, UploadForm
+from knowledge.admin_forms import KnowledgeBaseForm, SearchForm, UploadForm
 from knowledge.embeddings import EmbeddingError
 from knowledge.models import Chunk, Document, KnowledgeBase
 
@@ -60,16 +60,39 @@ def status_snapshot(ids: list[int]) -> dict[str, dict]:
 
 @admin.register(KnowledgeBase)
 class KnowledgeBaseAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "document_count", "chunk_count"]
+    form = KnowledgeBaseForm
+    list_display = ["name", "slug", "visibility_display", "document_count", "chunk_count"]
+    list_filter = ["visibility"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["created_at"]
+    filter_horizontal = ["groups"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "description", "created_at"]}),
+        (
+            "Who may use it",
+            {
+                "fields": ["visibility", "groups"],
+                "description": "Anyone who may not use a knowledge base is told it does not exist (“not found”).",
+            },
+        ),
+    ]
 
     def get_queryset(self, request: HttpRequest):
         return (
             super()
             .get_queryset(request)
             .annotate(n_documents=_count_of(Document, "knowledge_base"), n_chunks=_count_of(Chunk, "knowledge_base"))
+            .prefetch_related("groups")
+        )
+
+    @admin.display(description="Visible to", ordering="visibility")
+    def visibility_display(self, obj: KnowledgeBase) -> str:
+        if obj.visibility == KnowledgeBase.Visibility.GROUPS:
+            names = ", ".join(group.name for group in obj.groups.all()) or "no group yet: staff only"
+            return f"Groups: {names}"
+        return {KnowledgeBase.Visibility.PUBLIC: "Everyone", KnowledgeBase.Visibility.STAFF: "Staff only"}.get(
+            obj.visibility, obj.get_visibility_display()
         )
 
     @admin.display(description="Documents", ordering="n_documents")
@@ -99,6 +122,7 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
                     kb=form.cleaned_data["kb"],
                     k=form.cleaned_data["k"] or None,
                     mode=form.cleaned_data["mode"],
+                    reader=request.user,  # staff see every knowledge base (knowledge/visibility.py)
                 )
             except (ValueError, EmbeddingError) as exc:  # empty query, unreachable embedding endpoint...
                 form.add_error(None, str(exc))
@@ -162,7 +186,7 @@ class DocumentAdmin(admin.ModelAdmin):
         "title",
         "source_url",
         "original_filename",
-        "file",
+        "file_download",
         "status_display",
         "chunks",
         "error_display",
@@ -204,6 +228,14 @@ class DocumentAdmin(admin.ModelAdmin):
     @admin.display(description="Error")
     def error_display(self, obj: Document) -> str:
         return format_html('<span class="kb-error kb-error--full" data-doc-error="{}">{}</span>', obj.pk, obj.error)
+
+    @admin.display(description="File")
+    def file_download(self, obj: Document) -> str:
+        """The access-checked download, not the FileField's own link: nothing serves MEDIA_URL (docs/security.md)."""
+        if not obj.file:
+            return "–"
+        url = reverse("knowledge:document-download", args=[obj.pk])
+        return format_html('<a href="{}">Download {}</a>', url, obj.original_filename or "the original")
 
     @admin.display(description="Size", ordering="size_bytes")
     def size_display(self, obj: Document) -> str:

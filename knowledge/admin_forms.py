@@ -52,6 +52,20 @@ def _allowed_types_hint() -> str:
     return ", ".join(settings.UPLOAD_ALLOWED_EXTENSIONS)
 
 
+class KnowledgeBaseForm(forms.ModelForm):
+    """The knowledge base's change form: a group-limited knowledge base names at least one group."""
+
+    class Meta:
+        model = KnowledgeBase
+        fields = ["name", "slug", "description", "visibility", "groups"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("visibility") == KnowledgeBase.Visibility.GROUPS and not data.get("groups"):
+            self.add_error("groups", "Choose at least one group, or another visibility.")
+        return data
+
+
 class UploadForm(forms.Form):
     """One or many files and/or one pasted text into an existing or a new knowledge base."""
 

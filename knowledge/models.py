@@ -13,11 +13,33 @@ from pgvector.django import HnswIndex, VectorField
 
 
 class KnowledgeBase(models.Model):
-    """A named collection of documents the assistant answers from."""
+    """A named collection of documents the assistant answers from.
+
+    Who may ask it and read its documents is ``visibility`` (+ ``groups``); the rule itself is in one place,
+    ``knowledge.visibility.visible_knowledge_bases``.
+    """
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public: everyone"
+        STAFF = "staff", "Staff only"
+        GROUPS = "groups", "Chosen groups (and staff)"
 
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    visibility = models.CharField(
+        max_length=10,
+        choices=Visibility.choices,
+        default=Visibility.PUBLIC,
+        db_index=True,
+        help_text="Who may ask this knowledge base and open its documents: everyone (customers and anonymous visitors), staff only, or members of the chosen groups. Staff always may.",
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="knowledge_bases",
+        help_text="With the visibility \"Chosen groups\": the groups whose members may use it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -38,6 +38,7 @@ from knowledge.answering.sentences import LIST_MARKER
 from knowledge.embeddings import get_embedder
 from knowledge.inference import aquery_vector, query_vector
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.visibility import EVERYTHING, Reader, visible_knowledge_bases
 
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
@@ -159,9 +160,14 @@ JOIN knowledge_document d ON d.id = c.document_id
 ORDER BY f.rrf_score DESC NULLS LAST, f.vector_rank NULLS LAST, f.keyword_rank NULLS LAST"""
 
 
-def build_sql(mode: str, *, filtered: bool) -> str:
-    """The one statement for ``mode``; the KB filter is spliced in only when used (no `$1 IS NULL OR`)."""
-    kb_filter = "AND c.knowledge_base_id = %(kb_id)s" if filtered else ""
+def build_sql(mode: str, *, filtered: bool, several: bool = False) -> str:
+    """The one statement for ``mode``; the KB filter is spliced in only when used (no `$1 IS NULL OR`).
+
+    ``several``: ``%(kb_id)s`` is a list of knowledge-base ids (the ones a reader may see), not one id.
+    """
+    kb_filter = ""
+    if filtered:
+        kb_filter = "AND c.knowledge_base_id = ANY(%(kb_id)s::bigint[])" if several else "AND c.knowledge_base_id = %(kb_id)s"
     ctes = []
     if mode in ("hybrid", "vector"):
         ctes.append(_VECTOR_CTE.format(kb_filter=kb_filter))
@@ -193,18 +199,41 @@ def validate_query(query: str, mode: str) -> str:
     return query.strip()
 
 
-def resolve_knowledge_base(kb: KnowledgeBase | str | None) -> int | None:
-    """A KnowledgeBase, its name (or slug), or None for all knowledge bases -> its id."""
+def resolve_knowledge_base(kb: KnowledgeBase | int | str | None, reader: Reader = EVERYTHING) -> int | None:
+    """A KnowledgeBase, its id, its name (or slug), or None for all knowledge bases -> its id.
+
+    A name ``reader`` may not see is unknown, exactly like one that does not exist (the error lists only the
+    knowledge bases the reader may see); ``search_scope`` is what restricts a search to what the reader may see.
+    """
     if kb is None:
         return None
     if isinstance(kb, KnowledgeBase):
         return kb.pk
-    found = KnowledgeBase.objects.filter(name=kb).values_list("pk", flat=True).first()
+    if isinstance(kb, int):
+        return kb
+    visible = visible_knowledge_bases(reader)
+    found = visible.filter(name=kb).values_list("pk", flat=True).first()
     if found is None:
-        found = KnowledgeBase.objects.filter(slug=kb).values_list("pk", flat=True).first()
+        found = visible.filter(slug=kb).values_list("pk", flat=True).first()
     if found is None:
-        raise UnknownKnowledgeBase(kb, list(KnowledgeBase.objects.values_list("name", flat=True)))
+        raise UnknownKnowledgeBase(kb, list(visible.values_list("name", flat=True)))
     return found
+
+
+def search_scope(kb: KnowledgeBase | int | str | None, reader: Reader = None) -> int | list[int] | None:
+    """Which knowledge bases a search of ``kb`` by ``reader`` reads (knowledge/visibility.py decides).
+
+    None: all of them (only for ``EVERYTHING``); an id: that one; a list: the reader's visible ones (``kb=None``)
+    — or ``[]`` when ``kb`` is one the reader may not see, whatever id, name or object it was named by: such a
+    search returns no passages at all.
+    """
+    kb_id = resolve_knowledge_base(kb, reader)
+    if reader is EVERYTHING:
+        return kb_id
+    visible = visible_knowledge_bases(reader)
+    if kb_id is None:
+        return list(visible.values_list("pk", flat=True))
+    return kb_id if visible.filter(pk=kb_id).exists() else []
 
 
 def embed_query(query: str) -> tuple[list[float], float]:
@@ -223,7 +252,7 @@ def fetch_passages(
     query: str,
     embedding: list[float] | None,
     *,
-    kb_id: int | None,
+    kb_id: int | list[int] | None,
     k: int,
     mode: str = "hybrid",
     candidates: int | None = None,
@@ -232,10 +261,13 @@ def fetch_passages(
 ) -> tuple[list[Passage], float]:
     """The database half of a search (one round trip); returns passages and db milliseconds.
 
+    ``kb_id``: one knowledge base, a list of them (``search_scope``: an empty list finds nothing), or None for all.
     Public so bench/retrieval.py can time the database apart from the embedder.
     """
     if mode != "keyword" and embedding is None:
         raise ValueError(f"mode {mode!r} needs the query embedding")
+    if isinstance(kb_id, list) and not kb_id:
+        return [], 0.0  # no knowledge base this reader may see: nothing to search
     params = {
         "query": query,
         "embedding": _vector_literal(embedding) if embedding is not None else None,
@@ -249,7 +281,7 @@ def fetch_passages(
         ef_search or settings.HNSW_EF_SEARCH,
         settings.HNSW_ITERATIVE_SCAN if iterative_scan is None else iterative_scan,
     )
-    sql = build_sql(mode, filtered=kb_id is not None)
+    sql = build_sql(mode, filtered=kb_id is not None, several=isinstance(kb_id, list))
     started = time.perf_counter()
     # SET LOCAL only lasts until the end of the transaction, so the settings never leak into other
     # queries on a reused connection. savepoint=False: a read needs no savepoint round trip.
@@ -269,23 +301,48 @@ def fetch_passages(
     return [_passage(row, mode) for row in rows], db_ms
 
 
+def scoped_passages(
+    query: str, embedding: list[float] | None, *, kb: KnowledgeBase | int | str | None, reader: Reader, k: int,
+    mode: str,
+) -> tuple[list[Passage], float]:
+    """``search_scope`` then ``fetch_passages``, in one transaction: the visibility check rides along with the
+    search instead of costing an answer a transaction of its own (the budget is five; docs/benchmarks.md). With a
+    savepoint when nested (tests, callers' transactions): an unknown knowledge base's error must not doom theirs."""
+    with transaction.atomic():
+        kb_id = search_scope(kb, reader)
+        return fetch_passages(query, embedding, kb_id=kb_id, k=k, mode=mode)
+
+
 def search(
-    query: str, *, kb: KnowledgeBase | str | None = None, k: int | None = None, mode: str = "hybrid"
+    query: str,
+    *,
+    kb: KnowledgeBase | int | str | None = None,
+    k: int | None = None,
+    mode: str = "hybrid",
+    reader: Reader = None,
 ) -> SearchResult:
-    """The top ``k`` passages for ``query`` in ``kb`` (a KnowledgeBase, its name, or None for all)."""
+    """The top ``k`` passages for ``query`` in ``kb`` (a KnowledgeBase, its id or name, or None for all).
+
+    Only knowledge bases ``reader`` may see are searched (knowledge/visibility.py): a user, a user id, None for an
+    anonymous visitor (the default: public knowledge bases only), ``EVERYTHING`` for operators' tools.
+    """
     started = time.perf_counter()
     query = validate_query(query, mode)
     k = _top_k(k)
-    kb_id = resolve_knowledge_base(kb)
     embedding, embed_ms = embed_query(query) if mode != "keyword" else (None, 0.0)
-    passages, db_ms = fetch_passages(query, embedding, kb_id=kb_id, k=k, mode=mode)
+    passages, db_ms = scoped_passages(query, embedding, kb=kb, reader=reader, k=k, mode=mode)
     return SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
 
 
 async def asearch(
-    query: str, *, kb: KnowledgeBase | str | None = None, k: int | None = None, mode: str = "hybrid"
+    query: str,
+    *,
+    kb: KnowledgeBase | int | str | None = None,
+    k: int | None = None,
+    mode: str = "hybrid",
+    reader: Reader = None,
 ) -> SearchResult:
-    """``search`` for async callers (consumers, the answering pipeline).
+    """``search`` for async callers (consumers, the answering pipeline); ``reader`` as for ``search``.
 
     The two halves run in different places on purpose. Database work goes through Channels'
     ``database_sync_to_async``: thread-sensitive (Django connections are per thread and the ORM
@@ -297,7 +354,6 @@ async def asearch(
     started = time.perf_counter()
     query = validate_query(query, mode)
     k = _top_k(k)
-    kb_id = kb.pk if isinstance(kb, KnowledgeBase) else await database_sync_to_async(resolve_knowledge_base)(kb)
     embed_ms = 0.0
     embedding = None
     if mode != "keyword":
@@ -305,7 +361,9 @@ async def asearch(
         embed_started = time.perf_counter()
         embedding = await aquery_vector(query)  # the embedding thread, batched with other questions
         embed_ms = (time.perf_counter() - embed_started) * 1000
-    passages, db_ms = await database_sync_to_async(fetch_passages)(query, embedding, kb_id=kb_id, k=k, mode=mode)
+    passages, db_ms = await database_sync_to_async(scoped_passages)(
+        query, embedding, kb=kb, reader=reader, k=k, mode=mode
+    )
     result = SearchResult(query, mode, passages, _timings(started, embed_ms, db_ms))
     metrics.RETRIEVAL.observe(result.timings["total_ms"] / 1000)
     if mode != "keyword":

@@ -20,6 +20,7 @@ from conversations import streaming
 from conversations.auth import issue_token
 
 ORIGIN = b"http://localhost"
+HOST = b"localhost"  # the handshake's own Host: ORIGIN is its own origin (chatsite/origins.py)
 TIMEOUT = 30  # generous: the first answer in a process loads the embedding model
 
 
@@ -80,7 +81,7 @@ class ChatClient:
 
 async def connect(user=None, *, headers: list[tuple[bytes, bytes]] | None = None) -> ChatClient:
     """A connected chat socket; with ``user`` it authenticates with a real bearer token from issue_token()."""
-    all_headers = [(b"origin", ORIGIN)]
+    all_headers = [(b"origin", ORIGIN), (b"host", HOST)]
     if user is not None:
         token, _ = await database_sync_to_async(issue_token)(user)
         all_headers.append((b"authorization", f"Bearer {token}".encode()))

@@ -53,6 +53,15 @@ def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _own_sign_in_counts(monkeypatch):
+    """Failed sign-ins of one test never throttle the next: without Redis chatsite/sign_in.py counts them in the
+    process, which the whole run shares (every test client signs in from 127.0.0.1)."""
+    from chatsite import sign_in
+
+    monkeypatch.setattr(sign_in, "_LOCAL", sign_in._LocalCounters())
+
+
 # --- Demo knowledge base (owned by ingestion) -------------------------------------------------
 
 

@@ -88,6 +88,8 @@ def start_daphne(log_dir: Path, env_overrides: dict[str, str] | None = None) -> 
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "ANSWER_WORDS_PER_SECOND": "20",
         "PYTHONUNBUFFERED": "1",
+        # Served on plain http://127.0.0.1, also with DEBUG off: no redirect to https, cookies without Secure.
+        "HTTPS_ONLY": "false",
     }
     env.pop("TEST_DATABASE_NAME", None)
     env.update(env_overrides or {})
@@ -96,7 +98,8 @@ def start_daphne(log_dir: Path, env_overrides: dict[str, str] | None = None) -> 
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(DAPHNE), "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024", "--ping-interval", "20",
-             "--ping-timeout", "30", "--websocket_connect_timeout", "10", "chatsite.asgi:application"],
+             "--ping-timeout", "30", "--websocket_connect_timeout", "10", "--websocket_timeout", "3600",
+             "chatsite.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log,

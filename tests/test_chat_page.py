@@ -58,7 +58,9 @@ def site(daphne_server, demo_kb):
 @contextlib.contextmanager
 def open_page(browser):
     """A fresh browser context and page that records console errors, failed responses and page errors."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    # bypass_csp: Playwright's wait_for_function evals its predicate, which our CSP forbids (no 'unsafe-eval');
+    # the policy itself is tested in a browser without it, in tests/test_page_security.py.
+    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.console_errors = []

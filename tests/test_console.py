@@ -20,7 +20,7 @@ from chatsite.routing import websocket_application
 from conversations import reminders
 from conversations.auth import issue_token
 from conversations.models import Conversation, InternalNote, Message
-from tests.chat_support import ORIGIN, ChatClient, connect, stop_generation, stream_text
+from tests.chat_support import HOST, ORIGIN, ChatClient, connect, stop_generation, stream_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +57,7 @@ async def cleanup():
 
 async def console(user=None) -> ChatClient:
     """A connected console socket (bearer token like any non-browser client); the list snapshot is consumed."""
-    headers = [(b"origin", ORIGIN)]
+    headers = [(b"origin", ORIGIN), (b"host", HOST)]
     if user is not None:
         token, _ = await database_sync_to_async(issue_token)(user)
         headers.append((b"authorization", f"Bearer {token}".encode()))

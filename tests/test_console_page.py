@@ -32,7 +32,8 @@ def site(daphne_server, demo_kb):
 
 
 def new_page(browser, errors: list[str]):  # noqa: F811
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    # bypass_csp: wait_for_function evals (CSP has no 'unsafe-eval'); the policy: tests/test_page_security.py.
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     page.on("console", lambda msg: msg.type == "error" and errors.append(f"{page.url}: {msg.text}"))

@@ -36,7 +36,8 @@ def test_replaced_answer_swaps_the_bubble_for_the_stored_replacement(browser, da
             ANSWER_GENERATOR="openai", LLM_BASE_URL=llm.base_url, LLM_MODEL="standin-model",
             LLM_UNCITED_ANSWER="replace", LLM_TIMEOUT="10",
         )  # fmt: skip
-        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        # bypass_csp: wait_for_function evals (CSP has no 'unsafe-eval'); the policy: tests/test_page_security.py.
+        context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
         page = context.new_page()
         page.set_default_timeout(30_000)
         errors: list[str] = []

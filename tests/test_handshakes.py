@@ -107,7 +107,7 @@ async def test_a_handshake_whose_lookup_would_start_past_the_deadline_is_closed_
     from conversations.auth import TokenOrSessionAuthMiddleware, issue_token
 
     user = await database_sync_to_async(get_user_model().objects.create_user)("fay", password="pw-fay-123")
-    token, _ = issue_token(user)
+    token, _ = await database_sync_to_async(issue_token)(user)  # reads the user's token generation
     seen = []
 
     async def consumer(scope, receive, send):

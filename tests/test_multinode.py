@@ -281,3 +281,23 @@ async def test_a_hundred_paced_customers_on_two_nodes_all_finish_and_none_is_rea
     for node in loaded_nodes:
         trouble = [line for line in node.log().splitlines() if "reaped answer" in line or "lost the lease" in line]
         assert not trouble, trouble[:5]
+
+
+async def test_the_questions_per_minute_limit_holds_across_two_nodes(demo_kb, daphne_server, redis_available):
+    """CHAT_RATE_LIMIT counts a user's questions on every node together (from the saved questions), so asking
+    through alternate nodes does not get round it; the refusal says when to send the question again."""
+    env = {"REDIS_URL": REDIS, "CHANNEL_PREFIX": f"mn-{uuid.uuid4().hex[:10]}", "CHAT_RATE_LIMIT": "3",
+           "ANSWER_WORDS_PER_SECOND": "0"}  # fmt: skip
+    node_a, node_b = daphne_server(**env), daphne_server(**env)
+    await database_sync_to_async(get_user_model().objects.create_user)("rita", password="pw-rita-123")
+    token = await asyncio.to_thread(get_token, node_a, "rita", "pw-rita-123")
+    on_a, on_b = await Client.open(node_a, token), await Client.open(node_b, token)
+    for number, client in enumerate((on_a, on_b, on_a)):
+        await client.ask(f"How do I return an item? ({number})")
+    await on_b.send({"type": "ask", "id": "fourth", "text": "How long does delivery take?"})
+    refusal = await on_b.recv_type("error")
+    assert refusal["code"] == "rate_limited" and refusal["id"] == "fourth" and 1 <= refusal["retry_after"] <= 60
+    count = await database_sync_to_async(Message.objects.filter(role=Message.Role.USER).count)()
+    assert count == 3  # the refused question was not saved
+    await on_a.ws.close()
+    await on_b.ws.close()

@@ -59,6 +59,38 @@ async def test_malformed_frames_get_a_clear_error_and_the_socket_stays_open(alic
     await client.close()
 
 
+@pytest.mark.parametrize(
+    ("raw", "code", "words", "echoed_id"),
+    [
+        ('{"type":"ask","id":"\\udfff","text":"x","conversation":"nope"}', "invalid", "ask.id", None),
+        ('{"type":"ask","id":"a\\u0000","text":"x"}', "invalid", "ask.id", None),
+        ('{"type":"ask","id":"k1","text":"x","kb":"help\\u0000"}', "invalid", "ask.kb", "k1"),
+        ('{"type":"ask","id":"t1","text":"why\\ud800"}', "invalid", "ask.text", "t1"),
+        ('{"type":"ping","t":"\\udc00"}', "invalid", "ping.t", None),
+        ('{"type":"ping","t":NaN}', "bad_frame", "NaN", None),
+        ('{"type":"ping","t":-Infinity}', "bad_frame", "Infinity", None),
+        ('{"type":"ping","t":1e999}', "bad_frame", "range", None),
+        ('{"type":"ping","t":9007199254740993}', "invalid", "ping.t", None),
+        ("[" * 5000 + "]" * 5000, "bad_frame", "nested", None),
+        ('{"type":"ping","t":' + "[" * 20 + "]" * 20 + "}", "bad_frame", "nested", None),
+        (json.dumps({"type": "resume", "message": str(uuid.uuid4()), "after": 9223372036854775808}), "invalid",
+         "resume.after", None),
+        ('{"type":"\\u0000"}', "bad_frame", "type", None),
+    ],
+)  # fmt: skip
+async def test_garbage_that_used_to_reach_the_server_as_exceptions_gets_a_clean_error(alice, raw, code, words,
+                                                                                      echoed_id):  # fmt: skip
+    """The cases an attacker found giving ``internal`` + a traceback, or a 1011 close (the id could not be
+    echoed), or a ``pong`` with NaN: each is now refused for what it is, naming the field."""
+    client = await connect(alice)
+    await client.send_raw(raw)
+    frame = await expect_error(client, code)
+    assert words in frame["detail"], frame
+    assert frame.get("id") == echoed_id
+    assert await Message.objects.acount() == 0
+    await client.close()
+
+
 async def test_binary_frame_is_a_bad_frame(alice):
     client = await connect(alice)
     await client.comm.send_to(bytes_data=b"\x00\x01")

@@ -16,7 +16,7 @@ from chatsite.routing import websocket_application
 from conversations.access import ensure_session
 from conversations.auth import user_for_token
 from conversations.models import Conversation
-from tests.chat_support import ORIGIN, ChatClient, stop_generation
+from tests.chat_support import HOST, ORIGIN, ChatClient, stop_generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +59,7 @@ def test_token_endpoint_takes_only_post(alice):
 
 
 async def open_socket(headers: list[tuple[bytes, bytes]]) -> tuple[WebsocketCommunicator, bool]:
-    comm = WebsocketCommunicator(websocket_application, "/ws/chat/", headers=headers)
+    comm = WebsocketCommunicator(websocket_application, "/ws/chat/", headers=[(b"host", HOST), *headers])
     connected, _ = await comm.connect()
     return comm, connected
 
@@ -155,3 +155,67 @@ async def test_anonymous_visitor_gets_conversations_bound_to_its_session(demo_kb
     await comm.disconnect()
     await other_comm.disconnect()
     await stop_generation()
+
+
+def signed(claims: dict | bytes, settings) -> str:
+    """A token signed with our own key: only its claims are wrong."""
+    payload = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
+    return jwt.PyJWS().encode(payload, settings.SECRET_KEY, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "abc", "exp": 2_000_000_000, "typ": "access"},
+        {"sub": "1.5", "exp": 2_000_000_000, "typ": "access"},
+        {"sub": " 1", "exp": 2_000_000_000, "typ": "access"},
+        {"sub": "٣", "exp": 2_000_000_000, "typ": "access"},  # a digit to str.isdigit(), not to PostgreSQL
+        {"sub": "-1", "exp": 2_000_000_000, "typ": "access"},
+        {"sub": "1\x00", "exp": 2_000_000_000, "typ": "access"},
+        {"sub": ["1"], "exp": 2_000_000_000, "typ": "access"},
+        {"sub": {"id": 1}, "exp": 2_000_000_000, "typ": "access"},
+        {"sub": 1, "exp": 2_000_000_000, "typ": "access"},
+        {"sub": "9" * 40, "exp": 2_000_000_000, "typ": "access"},
+        {"sub": str(2**63), "exp": 2_000_000_000, "typ": "access"},
+        {"sub": str(2**63 - 1), "exp": 2_000_000_000, "typ": "access"},  # a well-formed id no user has
+        {"sub": "SUB", "exp": 10**30, "iat": 10**400, "typ": "access"},
+        {"sub": "SUB", "exp": 2_000_000_000},  # no typ
+        {"sub": "SUB", "exp": 2_000_000_000, "typ": ["access"]},
+        {"sub": "SUB", "exp": "soon", "typ": "access"},
+        b'{"sub": "SUB", "exp": 1e999, "typ": "access"}',
+        b'{"sub": "SUB", "exp": NaN, "typ": "access"}',
+        b'{"sub": "SUB", "exp": 2000000000, "typ": "access", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'["SUB"]',
+    ],
+    ids=lambda claims: (repr(claims)[:40]),
+)
+async def test_a_validly_signed_token_with_malformed_claims_is_refused_with_4401(alice, settings, claims):
+    """Never an HTTP 500: each of these used to reach the ORM or int() and end the handshake in a traceback."""
+    if isinstance(claims, dict):
+        claims = {key: str(alice.pk) if value == "SUB" else value for key, value in claims.items()}
+    else:
+        claims = claims.replace(b'"SUB"', f'"{alice.pk}"'.encode())
+    comm, connected = await open_socket([(b"origin", ORIGIN), (b"authorization", f"Bearer {signed(claims, settings)}".encode())])
+    assert connected
+    frame = await assert_refused_4401(comm)
+    assert frame["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("username=alice&password=pw-alice-123", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe{", "application/json"),
+        ("[" * 100_000 + "]" * 100_000, "application/json"),
+        ('{"username": "alice\\u0000", "password": "pw-alice-123"}', "application/json"),
+        ('{"username": "alice", "password": "pw\\u0000"}', "application/json"),
+        ('{"username": "\\udfff", "password": "x"}', "application/json"),
+        (json.dumps({"username": "a" * 151, "password": "x"}), "application/json"),
+        ('{"username": 1e999, "password": "x"}', "application/json"),
+        ('{"username": "alice", "password": ' + "9" * 5000 + "}", "application/json"),
+    ],
+    ids=["form", "not-utf8", "nested", "nul-username", "nul-password", "surrogate", "long-username", "inf", "bigint"],
+)
+def test_malformed_bodies_are_400_never_500(alice, body, content_type):
+    response = Client().post("/api/token/", data=body, content_type=content_type)
+    assert response.status_code == 400 and response.json()["error"]

@@ -168,7 +168,10 @@ async def _run_pipeline(
         kb = msg.conversation.knowledge_base
         hint = (msg.trace or {}).get("language_hint") or None  # the socket's Accept-Language, from the ask
         tokens = TokenFrames(stream, started, on_first_token)
-        async for event in coalesced(answering.answer(question, kb=kb, history=history, language=hint), tokens):
+        # Searched with the owner's eyes, as they are now (knowledge/visibility.py; None: an anonymous visitor).
+        reader = msg.conversation.owner_id
+        answers = answering.answer(question, kb=kb, history=history, language=hint, reader=reader)
+        async for event in coalesced(answers, tokens):
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)
             elif isinstance(event, answering.SourcesEvent):

@@ -115,11 +115,11 @@ def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
     return turns
 
 
-async def _search(query: str, kb: KnowledgeBase | None) -> Any:
+async def _search(query: str, kb: KnowledgeBase | None, reader: Any) -> Any:
     from knowledge.retrieval import asearch
 
     try:
-        return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K)
+        return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K, reader=reader)
     except Exception as exc:  # embedding backend or database down: one clear error for the caller
         logger.exception("Retrieval failed for %r", query)
         raise AnswerBackendError("Searching the knowledge base failed; please try again in a moment.") from exc
@@ -132,8 +132,12 @@ async def answer(
     history: list[dict] | None = None,
     generator: Generator | None = None,
     language: str | None = None,
+    reader: Any = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` from ``kb`` as a stream of events (``kb=None`` searches every knowledge base).
+
+    Only what ``reader`` may see is searched (``retrieval.search``; None: an anonymous visitor, public knowledge
+    bases only): a ``kb`` the reader may not see finds nothing, so the answer is the "nothing found" refusal.
 
     Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails. The answer's own
     words are in the question's language; ``language`` (the client's Accept-Language) when that can't be told.
@@ -146,7 +150,7 @@ async def answer(
     language = detect_language(question) or language or translation.get_language() or settings.LANGUAGE_CODE
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
     yield StatusEvent("retrieving", _translated(language, gettext, SEARCHING))
-    result = await _search(question, kb)
+    result = await _search(question, kb, reader)
     query = question
     rewrite_ms = 0.0
     points_back = refers_back(question)
@@ -159,7 +163,7 @@ async def answer(
         candidate = (await generator.rewrite(question, turns)).strip() or question
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
-            rewritten = await _search(candidate, kb)
+            rewritten = await _search(candidate, kb, reader)
             written = result.passages[0].text if result.passages else question
             margin = rewrite_margin(points_back, min_similarity(question, written))
             if choose_query(result.passages, rewritten.passages, margin=margin):

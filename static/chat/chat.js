@@ -8,7 +8,7 @@
 
 import { format, gettext, ngettext } from "./i18n.js";
 
-import { CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
+import { CLOSE, CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
   Typewriter,
@@ -37,6 +37,14 @@ const HELD_REASONS = {
   busy: gettext("The assistant is still answering your earlier questions."),
   rate_limited: gettext("You are asking faster than the assistant can take questions."),
   unavailable: gettext("The assistant is briefly unavailable."),
+};
+// Why the server closed the socket for good (the `reason` of the error before close 4001; docs/protocol.md).
+const SIGNED_OUT_REASONS = {
+  logout: gettext("You were signed out (in this or another tab)."),
+  deactivated: gettext("You were signed out: your account was deactivated."),
+  password_changed: gettext("You were signed out because your password was changed."),
+  signed_out_everywhere: gettext("You were signed out on every device."),
+  staff_removed: gettext("You were signed out: your staff access was removed."),
 };
 // The view follows new content while the reader is within this many pixels of the end of the page.
 const FOLLOW_SLACK_PX = 48;
@@ -110,7 +118,9 @@ class ChatPage {
   // ---- connection -------------------------------------------------------------------------------------
 
   _onState(state, info) {
-    if (state === "open") {
+    if (state === "signed_out") {
+      this._showSignedOut(info.code);
+    } else if (state === "open") {
       this.banner.hidden = true;
       this.connectedOnce = true;
     } else if (state === "reconnecting" || (state === "connecting" && this.connectedOnce)) {
@@ -118,6 +128,23 @@ class ChatPage {
       this.banner.textContent = info.attempt > 1 ? format(gettext("Reconnecting… (attempt %(attempt)s)"), { attempt: info.attempt }) : gettext("Reconnecting…");
     }
     this.root.dataset.connection = state;
+  }
+
+  /** Closed for good (4001 revoked, 4401, 4403): say why, offer to sign in again, stop taking questions. */
+  _showSignedOut(code) {
+    const why =
+      SIGNED_OUT_REASONS[this.signedOutReason] ||
+      (code === CLOSE.FORBIDDEN ? gettext("You no longer have access to this chat.") : gettext("You are signed out."));
+    const link = document.createElement("a");
+    link.href = `${this.config.loginUrl || "/accounts/login/"}?next=${encodeURIComponent(location.pathname)}`;
+    link.textContent = gettext("Sign in again");
+    this.banner.replaceChildren(`${why} `, link);
+    this.banner.classList.add("signed-out");
+    this.banner.setAttribute("role", "alert");
+    this.banner.hidden = false;
+    this.notice.hidden = true;
+    for (const field of this.form.elements) field.disabled = true;
+    this.stopButton.hidden = true;
   }
 
   _onOpen() {
@@ -319,6 +346,10 @@ class ChatPage {
   }
 
   _onError(frame) {
+    if (frame.reason) {
+      this.signedOutReason = frame.reason; // access revoked: the close (4001) follows, and the banner says why
+      return;
+    }
     const ask = frame.id ? this.asks.get(frame.id) : null;
     if (ask && !ask.acked && frame.retry_after) {
       this._hold(ask, frame); // busy, rate limited or an outage: sent again by itself after retry_after

@@ -1,5 +1,5 @@
 // The WebSocket protocol's names for the browser, defined once: frame types of /ws/chat/ and /ws/console/ and
-// the conversation statuses. Mirrors conversations/protocol.py (docs/protocol.md); tests/test_chat_views.py
+// the conversation statuses. Mirrors conversations/protocol/names.py (docs/protocol.md); tests/test_chat_views.py
 // checks that the two agree.
 
 export const FRAME = Object.freeze({
@@ -40,6 +40,18 @@ export const FRAME = Object.freeze({
   PRESENCE: "presence",
   HOLDER: "holder",
 });
+
+// WebSocket close codes the server sends (conversations/protocol/errors.py, docs/protocol.md "Close codes").
+export const CLOSE = Object.freeze({
+  REVOKED: 4001, // access revoked while open (logout, deactivation, password change, …): the error before says why
+  UNAUTHENTICATED: 4401, // the handshake had no valid session or token
+  FORBIDDEN: 4403, // console: signed in, but not staff
+  TOO_SLOW: 4008,
+  TRY_AGAIN_LATER: 4013,
+});
+
+// Closes after which reconnecting cannot help: the person has to sign in (again).
+export const SIGNED_OUT_CLOSES = new Set([CLOSE.REVOKED, CLOSE.UNAUTHENTICATED, CLOSE.FORBIDDEN]);
 
 // Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
 export const STREAM_TYPES = new Set([FRAME.STATUS, FRAME.SOURCES, FRAME.TOKEN, FRAME.FINAL, FRAME.ERROR]);

@@ -5,7 +5,7 @@
 // and jitter (so a restarted server is not hammered by every client at once) and tell the
 // application when it is connected again so it can resume unfinished answers.
 
-import { FRAME, STREAM_TYPES } from "./protocol.js";
+import { FRAME, SIGNED_OUT_CLOSES, STREAM_TYPES } from "./protocol.js";
 
 export { STREAM_TYPES };
 
@@ -44,7 +44,8 @@ export class ChatSocket {
   /**
    * @param {string} url  ws(s)://host/ws/chat/
    * @param {{onOpen: Function, onFrame: Function, onState: Function, expecting?: Function}} handlers
-   *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed".
+   *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed" | "signed_out"
+   *   ("signed_out": the server closed with 4001/4401/4403, info.code; no reconnect, a new sign-in is needed).
    *   expecting() is true while the page waits for frames (an answer streaming, a question not yet acked).
    */
   constructor(url, handlers) {
@@ -53,6 +54,7 @@ export class ChatSocket {
     this.ws = null;
     this.attempt = 0;
     this.stopped = false;
+    this.signedOut = false; // closed with a signed-out code: never reconnects by itself
     this.reconnectTimer = null;
     this.pingTimer = null;
     this.deadTimer = null;
@@ -111,6 +113,13 @@ export class ChatSocket {
       if (ws !== this.ws) return; // an old socket we already gave up on
       this._stopPing();
       this.ws = null;
+      if (SIGNED_OUT_CLOSES.has(event.code)) {
+        // Access revoked or refused: reconnecting would only be refused again, in a loop.
+        this.stopped = true;
+        this.signedOut = true;
+        this.handlers.onState("signed_out", { code: event.code });
+        return;
+      }
       if (this.stopped) {
         this.handlers.onState("closed", { code: event.code });
         return;
@@ -137,6 +146,7 @@ export class ChatSocket {
 
   /** Drop the current connection and reconnect at once (e.g. the browser came back online). */
   reconnectNow() {
+    if (this.signedOut) return;
     this.attempt = 0;
     if (this.ws) {
       this._abandon();
@@ -167,7 +177,7 @@ export class ChatSocket {
   _lost() {
     const ws = this.ws;
     this._abandon();
-    this._scheduleReconnect(ws ? 4001 : undefined);
+    this._scheduleReconnect(ws ? 4000 : undefined); // the code _abandon closed it with (4001 is the server's "revoked")
   }
 
   _ping() {

@@ -3,7 +3,7 @@
 // Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
 // and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
 
-import { FRAME } from "../chat/protocol.js";
+import { CLOSE, FRAME } from "../chat/protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import {
   Typewriter,
@@ -25,6 +25,14 @@ const STATUS_LABELS = {
   resolved: "Resolved",
 };
 const SECTION_ORDER = ["waiting", "active", "recent", "resolved"];
+// Why the server closed the console for good (the `reason` of the error before close 4001; docs/protocol.md).
+const SIGNED_OUT_REASONS = {
+  logout: "You were signed out (in this or another tab).",
+  deactivated: "You were signed out: your account was deactivated.",
+  password_changed: "You were signed out because your password was changed.",
+  signed_out_everywhere: "You were signed out on every device.",
+  staff_removed: "Your staff access was removed.",
+};
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 
@@ -54,12 +62,26 @@ export function since(iso, now = Date.now()) {
 
 function openSocket(handlers, connectionEl) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let revoked = ""; // the `reason` of the error frame sent before a 4001 close
   const socket = new ChatSocket(`${scheme}://${location.host}/ws/console/`, {
     onOpen: handlers.onOpen,
-    onFrame: handlers.onFrame,
-    onState: (state) => {
+    onFrame: (frame) => {
+      if (frame.type === FRAME.ERROR && frame.reason) revoked = frame.reason;
+      else handlers.onFrame(frame);
+    },
+    onState: (state, info) => {
       if (!connectionEl) return;
       connectionEl.dataset.state = state;
+      if (state === "signed_out") {
+        // Closed for good (4001 revoked, 4401, 4403): no reconnect loop; say why and how to get back.
+        const why = SIGNED_OUT_REASONS[revoked] ||
+          (info.code === CLOSE.FORBIDDEN ? "The support console is for staff only." : "You are signed out.");
+        const link = el("a", "", "Sign in again");
+        link.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`;
+        connectionEl.replaceChildren(`${why} `, link);
+        document.body.dataset.signedOut = revoked || String(info.code);
+        return;
+      }
       connectionEl.textContent = state === "open" ? "Live" : state === "closed" ? "Offline" : "Reconnecting…";
     },
   });
@@ -388,11 +410,11 @@ class ConsoleConversation {
       ? mine ? "You are answering this conversation" : `Held by ${this.holder.name}`
       : "";
     const button = (action) => this.root.querySelector(`[data-action="${action}"]`);
-    button("take_over").hidden = mine;
-    button("take_over").disabled = heldByOther;
-    button("hand_back").hidden = !mine;
-    button("resolve").disabled = heldByOther || this.status === "resolved";
-    button("nudge").disabled = heldByOther;
+    button(FRAME.TAKE_OVER).hidden = mine;
+    button(FRAME.TAKE_OVER).disabled = heldByOther;
+    button(FRAME.HAND_BACK).hidden = !mine;
+    button(FRAME.RESOLVE).disabled = heldByOther || this.status === "resolved";
+    button(FRAME.NUDGE).disabled = heldByOther;
     for (const field of this.composer.elements) field.disabled = !mine;
     this.composer.querySelector("textarea").placeholder = mine
       ? "Reply to the customer as yourself…"

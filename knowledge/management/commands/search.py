@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge import retrieval
+from knowledge.visibility import EVERYTHING
 
 
 def result_as_json(result: retrieval.SearchResult) -> dict[str, Any]:
@@ -55,7 +56,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            result = retrieval.search(options["query"], kb=options["kb"], k=options["k"], mode=options["mode"])
+            result = retrieval.search(
+                options["query"], kb=options["kb"], k=options["k"], mode=options["mode"], reader=EVERYTHING
+            )  # an operator's tool: every knowledge base, whatever its visibility
         except retrieval.UnknownKnowledgeBase as exc:
             raise CommandError(str(exc)) from exc
         except ValueError as exc:

@@ -1,0 +1,119 @@
+"""The frames a customer's socket (``/ws/chat/``) sends, and their registry ``CHAT``."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from conversations.protocol import names
+from conversations.protocol.fields import Fields
+from conversations.protocol.registry import ClientFrame, Registry
+
+
+@dataclass(frozen=True)
+class Ask(ClientFrame):
+    """A question. ``id`` is the client's idempotency key: the same id again returns the same ``ack``."""
+
+    TYPE = names.ASK
+    id: str
+    text: str
+    conversation: uuid.UUID | None = None
+    kb: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Ask:
+        id = fields.client_id()
+        return cls(
+            id=id,
+            text=fields.text("text", settings.CHAT_MAX_QUESTION_CHARS),
+            conversation=fields.optional_uuid("conversation"),
+            kb=fields.optional_name("kb", "a knowledge base name or slug"),
+        )
+
+
+@dataclass(frozen=True)
+class Cancel(ClientFrame):
+    """Stop generating this assistant message (or drop it from the queue); its partial text is kept."""
+
+    TYPE = names.CANCEL
+    message: uuid.UUID
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Cancel:
+        return cls(message=fields.uuid("message"))
+
+
+@dataclass(frozen=True)
+class Resume(ClientFrame):
+    """Replay every frame of ``message`` with seq > ``after``, then continue live."""
+
+    TYPE = names.RESUME
+    message: uuid.UUID
+    after: int
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Resume:
+        return cls(
+            message=fields.uuid("message"),
+            after=fields.integer("after", default=0, minimum=0, maximum=names.MAX_SEQ,
+                                 what="the last seq you have; 0 for none"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Feedback(ClientFrame):
+    """Thumbs up (+1) or down (-1) on an answer; sending again replaces the earlier rating."""
+
+    TYPE = names.FEEDBACK
+    message: uuid.UUID
+    rating: int
+    comment: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Feedback:
+        return cls(
+            message=fields.uuid("message"),
+            rating=fields.choice("rating", (1, -1)),
+            comment=fields.text("comment", names.MAX_COMMENT_CHARS, required=False),
+        )
+
+
+@dataclass(frozen=True)
+class ConversationFrame(ClientFrame):
+    """A frame that names only a conversation; the subclass (its ``TYPE``) says what to do with it."""
+
+    conversation: uuid.UUID
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ConversationFrame:
+        return cls(conversation=fields.uuid("conversation"))
+
+
+class Handoff(ConversationFrame):
+    """The customer asks for a person: the conversation goes to ``waiting_for_agent``."""
+
+    TYPE = names.HANDOFF
+
+
+class Join(ConversationFrame):
+    """Show this conversation on this socket: receive its live frames (other tabs, agents)."""
+
+    TYPE = names.JOIN
+
+
+@dataclass(frozen=True)
+class Ping(ClientFrame):
+    """App-level heartbeat (both sockets); ``t`` is echoed back in ``pong``."""
+
+    TYPE = names.PING
+    t: Any = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Ping:
+        return cls(t=fields.echo("t"))
+
+
+CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, Ping))

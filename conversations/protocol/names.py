@@ -1,0 +1,69 @@
+"""The names of the WebSocket protocol: frame types of both sockets, message states, limits.
+
+static/chat/protocol.js is the browser's copy of the frame names (tests/test_chat_views.py compares them).
+"""
+
+from __future__ import annotations
+
+# --- /ws/chat/, client -> server ----------------------------------------------------------------------------
+ASK = "ask"
+CANCEL = "cancel"
+RESUME = "resume"
+FEEDBACK = "feedback"  # also server -> client: the saved rating
+HANDOFF = "handoff"
+JOIN = "join"
+PING = "ping"  # both sockets
+
+# --- /ws/chat/, server -> client ----------------------------------------------------------------------------
+ACK = "ack"
+QUESTION = "question"
+STATUS = "status"
+SOURCES = "sources"
+TOKEN = "token"
+FINAL = "final"
+ERROR = "error"
+PONG = "pong"
+CONVERSATION = "conversation"
+# What a person (support staff) or the system says to the customer; not part of any message stream.
+AGENT_MESSAGE = "agent_message"  # also console -> server: a reply
+AGENT_JOINED = "agent_joined"
+AGENT_LEFT = "agent_left"
+NUDGE = "nudge"  # also console -> server
+REMINDER = "reminder"
+# Frames that belong to one assistant message and carry ``message`` + ``seq`` (1, 2, 3… without gaps).
+STREAM_TYPES = (STATUS, SOURCES, TOKEN, ERROR, FINAL)
+# The status stage an answer waiting for a free slot on its node starts with (its text: place in line, estimate);
+# the answer pipeline's own stages follow (retrieving, retrieved, generating).
+QUEUED = "queued"
+
+# --- /ws/console/, console -> server ------------------------------------------------------------------------
+WATCH = "watch"
+UNWATCH = "unwatch"
+TAKE_OVER = "take_over"
+HAND_BACK = "hand_back"
+RESOLVE = "resolve"
+NOTE = "note"  # also server -> console: a saved internal note
+
+# --- /ws/console/, server -> console ------------------------------------------------------------------------
+CONVERSATIONS = "conversations"
+CONVERSATION_UPDATE = "conversation_update"
+TRACE = "trace"
+PRESENCE = "presence"
+HOLDER = "holder"
+
+# --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
+STREAMING = "streaming"
+COMPLETE = "complete"
+CANCELLED = "cancelled"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+FINISHED_STATES = (COMPLETE, CANCELLED, FAILED, INTERRUPTED)
+
+# --- Field limits (the frame's byte size: CHAT_MAX_FRAME_BYTES; a question's length: CHAT_MAX_QUESTION_CHARS) --
+MAX_ID_CHARS = 64
+MAX_COMMENT_CHARS = 2000
+MAX_NOTE_CHARS = 4000
+MAX_NUDGE_CHARS = 500
+MAX_SEQ = 2**31 - 1  # seq is a PostgreSQL integer
+MAX_SAFE_INTEGER = 2**53 - 1  # a number the browser's JSON.parse reads exactly (ping.t is echoed back)
+MAX_DEPTH = 16  # JSON nesting of a client frame (ours are flat objects)

@@ -1,0 +1,219 @@
+"""The frames the server sends, built in one place: plain dicts, serialised by ``encode``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from conversations.protocol.names import (
+    ACK,
+    AGENT_JOINED,
+    AGENT_LEFT,
+    AGENT_MESSAGE,
+    COMPLETE,
+    CONVERSATION,
+    CONVERSATION_UPDATE,
+    CONVERSATIONS,
+    FEEDBACK,
+    FINAL,
+    FINISHED_STATES,
+    HOLDER,
+    NOTE,
+    NUDGE,
+    PONG,
+    PRESENCE,
+    QUESTION,
+    REMINDER,
+    SOURCES,
+    STATUS,
+    TOKEN,
+    TRACE,
+)
+
+
+def _hex(value: uuid.UUID | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def ack_frame(id: str, conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID | None) -> dict[str, Any]:
+    """The question is saved. ``message`` is the assistant answer's id (null while a person handles the chat)."""
+    return {
+        "type": ACK,
+        "id": id,
+        "conversation": _hex(conversation),
+        "question": _hex(question),
+        "message": _hex(message),
+    }
+
+
+def question_frame(
+    conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID | None, id: str, text: str
+) -> dict[str, Any]:
+    """A question was added to the conversation (for the other sockets showing it)."""
+    return {
+        "type": QUESTION,
+        "conversation": _hex(conversation),
+        "question": _hex(question),
+        "message": _hex(message),
+        "id": id,
+        "text": text,
+    }
+
+
+def status_frame(message: uuid.UUID, seq: int, stage: str, text: str) -> dict[str, Any]:
+    return {"type": STATUS, "message": _hex(message), "seq": seq, "stage": stage, "text": text}
+
+
+def sources_frame(message: uuid.UUID, seq: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": SOURCES, "message": _hex(message), "seq": seq, "items": items}
+
+
+def token_frame(message: uuid.UUID, seq: int, text: str) -> dict[str, Any]:
+    return {"type": TOKEN, "message": _hex(message), "seq": seq, "text": text}
+
+
+def final_frame(
+    message: uuid.UUID,
+    seq: int,
+    *,
+    text: str,
+    html: str,
+    citations: list[int],
+    state: str,
+    timings: dict[str, float],
+    offer_handoff: bool = False,
+    replaced: bool = False,
+) -> dict[str, Any]:
+    """The last frame of a message. ``text`` is exactly the concatenation of its token texts.
+
+    ``offer_handoff``: the knowledge base had no answer, so the client offers "Talk to a person" (a ``handoff``
+    frame) in the answer itself. Only a ``complete`` answer offers it; a stopped one never does.
+
+    ``replaced``: the grounding guard replaced an uncited LLM answer after its tokens went out; then ``text``,
+    ``html`` and ``citations`` are the replacement (what is stored), not the streamed tokens, and the client
+    shows them instead. Only a ``complete`` answer can be replaced.
+    """
+    assert state in FINISHED_STATES, state
+    return {
+        "type": FINAL,
+        "message": _hex(message),
+        "seq": seq,
+        "text": text,
+        "html": html,
+        "citations": citations,
+        "state": state,
+        "timings": timings,
+        "offer_handoff": bool(offer_handoff) and state == COMPLETE,
+        "replaced": bool(replaced) and state == COMPLETE,
+    }
+
+
+def feedback_frame(message: uuid.UUID, rating: int, comment: str) -> dict[str, Any]:
+    """The feedback as saved (a later ``feedback`` on the same message replaces it)."""
+    return {"type": FEEDBACK, "message": _hex(message), "rating": rating, "comment": comment}
+
+
+def pong_frame(t: Any = None) -> dict[str, Any]:
+    return {"type": PONG, "t": t}
+
+
+def conversation_frame(
+    conversation: uuid.UUID, status: str, title: str, streaming: list[uuid.UUID] | None = None
+) -> dict[str, Any]:
+    """A conversation's state: the reply to ``join`` and ``handoff``, and broadcast on every status change.
+
+    ``streaming`` lists assistant messages still being generated, so a client can ``resume`` them.
+    """
+    return {
+        "type": CONVERSATION,
+        "conversation": _hex(conversation),
+        "status": status,
+        "title": title,
+        "streaming": [_hex(m) for m in (streaming or [])],
+    }
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise an outgoing frame (compact; non-ASCII kept as is). Never NaN or Infinity, which a browser's
+    ``JSON.parse`` rejects: a frame holding one is our bug and fails here, loudly."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# --- People in the conversation: frames the customer's sockets receive -----------------------------------
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def agent_message_frame(
+    conversation: uuid.UUID, message: uuid.UUID, id: str, text: str, agent: dict[str, Any], created_at: datetime
+) -> dict[str, Any]:
+    """A support person's reply (role ``agent``). ``id`` is the console's idempotency key; ``agent`` = {name}."""
+    return {
+        "type": AGENT_MESSAGE,
+        "conversation": _hex(conversation),
+        "message": _hex(message),
+        "id": id,
+        "text": text,
+        "agent": agent,
+        "created_at": _iso(created_at),
+    }
+
+
+def agent_joined_frame(conversation: uuid.UUID, message: uuid.UUID, agent: dict[str, Any], text: str) -> dict:
+    """A person took the conversation over: the bot stops; ``message`` is the saved system notice."""
+    return {"type": AGENT_JOINED, "conversation": _hex(conversation), "message": _hex(message), "agent": agent,
+            "text": text}
+
+
+def agent_left_frame(conversation: uuid.UUID, message: uuid.UUID, agent: dict[str, Any], text: str) -> dict:
+    """The person handed the conversation back to the assistant (or resolved it)."""
+    return {"type": AGENT_LEFT, "conversation": _hex(conversation), "message": _hex(message), "agent": agent,
+            "text": text}
+
+
+def nudge_frame(conversation: uuid.UUID, message: uuid.UUID, text: str, agent: dict[str, Any]) -> dict[str, Any]:
+    """A push a person sent to get the customer's attention ("Are you still there?")."""
+    return {"type": NUDGE, "conversation": _hex(conversation), "message": _hex(message), "text": text, "agent": agent}
+
+
+def reminder_frame(conversation: uuid.UUID, message: uuid.UUID, about: uuid.UUID, text: str) -> dict[str, Any]:
+    """The system reminds the customer of the unanswered agent message ``about`` (sent once per agent message)."""
+    return {"type": REMINDER, "conversation": _hex(conversation), "message": _hex(message), "about": _hex(about),
+            "text": text}
+
+
+# --- The staff console socket /ws/console/ ------------------------------------------------------------------
+def conversations_frame(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The console list snapshot, sent on connect: waiting first (longest wait first), then active, recent, resolved."""
+    return {"type": CONVERSATIONS, "items": items}
+
+
+def conversation_update_frame(item: dict[str, Any]) -> dict[str, Any]:
+    """One list row changed (or is new): replace the row with the same ``item.conversation``."""
+    return {"type": CONVERSATION_UPDATE, "item": item}
+
+
+def trace_frame(conversation: uuid.UUID, message: uuid.UUID, trace: dict[str, Any], state: str) -> dict[str, Any]:
+    """The assistant's retrieval trace of one answer: query, passages with scores, timings, generator."""
+    return {"type": TRACE, "conversation": _hex(conversation), "message": _hex(message), "state": state,
+            "trace": trace}
+
+
+def note_frame(conversation: uuid.UUID, note: dict[str, Any]) -> dict[str, Any]:
+    """An internal note as saved: ``note`` = {id, author, text, created_at}."""
+    return {"type": NOTE, "conversation": _hex(conversation), "note": note}
+
+
+def presence_frame(conversation: uuid.UUID, watchers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The staff members who have this conversation open right now: [{id, name}], sorted by name."""
+    return {"type": PRESENCE, "conversation": _hex(conversation), "watchers": watchers}
+
+
+def holder_frame(
+    conversation: uuid.UUID, status: str, holder: dict[str, Any] | None, by: dict[str, Any] | None, action: str
+) -> dict[str, Any]:
+    """Who holds the conversation changed: ``action`` is take_over / hand_back / resolve, done ``by`` someone."""
+    return {"type": HOLDER, "conversation": _hex(conversation), "status": status, "holder": holder, "by": by,
+            "action": action}
