@@ -2,7 +2,7 @@
 
 Every frame gets a valid JSON reply with a documented code (or nothing, for a valid frame that needs no reply);
 never ``internal``, never a traceback in the node's log, never a close; afterwards a well-formed conversation on
-the same socket works. Hypothesis generates the frames (seeded per run, printed on failure).
+the same socket works. Hypothesis generates the frames: the same ones every run unless ``FUZZ_RANDOM=1``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import uuid
 from typing import Any
 
@@ -164,8 +165,10 @@ class Thrower:
 
 
 def throw_frames(loop: asyncio.AbstractEventLoop, thrower: Thrower, registry: protocol.Registry) -> None:
+    # derandomize: the same 10 000 frames on every run, so CI cannot go red on a draw nobody saw locally; set
+    # FUZZ_RANDOM=1 to draw new ones (and keep any failure it finds as a case in test_protocol_errors.py).
     @settings(max_examples=FRAMES_PER_SOCKET // BATCH, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+              derandomize=not os.environ.get("FUZZ_RANDOM"), suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.lists(frames(registry), min_size=BATCH, max_size=BATCH))
     def run(batch: list[str]) -> None:
         loop.run_until_complete(thrower.throw(batch))
