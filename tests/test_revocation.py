@@ -409,6 +409,7 @@ async def test_the_chat_page_and_the_console_say_why_and_stop_reconnecting(two_n
             assert await banner.locator("a").get_attribute("href") == "/accounts/login/?next=" + page.url.split(
                 node_b.url, 1)[1].replace("/", "%2F")  # fmt: skip
             assert await page.locator("#question").is_disabled()
+            assert await page.locator("[data-handoff]").is_disabled()  # nothing left that would send
             await page.screenshot(path=str(SCREENS / f"signed-out-{name}.png"))
         await console.screenshot(path=str(SCREENS / "signed-out-console.png"))
         opened = {name: len(urls) for name, urls in sockets.items()}

@@ -144,6 +144,8 @@ class ChatPage {
     this.banner.hidden = false;
     this.notice.hidden = true;
     for (const field of this.form.elements) field.disabled = true;
+    // Nothing else sends either: "Talk to a person", ratings and regenerate would only meet a closed socket.
+    for (const button of this.root.querySelectorAll("[data-handoff], [data-action]")) button.disabled = true;
     this.stopButton.hidden = true;
   }
 
