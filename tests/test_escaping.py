@@ -4,14 +4,19 @@ server-rendered), the staff console and the admin, in a real browser against a r
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation
 from knowledge.models import Document
-from tests.test_chat_page import PASSWORD, ask, browser, wait_for_final  # noqa: F401
+from tests.test_chat_page import (  # noqa: F401
+    PASSWORD,
+    ask,
+    browser,
+    sign_in_and_open_new_conversation,
+    wait_for_final,
+)
 from tests.test_console_page import STAFF_PASSWORD, new_page, sign_in
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -49,10 +54,7 @@ def test_a_question_and_document_titles_full_of_markup_are_shown_as_text_everywh
     for page in (customer, staff):
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
 
-    sign_in(customer, f"{site.url}/", "customer", PASSWORD)
-    customer.click("[data-new-conversation]")
-    customer.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
-    customer.wait_for_function("document.querySelector('[data-chat]').dataset.connection === 'open'")
+    sign_in_and_open_new_conversation(customer, site.url)
     ask(customer, QUESTION)
     wait_for_final(customer, "complete")
     assert_shown_not_run(customer, "the chat page (live)", dialogs)
