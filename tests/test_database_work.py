@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ from tests.node_client import Client, get_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ANSWERS = 20
+ANSWERS = 50
 
 
 def transactions_so_far() -> int:
@@ -45,14 +46,32 @@ async def ask_each(node, token: str, questions: list[str]) -> None:
         await client.close()
 
 
+@contextmanager
+def autovacuum_paused():
+    """No autovacuum or autoanalyze of the test database's tables meanwhile: their workers' transactions count in
+    pg_stat_database too, and whether one falls inside the window depends on how many rows earlier tests changed
+    (20 answers measured 104 transactions in the server's statement log against 112 to 132 counted)."""
+    tables = connection.introspection.table_names()
+    quote = connection.ops.quote_name
+
+    def set_options(options: str) -> None:
+        with connection.cursor() as cursor:
+            for table in tables:
+                cursor.execute(f"ALTER TABLE {quote(table)} {options}")
+
+    set_options("SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)")
+    try:
+        yield
+    finally:
+        set_options("RESET (autovacuum_enabled, toast.autovacuum_enabled)")
+
+
 def test_an_answer_on_an_open_socket_costs_at_most_five_transactions(demo_kb, daphne_server):
     # ask, claim (with the history), retrieval, composition, the finished row (with the console's row):
-    # one transaction each. Reaper, lease renewals and the idle-reminder check are pushed out of the measured
-    # window; what stays in it once (health checks of connections idle through the wait, the socket's close) is
-    # ~0.3 per answer. Connection recycling is pushed out too (DATABASE_CONN_MAX_AGE, 60 s: each thread's reconnect runs its
-    # set-up queries, and the 60 s fell inside the window or not depending on the machine's speed: 5.3 or 6.6
-    # per answer between CI runs). pg_stat_database counts the whole database, so the rate of transactions nobody asked for
-    # (measured right after, with the node idle) is taken off.
+    # one transaction each. Reaper, lease renewals, the idle-reminder check and connection recycling
+    # (DATABASE_CONN_MAX_AGE: each thread's reconnect runs its set-up queries) are pushed out of the measured
+    # window; what stays in it once (health checks of connections idle through the wait, the socket's sign-in)
+    # is ~0.1 per answer over 50.
     node = daphne_server(
         ANSWER_WORDS_PER_SECOND="0", CHAT_RATE_LIMIT="1000", CHAT_LEASE_SECONDS="120",
         CHAT_REAPER_INTERVAL_SECONDS="40", CONSOLE_REMINDER_CHECK_SECONDS="120", DATABASE_CONN_MAX_AGE="600",
@@ -60,20 +79,13 @@ def test_an_answer_on_an_open_socket_costs_at_most_five_transactions(demo_kb, da
     get_user_model().objects.create_user("dora", password="pw-dora-123")
     token = get_token(node, "dora", "pw-dora-123")
     asyncio.run(ask_each(node, token, DEMO_QUESTIONS[:2]))  # warm-up: models loaded, connections opened
-    before = transactions_so_far()
-    started = time.monotonic()
-    questions = [DEMO_QUESTIONS[n % len(DEMO_QUESTIONS)] for n in range(ANSWERS)]
-    asyncio.run(ask_each(node, token, questions))
-    after = transactions_so_far()
-    window = time.monotonic() - started
-    idle_started = time.monotonic()
-    idle = transactions_so_far() - after - 1  # - 1: the previous reading's own, reported when it closed
-    background = max(0, idle) / (time.monotonic() - idle_started) * window
-    per_answer = (after - before - 1 - background) / ANSWERS  # - 1: the first reading's own
-    assert per_answer <= 5.5, (
-        f"{per_answer:.2f} transactions per answer (goal: at most 5); {after - before - 1} in {window:.0f} s, "
-        f"of which {background:.1f} background ({idle} while idle)"
-    )
+    with autovacuum_paused():
+        before = transactions_so_far()
+        questions = [DEMO_QUESTIONS[n % len(DEMO_QUESTIONS)] for n in range(ANSWERS)]
+        asyncio.run(ask_each(node, token, questions))
+        after = transactions_so_far()
+    per_answer = (after - before - 1) / ANSWERS  # - 1: the first reading's own, reported when it closed
+    assert per_answer <= 5.5, f"{per_answer:.2f} transactions per answer (goal: at most 5); {after - before - 1} in all"
 
 
 def _backend_pid() -> int:
