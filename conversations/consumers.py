@@ -121,7 +121,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ):
             return
         reason = event["reason"]
-        code = protocol.FORBIDDEN if reason == revocation.STAFF_REMOVED else protocol.UNAUTHENTICATED
+        code = protocol.FORBIDDEN if reason == protocol.REVOKED_STAFF_REMOVED else protocol.UNAUTHENTICATED
         del self.requester
         await self.send_frame({**protocol.error_frame(code, revocation.DETAILS[reason]), "reason": reason})
         await self.close(code=protocol.CLOSE_REVOKED, reason=reason)

@@ -44,30 +44,24 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from conversations import groups
+from conversations import groups, protocol
 from conversations.models import TokenGeneration
 
 log = logging.getLogger(__name__)
 
-# Why a socket was closed: the ``reason`` of the ``error`` frame sent before close 4001 (docs/protocol.md).
-LOGOUT = "logout"
-DEACTIVATED = "deactivated"
-STAFF_REMOVED = "staff_removed"
-PASSWORD_CHANGED = "password_changed"
-SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"
+# What the ``error`` frame before close 4001 says, by its ``reason`` (the names: conversations/protocol/errors.py).
 DETAILS = {
-    LOGOUT: "You signed out (in this or another window).",
-    DEACTIVATED: "Your account was deactivated.",
-    STAFF_REMOVED: "Your staff access was removed.",
-    PASSWORD_CHANGED: "Your password was changed; sign in again with the new one.",
-    SIGNED_OUT_EVERYWHERE: "You were signed out everywhere.",
+    protocol.REVOKED_LOGOUT: "You signed out (in this or another window).",
+    protocol.REVOKED_DEACTIVATED: "Your account was deactivated.",
+    protocol.REVOKED_STAFF_REMOVED: "Your staff access was removed.",
+    protocol.REVOKED_PASSWORD_CHANGED: "Your password was changed; sign in again with the new one.",
+    protocol.REVOKED_SIGNED_OUT_EVERYWHERE: "You were signed out everywhere.",
 }
-REASONS = tuple(DETAILS)
 
 
 # --- the action --------------------------------------------------------------------------------------------
 def revocation_event(reason: str, *, session_key: str = "", console_only: bool = False) -> dict:
-    assert reason in DETAILS, reason
+    assert reason in protocol.REVOKED_REASONS, reason
     return {"type": groups.USER_REVOKED, "reason": reason, "session": session_key, "console_only": console_only}
 
 
@@ -124,7 +118,7 @@ def sign_out_everywhere(user) -> int:
         row.revoked_at = timezone.now()
         row.save(update_fields=["generation", "revoked_at"])
         end_sessions(user.pk)
-        revoke_user_sockets(user, SIGNED_OUT_EVERYWHERE)
+        revoke_user_sockets(user, protocol.REVOKED_SIGNED_OUT_EVERYWHERE)
     return row.generation
 
 
@@ -153,7 +147,7 @@ WATCHED_FIELDS = ("is_active", "is_staff", "password")
 def on_logged_out(sender, request, user, **kwargs) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if user is not None and session_key:
-        revoke_user_sockets(user, LOGOUT, session_key=session_key)
+        revoke_user_sockets(user, protocol.REVOKED_LOGOUT, session_key=session_key)
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="conversations.revocation.before_user_save")
@@ -172,8 +166,8 @@ def after_user_save(sender, instance, created=False, raw=False, **kwargs) -> Non
     if raw or created or not before:
         return
     if before["is_active"] and not instance.is_active:
-        revoke_user_sockets(instance, DEACTIVATED)
+        revoke_user_sockets(instance, protocol.REVOKED_DEACTIVATED)
     elif before["password"] != instance.password:
-        revoke_user_sockets(instance, PASSWORD_CHANGED)
+        revoke_user_sockets(instance, protocol.REVOKED_PASSWORD_CHANGED)
     elif before["is_staff"] and not instance.is_staff:
-        revoke_user_sockets(instance, STAFF_REMOVED, console_only=True)
+        revoke_user_sockets(instance, protocol.REVOKED_STAFF_REMOVED, console_only=True)

@@ -177,7 +177,7 @@ async def test_logout_closes_that_sessions_sockets_on_the_other_node(two_nodes, 
     changed = time.monotonic()
     assert response.status_code in (200, 302)
 
-    await assert_revoked(of_that_session, revocation.LOGOUT, changed)
+    await assert_revoked(of_that_session, protocol.REVOKED_LOGOUT, changed)
     for ws in others:  # one logout ends one session: another browser and a token stay signed in
         await assert_still_open(ws)
     code, error = await refused(node_b, path, session=session)
@@ -195,7 +195,7 @@ async def test_deactivation_closes_every_socket_of_the_user_on_every_node(two_no
     await database_sync_to_async(save_user)(is_active=False)
     changed = time.monotonic()
 
-    await assert_revoked(sockets, revocation.DEACTIVATED, changed)
+    await assert_revoked(sockets, protocol.REVOKED_DEACTIVATED, changed)
     for auth in ({"token": token}, {"session": browser.session}):
         code, error = await refused(node_b, path, **auth)
         assert code == protocol.CLOSE_UNAUTHENTICATED and error["code"] == protocol.UNAUTHENTICATED
@@ -210,7 +210,7 @@ async def test_losing_staff_closes_the_console_sockets_and_keeps_the_chat_ones(t
     await database_sync_to_async(save_user)(is_staff=False)
     changed = time.monotonic()
 
-    await assert_revoked(consoles, revocation.STAFF_REMOVED, changed)
+    await assert_revoked(consoles, protocol.REVOKED_STAFF_REMOVED, changed)
     assert consoles[0].close_code == protocol.CLOSE_REVOKED
     await assert_still_open(chat)  # still an active customer: the chat stays
     code, error = await refused(node_b, CONSOLE, token=token)
@@ -235,7 +235,7 @@ async def test_password_change_closes_every_socket_and_old_tokens_stop_working(t
     changed = time.monotonic()
     assert response.status_code == 302, response.text[:2000]
 
-    await assert_revoked(sockets, revocation.PASSWORD_CHANGED, changed)
+    await assert_revoked(sockets, protocol.REVOKED_PASSWORD_CHANGED, changed)
     code, error = await refused(node_b, path, token=old_token)  # issued before the change
     assert code == protocol.CLOSE_UNAUTHENTICATED and "revoked" in error["detail"]
     code, _ = await refused(node_b, path, session=other_browser.session)  # Django: the old hash no longer matches
@@ -260,7 +260,7 @@ async def test_sign_out_everywhere_revokes_tokens_sessions_and_sockets(two_nodes
     changed = time.monotonic()
     assert response.status_code == 200 and response.json()["revoked"] is True
 
-    await assert_revoked(sockets, revocation.SIGNED_OUT_EVERYWHERE, changed)
+    await assert_revoked(sockets, protocol.REVOKED_SIGNED_OUT_EVERYWHERE, changed)
     for auth in ({"token": token}, {"token": other_token}, {"session": browser.session}):
         code, _ = await refused(node_b, path, **auth)
         assert code == protocol.CLOSE_UNAUTHENTICATED
@@ -285,7 +285,7 @@ async def test_sign_out_everywhere_from_a_browser_session_needs_its_csrf_token(t
     response = await asyncio.to_thread(browser.post, "/api/token/revoke/")
     changed = time.monotonic()
     assert response.status_code == 200
-    await assert_revoked([ws], revocation.SIGNED_OUT_EVERYWHERE, changed)
+    await assert_revoked([ws], protocol.REVOKED_SIGNED_OUT_EVERYWHERE, changed)
     code, _ = await refused(node_b, CHAT, session=session)
     assert code == protocol.CLOSE_UNAUTHENTICATED
 
@@ -356,6 +356,22 @@ def test_the_pages_know_the_servers_close_codes():
     assert js["REVOKED"] == 4001 and {"UNAUTHENTICATED", "FORBIDDEN"} <= set(js)
 
 
+def test_the_pages_say_why_for_every_reason_the_server_sends():
+    """static/chat/protocol.js names the same reasons as the server, and both pages have a sentence for each."""
+    static = Path(django_settings.BASE_DIR) / "static"
+    source = (static / "chat" / "protocol.js").read_text()
+    block = source[source.index("export const REVOKED_REASON") :]
+    block = block[: block.index("});")]
+    js = dict(re.findall(r'^\s+([A-Z_]+): "([a-z_]+)",', block, re.M))
+    assert js == {name: getattr(protocol, f"REVOKED_{name}") for name in js}
+    assert set(js.values()) == protocol.REVOKED_REASONS == set(revocation.DETAILS)
+    for page in (static / "chat" / "chat.js", static / "console" / "console.js"):
+        reasons = page.read_text()
+        reasons = reasons[reasons.index("const SIGNED_OUT_REASONS = {") :]
+        reasons = reasons[: reasons.index("};")]
+        assert set(re.findall(r"\[REVOKED_REASON\.([A-Z_]+)\]:", reasons)) == set(js), page
+
+
 # --- what the pages show -----------------------------------------------------------------------------------------
 SCREENS = Path("/tmp/chat-screens")
 
@@ -365,11 +381,12 @@ async def test_the_chat_page_and_the_console_say_why_and_stop_reconnecting(two_n
     closes the chat page, which says why, stops taking questions and does not reconnect."""
     from playwright.async_api import async_playwright
 
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
     node_a, node_b = two_nodes
     await asyncio.to_thread(SCREENS.mkdir, parents=True, exist_ok=True)
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                                   args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         pages, sockets = {}, {}
         for name, viewport, start in (("desktop", (1100, 800), "/"), ("phone", (390, 844), "/"),
                                       ("console", (1100, 800), "/console/")):  # fmt: skip

@@ -39,6 +39,16 @@ CLOSE_TRY_AGAIN_LATER = 4013
 # console, password change, "sign out everywhere": conversations/revocation.py). Sent after an ``error`` frame
 # whose ``reason`` says which; the client must not reconnect on its own (the new handshake would get 4401/4403).
 CLOSE_REVOKED = 4001
+# Why: the ``reason`` of the ``error`` frame sent before close 4001 (docs/protocol.md "Revocation"; the pages'
+# copy is static/chat/protocol.js REVOKED_REASON).
+REVOKED_LOGOUT = "logout"  # that session signed out (in this or another window)
+REVOKED_DEACTIVATED = "deactivated"
+REVOKED_STAFF_REMOVED = "staff_removed"  # console sockets only
+REVOKED_PASSWORD_CHANGED = "password_changed"
+REVOKED_SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"  # POST /api/token/revoke/
+REVOKED_REASONS = frozenset(
+    {REVOKED_LOGOUT, REVOKED_DEACTIVATED, REVOKED_STAFF_REMOVED, REVOKED_PASSWORD_CHANGED, REVOKED_SIGNED_OUT_EVERYWHERE}
+)
 # RFC 6455's "message too big": a frame over Daphne's --websocket-max-message-size (sent by autobahn, with a reason).
 CLOSE_TOO_BIG = 1009
 

@@ -8,7 +8,7 @@
 
 import { format, gettext, ngettext } from "./i18n.js";
 
-import { CLOSE, CONVERSATION_STATUS, FRAME, handoffAvailable } from "./protocol.js";
+import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, handoffAvailable } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
   Typewriter,
@@ -40,11 +40,11 @@ const HELD_REASONS = {
 };
 // Why the server closed the socket for good (the `reason` of the error before close 4001; docs/protocol.md).
 const SIGNED_OUT_REASONS = {
-  logout: gettext("You were signed out (in this or another tab)."),
-  deactivated: gettext("You were signed out: your account was deactivated."),
-  password_changed: gettext("You were signed out because your password was changed."),
-  signed_out_everywhere: gettext("You were signed out on every device."),
-  staff_removed: gettext("You were signed out: your staff access was removed."),
+  [REVOKED_REASON.LOGOUT]: gettext("You were signed out (in this or another tab)."),
+  [REVOKED_REASON.DEACTIVATED]: gettext("You were signed out: your account was deactivated."),
+  [REVOKED_REASON.PASSWORD_CHANGED]: gettext("You were signed out because your password was changed."),
+  [REVOKED_REASON.SIGNED_OUT_EVERYWHERE]: gettext("You were signed out on every device."),
+  [REVOKED_REASON.STAFF_REMOVED]: gettext("You were signed out: your staff access was removed."),
 };
 // The view follows new content while the reader is within this many pixels of the end of the page.
 const FOLLOW_SLACK_PX = 48;

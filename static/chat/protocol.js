@@ -50,6 +50,16 @@ export const CLOSE = Object.freeze({
   TRY_AGAIN_LATER: 4013,
 });
 
+// Why a socket was closed with REVOKED: the `reason` of the `error` frame before it
+// (conversations/protocol/errors.py REVOKED_*; tests/test_revocation.py checks that the two agree).
+export const REVOKED_REASON = Object.freeze({
+  LOGOUT: "logout",
+  DEACTIVATED: "deactivated",
+  STAFF_REMOVED: "staff_removed",
+  PASSWORD_CHANGED: "password_changed",
+  SIGNED_OUT_EVERYWHERE: "signed_out_everywhere",
+});
+
 // Closes after which reconnecting cannot help: the person has to sign in (again).
 export const SIGNED_OUT_CLOSES = new Set([CLOSE.REVOKED, CLOSE.UNAUTHENTICATED, CLOSE.FORBIDDEN]);
 

@@ -3,7 +3,7 @@
 // Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
 // and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
 
-import { CLOSE, FRAME } from "../chat/protocol.js";
+import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON } from "../chat/protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import {
   Typewriter,
@@ -19,19 +19,19 @@ import {
 } from "../chat/render.js";
 
 const STATUS_LABELS = {
-  bot: "Answered by the assistant",
-  waiting_for_agent: "Waiting for a person",
-  agent: "A person is answering",
-  resolved: "Resolved",
+  [CONVERSATION_STATUS.BOT]: "Answered by the assistant",
+  [CONVERSATION_STATUS.WAITING_FOR_AGENT]: "Waiting for a person",
+  [CONVERSATION_STATUS.AGENT]: "A person is answering",
+  [CONVERSATION_STATUS.RESOLVED]: "Resolved",
 };
 const SECTION_ORDER = ["waiting", "active", "recent", "resolved"];
 // Why the server closed the console for good (the `reason` of the error before close 4001; docs/protocol.md).
 const SIGNED_OUT_REASONS = {
-  logout: "You were signed out (in this or another tab).",
-  deactivated: "You were signed out: your account was deactivated.",
-  password_changed: "You were signed out because your password was changed.",
-  signed_out_everywhere: "You were signed out on every device.",
-  staff_removed: "Your staff access was removed.",
+  [REVOKED_REASON.LOGOUT]: "You were signed out (in this or another tab).",
+  [REVOKED_REASON.DEACTIVATED]: "You were signed out: your account was deactivated.",
+  [REVOKED_REASON.PASSWORD_CHANGED]: "You were signed out because your password was changed.",
+  [REVOKED_REASON.SIGNED_OUT_EVERYWHERE]: "You were signed out on every device.",
+  [REVOKED_REASON.STAFF_REMOVED]: "Your staff access was removed.",
 };
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
