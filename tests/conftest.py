@@ -186,6 +186,23 @@ def daphne_server(transactional_db, tmp_path):
         node.stop()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright (tests/browser.py opens pages in it)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `make system-deps` (never `playwright install`).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture
 def fast_answers(settings):
     """Answers stream with no pacing, through the in-process frame log and channel layer."""

@@ -377,17 +377,16 @@ def test_changelist_badge_turns_ready_without_reload(transactional_db, live_serv
     from django.db import connection
     from playwright.sync_api import expect, sync_playwright
 
+    from tests.browser import CHROMIUM, LAUNCH_ARGS
+
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # ORM calls between sync Playwright calls
     django_user_model.objects.create_superuser("manager", "manager@example.com", "pw-manager-123")
     kb = KnowledgeBase.objects.create(name="Help Centre")
     doc, _ = pipeline.add_document(kb, filename="returns.md", data=RETURNS_MD)
-    assert os.path.exists("/usr/bin/chromium"), "Chromium missing: apt-get install chromium"
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: install it with `make system-deps`"
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with sync_playwright() as p:  # not the `browser` fixture: its event loop would outlive this test's ORM permit
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             page = browser.new_page()
             page.goto(f"{live_server.url}{reverse('admin:login')}")

@@ -19,33 +19,17 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from conversations.models import Message
+from tests.browser import new_page, sign_in
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls made by the test itself are safe.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "pw-for-the-browser-1"
 QUESTION = "How do I return an item?"
 # Streaming is 20 words/s in these tests (daphne_server), so a several-sentence answer takes seconds.
 ANSWER_TIMEOUT_MS = 90_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (never `playwright install`).")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -57,16 +41,11 @@ def site(daphne_server, demo_kb):
 
 @contextlib.contextmanager
 def open_page(browser):
-    """A fresh browser context and page that records console errors, failed responses and page errors."""
-    # bypass_csp: Playwright's wait_for_function evals its predicate, which our CSP forbids (no 'unsafe-eval');
-    # the policy itself is tested in a browser without it, in tests/test_page_security.py.
-    context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.console_errors = []
-    page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
-    page.on("response", lambda r: r.status >= 400 and page.console_errors.append(f"HTTP {r.status} {r.url}"))
-    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    """A fresh browser context and page whose console errors, failed responses and page errors are kept in
+    ``page.console_errors``."""
+    errors: list[str] = []
+    context, page = new_page(browser, errors)
+    page.console_errors = errors
     try:
         yield page
     finally:
@@ -89,12 +68,7 @@ def screenshot(page, name: str) -> Path:
 
 
 def sign_in_and_open_new_conversation(page, base_url: str) -> None:
-    page.goto(f"{base_url}/")
-    assert "/accounts/login/" in page.url  # not signed in yet: sent to the sign-in page
-    page.fill("#id_username", "customer")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base_url}/")
+    sign_in(page, f"{base_url}/", "customer", PASSWORD)
     page.click("[data-new-conversation]")
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
     page.wait_for_function("document.querySelector('[data-chat]').dataset.connection === 'open'")

@@ -14,7 +14,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation, Message
-from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, QUESTION, ask, browser, wait_for_final  # noqa: F401
+from tests.browser import new_page, sign_in
+from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, QUESTION, ask, wait_for_final
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -31,27 +32,7 @@ def site(daphne_server, demo_kb):
     return daphne_server()
 
 
-def new_page(browser, errors: list[str]):  # noqa: F811
-    # bypass_csp: wait_for_function evals (CSP has no 'unsafe-eval'); the policy: tests/test_page_security.py.
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.on("console", lambda msg: msg.type == "error" and errors.append(f"{page.url}: {msg.text}"))
-    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status} {r.url}"))
-    return context, page
-
-
-def sign_in(page, url: str, username: str, password: str) -> None:
-    page.goto(url)
-    assert "/accounts/login/" in page.url
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(url)
-
-
-def test_customer_to_person_handoff_and_back_to_the_bot(browser, site):  # noqa: F811
+def test_customer_to_person_handoff_and_back_to_the_bot(browser, site):
     errors: list[str] = []
     customer_context, customer = new_page(browser, errors)
     staff_context, staff = new_page(browser, errors)

@@ -10,14 +10,9 @@ from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation
 from knowledge.models import Document
-from tests.test_chat_page import (  # noqa: F401
-    PASSWORD,
-    ask,
-    browser,
-    sign_in_and_open_new_conversation,
-    wait_for_final,
-)
-from tests.test_console_page import STAFF_PASSWORD, new_page, sign_in
+from tests.browser import new_page, sign_in
+from tests.test_chat_page import PASSWORD, ask, sign_in_and_open_new_conversation, wait_for_final
+from tests.test_console_page import STAFF_PASSWORD
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -46,7 +41,7 @@ def assert_shown_not_run(page, where: str, dialogs: list[str]) -> None:
     assert "onerror=" in page.locator("body").inner_text(), f"the payload is not shown as text on {where}"
 
 
-def test_a_question_and_document_titles_full_of_markup_are_shown_as_text_everywhere(browser, site):  # noqa: F811
+def test_a_question_and_document_titles_full_of_markup_are_shown_as_text_everywhere(browser, site):
     errors: list[str] = []
     dialogs: list[str] = []
     customer_context, customer = new_page(browser, errors)

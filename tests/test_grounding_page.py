@@ -14,13 +14,7 @@ from django.contrib.auth import get_user_model
 
 from conversations.models import Message
 from tests.llm_standin import LLMStandin
-from tests.test_chat_page import (  # noqa: F401 (fixtures)
-    ANSWER_TIMEOUT_MS,
-    PASSWORD,
-    ask,
-    browser,
-    sign_in_and_open_new_conversation,
-)
+from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, ask, sign_in_and_open_new_conversation
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -29,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 DRAFT = "Sure, send it back whenever you like and we will sort it out."
 
 
-def test_replaced_answer_swaps_the_bubble_for_the_stored_replacement(browser, daphne_server, demo_kb):  # noqa: F811
+def test_replaced_answer_swaps_the_bubble_for_the_stored_replacement(browser, daphne_server, demo_kb):
     get_user_model().objects.create_user("customer", password=PASSWORD)
     with LLMStandin(reply=DRAFT, token_delay=0.05) as llm:
         site = daphne_server(

@@ -20,7 +20,8 @@ from django.urls import reverse
 
 from conversations.models import Conversation
 from knowledge.models import Document
-from tests.test_chat_page import PASSWORD, QUESTION, ask, browser, screenshot  # noqa: F401
+from tests.browser import new_page, sign_in
+from tests.test_chat_page import PASSWORD, QUESTION, ask, screenshot
 from tests.web_client import Response, WebClient
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -133,16 +134,14 @@ document.addEventListener('securitypolicyviolation', (e) =>
 """
 
 
-def new_page(browser, violations: list[str], errors: list[str], width: int = 1280, height: int = 900):  # noqa: F811
-    context = browser.new_context(viewport={"width": width, "height": height})
-    context.expose_binding("__cspViolation", lambda source, text: violations.append(text))
-    context.add_init_script(REPORT_VIOLATIONS)
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.on("console", lambda msg: msg.type == "error" and errors.append(f"{page.url}: {msg.text}"))
-    page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"HTTP {r.status} {r.url}"))
-    return context, page
+def new_policed_page(browser, violations: list[str], errors: list[str], width: int = 1280, height: int = 900):
+    """A page under the real policy (no bypass) that reports each violation into ``violations``."""
+
+    def report_violations(context) -> None:
+        context.expose_binding("__cspViolation", lambda source, text: violations.append(text))
+        context.add_init_script(REPORT_VIOLATIONS)
+
+    return new_page(browser, errors, width=width, height=height, bypass_csp=False, prepare=report_violations)
 
 
 def wait_until(page, expression: str, timeout: float = 30.0) -> None:
@@ -157,23 +156,14 @@ ANSWER_FINISHED = """(() => { const m = [...document.querySelectorAll('.msg-assi
                          return !!m && !!m.dataset.state && m.dataset.state !== 'streaming'; })()"""
 
 
-def sign_in(page, url: str, username: str, password: str) -> None:
-    page.goto(url)
-    assert "/accounts/login/" in page.url
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(url)
-
-
-def test_chat_console_and_admin_work_under_the_policy(browser, daphne_server, people):  # noqa: F811
+def test_chat_console_and_admin_work_under_the_policy(browser, daphne_server, people):
     customer, staff, _, document = people
     node = daphne_server()  # DEBUG on, as `make run`
     violations: list[str] = []
     errors: list[str] = []
 
     # The customer: sign in, a new conversation, a cited answer streamed over the WebSocket, its document.
-    customer_context, page = new_page(browser, violations, errors)
+    customer_context, page = new_policed_page(browser, violations, errors)
     sign_in(page, f"{node.url}/", "customer", PASSWORD)
     page.click("[data-new-conversation]")
     page.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
@@ -222,7 +212,7 @@ def test_chat_console_and_admin_work_under_the_policy(browser, daphne_server, pe
     assert Conversation.objects.filter(owner=customer).count() == count - 1
 
     # Staff: the console list and a conversation, both live over their WebSocket, and the admin.
-    staff_context, console = new_page(browser, violations, errors)
+    staff_context, console = new_policed_page(browser, violations, errors)
     sign_in(console, f"{node.url}/console/", "sam", STAFF_PASSWORD)
     console.wait_for_selector("[data-connection-state][data-state='open']")
     remaining = Conversation.objects.filter(owner=customer).order_by("pk").first()

@@ -17,7 +17,8 @@ from django.test import Client
 from knowledge.ingest.pipeline import add_document, get_or_create_knowledge_base, ingest_document
 from knowledge.models import Document
 from knowledge.views import download_content_type
-from tests.test_chat_page import CHROMIUM, PASSWORD, browser  # noqa: F401
+from tests.browser import sign_in
+from tests.test_chat_page import PASSWORD
 from tests.web_client import WebClient
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -90,17 +91,13 @@ def test_document_page_shows_an_html_upload_as_sanitised_text(daphne_server, evi
 
 
 @pytest.mark.e2e
-def test_in_a_browser_no_upload_script_runs(browser, daphne_server, evil_document, customer):  # noqa: F811
+def test_in_a_browser_no_upload_script_runs(browser, daphne_server, evil_document, customer):
     node = daphne_server(DEBUG="true")
     context = browser.new_context()
     page = context.new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(f"{node.url}/accounts/login/")
-    page.fill("#id_username", "customer")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{node.url}/")
+    sign_in(page, f"{node.url}/", "customer", PASSWORD)
 
     media = page.goto(f"{node.url}/media/{evil_document.file.name}")
     assert media.status == 404
