@@ -333,6 +333,8 @@ METRICS_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("METRICS_ALLOWED_N
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per user (or anonymous session)
 CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
+# Redis connections a node's frame log uses at most; more calls at once wait for one (conversations/streaming/framelog.py).
+CHAT_FRAME_LOG_REDIS_CONNECTIONS = env_int("CHAT_FRAME_LOG_REDIS_CONNECTIONS", 100)
 CHAT_TITLE_CHARS = env_int("CHAT_TITLE_CHARS", 80)
 # A WebSocket whose client stops reading is closed (4008) once this many bytes wait for it (chatsite/slow_clients.py).
 CHAT_SEND_BUFFER_LIMIT_BYTES = env_int("CHAT_SEND_BUFFER_LIMIT_BYTES", 1024 * 1024)

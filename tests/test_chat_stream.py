@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 
 from conversations import groups, protocol, streaming
 from conversations.models import Conversation, Feedback, Message
-from conversations.streaming.framelog import Append, frame_log
+from conversations.streaming.framelog import Append, RedisFrameLog, frame_log
 from conversations.streaming.stream import PUBSUB_LAYER, publication
 from tests.chat_support import assert_contiguous, connect, stream_text
 
@@ -248,6 +248,25 @@ async def test_with_the_pubsub_layer_the_frame_log_append_publishes_the_frame_it
     finally:
         await layer.group_discard(groups.conversation(conversation), channel)
         await layer.flush()
+
+
+async def test_more_frames_at_once_than_redis_connections_wait_for_one_and_all_land(settings):
+    # 2 000 customers connecting at once made more frame-log calls at once than redis-py's default pool allows
+    # (100): those frames failed with MaxConnectionsError. Calls beyond the pool's size now wait for a connection.
+    settings.CHAT_FRAME_LOG_REDIS_CONNECTIONS = 2
+    log = RedisFrameLog(REDIS, f"t-{uuid.uuid4().hex[:8]}")
+    messages = [str(uuid.uuid4()) for _ in range(150)]
+    client = log._client()[0]
+    try:
+        frames = [protocol.token_frame(uuid.UUID(m), 1, "x") for m in messages]
+        results = await asyncio.gather(*(log.append(m, f, expected=0) for m, f in zip(messages, frames, strict=True)))
+        assert results == [Append.APPENDED] * len(messages)
+        assert [await log.read(m, 0) for m in messages[:3]] == [[f] for f in frames[:3]]
+        pool = client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+    finally:
+        await client.delete(*(log.key(m) for m in messages))
+        await client.aclose()
 
 
 def test_other_layers_publish_through_the_layer(settings):

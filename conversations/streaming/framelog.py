@@ -135,9 +135,17 @@ class RedisFrameLog:
         loop = asyncio.get_running_loop()
         found = self._clients.get(loop)
         if found is None:
-            client = aioredis.from_url(
-                self.url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=SOCKET_TIMEOUT_SECONDS
+            # A bounded pool that makes a call wait for a free connection (up to the socket timeout) instead of
+            # failing: redis-py's default pool raises MaxConnectionsError past 100, which 2 000 customers connecting
+            # at once reached.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=settings.CHAT_FRAME_LOG_REDIS_CONNECTIONS,
+                timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
             )
+            client = aioredis.Redis.from_pool(pool)
             found = self._clients[loop] = (client, client.register_script(_CAS_APPEND), client.register_script(_RESTORE))
         return found
 
