@@ -9,13 +9,17 @@ restarted empty or frozen with SIGSTOP; and, in the DATABASE_URL run only (`make
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import uuid
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import connection
 
+from chatsite.outages import OneLineForOutages
 from conversations.models import Message
 from tests import fault_services
 from tests.node_client import Client, assert_contiguous, get_token, text_of
@@ -187,3 +191,30 @@ async def test_question_sent_while_postgres_is_down_is_refused_with_its_id_then_
 
     await refused_then_answered(customer, restore)
     await customer.close()
+
+
+# --- what the log shows of it (chatsite.outages.OneLineForOutages, the console handler's filter) ----------------
+def _logged(name: str, exc: BaseException) -> logging.LogRecord:
+    try:
+        raise exc
+    except BaseException:
+        record = logging.getLogger(name).makeRecord(name, logging.ERROR, __file__, 1, "%s went wrong", ("it",),
+                                                    sys.exc_info())  # fmt: skip
+    OneLineForOutages().filter(record)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("logger", "exc", "one_line"),
+    [
+        ("channels_redis.core", redis.exceptions.ConnectionError("Connection refused"), True),  # Redis down
+        ("channels_redis.pubsub", asyncio.CancelledError(), True),  # cleanup of a socket closed mid-handshake
+        ("channels_redis.pubsub", ValueError("a bug"), False),
+        ("conversations.consumers", asyncio.CancelledError(), False),  # ours: keeps its traceback
+    ],
+)
+def test_outages_and_cancelled_cleanups_are_logged_as_one_line_and_bugs_keep_their_traceback(logger, exc, one_line):
+    record = _logged(logger, exc)
+    assert (record.exc_info is None) is one_line
+    if one_line:
+        assert record.getMessage() == f"it went wrong ({type(exc).__name__}: {exc})"
