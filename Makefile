@@ -7,6 +7,8 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 TCP_DB_PORT ?= 0
 LLM_PORT ?= 0
+# The slowest tests at the end of every run: where the suite's time goes (keep it under ~20 min on 2 cores).
+PYTEST_ARGS ?= --durations=20
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

@@ -7,7 +7,7 @@ knowledge.retrieval's; this module only wires them into the Django admin.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Subquery, URLField
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
@@ -178,6 +178,8 @@ class DocumentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["knowledge_base", "status"]
     search_fields = ["title", "original_filename"]
+    # A source URL typed without a scheme is https:// (Django 6's default; said now, without its warning).
+    formfield_overrides = {URLField: {"assume_scheme": "https"}}
     list_select_related = ["knowledge_base", "uploaded_by"]
     actions = ["reindex"]
     inlines = [ChunkInline]
