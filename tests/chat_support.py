@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -106,3 +108,15 @@ async def stop_generation() -> None:
     await streaming.shutdown()
     await database_sync_to_async(close_old_connections)()
     await asyncio.sleep(0)
+
+
+PROTOCOL_JS = Path(__file__).resolve().parent.parent / "static" / "chat" / "protocol.js"
+
+
+def protocol_js_names(name: str) -> dict[str, str]:
+    """The entries of ``export const <name> = Object.freeze({...})`` in static/chat/protocol.js (the pages' copy
+    of the protocol's names), values as written without quotes: for the tests that hold it to the server's."""
+    source = PROTOCOL_JS.read_text()
+    block = source[source.index(f"export const {name} ") :]
+    block = block[: block.index("});")]
+    return dict(re.findall(r'^\s+([A-Z_]+): "?(\w+)"?,', block, re.M))

@@ -411,16 +411,10 @@ def test_people_are_shown_by_their_display_name(client, alice):
 
 def test_the_js_protocol_module_names_the_same_frames_as_the_server():
     """static/chat/protocol.js is the browser's copy of conversations/protocol.py's frame names."""
-    import re
-    from pathlib import Path
-
-    from django.conf import settings
-
     from conversations import protocol
+    from tests.chat_support import protocol_js_names
 
-    source = (Path(settings.BASE_DIR) / "static" / "chat" / "protocol.js").read_text()
-    block = source[source.index("export const FRAME") : source.index("});")]
-    js = dict(re.findall(r'^\s+([A-Z_]+): "([a-z_]+)"', block, re.M))
+    js = protocol_js_names("FRAME")
     python = {name: getattr(protocol, name) for name in js}
     assert js == python
     server_types = set(protocol.CHAT.types) | set(protocol.CONSOLE.types) | set(protocol.STREAM_TYPES) | {

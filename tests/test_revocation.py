@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from conversations import protocol, revocation
 from conversations.models import Conversation, InternalNote, Message
+from tests.chat_support import protocol_js_names
 from tests.node_client import get_token
 
 pytestmark = [pytest.mark.multinode, pytest.mark.django_db(transaction=True)]
@@ -348,10 +349,7 @@ async def test_console_actions_are_refused_once_staff_rights_are_gone_even_witho
 
 # --- the browser's copy of the close codes ---------------------------------------------------------------------
 def test_the_pages_know_the_servers_close_codes():
-    source = (Path(django_settings.BASE_DIR) / "static" / "chat" / "protocol.js").read_text()
-    block = source[source.index("export const CLOSE") :]
-    block = block[: block.index("});")]
-    js = {name: int(code) for name, code in re.findall(r"^\s+([A-Z_]+): (\d+),", block, re.M)}
+    js = {name: int(code) for name, code in protocol_js_names("CLOSE").items()}
     assert js == {name: getattr(protocol, f"CLOSE_{name}") for name in js}
     assert js["REVOKED"] == 4001 and {"UNAUTHENTICATED", "FORBIDDEN"} <= set(js)
 
@@ -359,10 +357,7 @@ def test_the_pages_know_the_servers_close_codes():
 def test_the_pages_say_why_for_every_reason_the_server_sends():
     """static/chat/protocol.js names the same reasons as the server, and both pages have a sentence for each."""
     static = Path(django_settings.BASE_DIR) / "static"
-    source = (static / "chat" / "protocol.js").read_text()
-    block = source[source.index("export const REVOKED_REASON") :]
-    block = block[: block.index("});")]
-    js = dict(re.findall(r'^\s+([A-Z_]+): "([a-z_]+)",', block, re.M))
+    js = protocol_js_names("REVOKED_REASON")
     assert js == {name: getattr(protocol, f"REVOKED_{name}") for name in js}
     assert set(js.values()) == protocol.REVOKED_REASONS == set(revocation.DETAILS)
     for page in (static / "chat" / "chat.js", static / "console" / "console.js"):
