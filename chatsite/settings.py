@@ -261,6 +261,9 @@ EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 EMBEDDING_MAX_BATCH = env_int("EMBEDDING_MAX_BATCH", 32)
 EMBEDDING_BATCH_WAIT_MS = env_float("EMBEDDING_BATCH_WAIT_MS", 2.0)
 EMBEDDING_QUEUE_LIMIT = env_int("EMBEDDING_QUEUE_LIMIT", 256)
+# A question longer than this is embedded on a second embedding thread with its own copy of the model, at a low CPU
+# priority, so ordinary questions never wait behind a long one's forward pass (knowledge/inference.py).
+EMBEDDING_LONG_QUERY_CHARS = env_int("EMBEDDING_LONG_QUERY_CHARS", 200)
 ANSWER_THREADS = env_int("ANSWER_THREADS", 2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -274,6 +277,18 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 UPLOAD_ALLOWED_EXTENSIONS = env_list("UPLOAD_ALLOWED_EXTENSIONS", [".txt", ".md", ".html", ".htm", ".pdf", ".docx"])
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# What one document may cost to ingest (knowledge/ingest/limits.py, docs/security.md "Hostile documents"): checked
+# before the work where the file says it (a zip's directory, a PDF's page count, a text file's size), and enforced
+# while it runs: parsing and chunking run in a child process with an address-space and a wall-clock limit.
+INGEST_MAX_UNPACKED_BYTES = env_int("INGEST_MAX_UNPACKED_BYTES", 100 * 1024 * 1024)
+INGEST_MAX_COMPRESSION_RATIO = env_int("INGEST_MAX_COMPRESSION_RATIO", 100)
+INGEST_MAX_TEXT_BYTES = env_int("INGEST_MAX_TEXT_BYTES", 2 * 1024 * 1024)
+INGEST_MAX_PAGES = env_int("INGEST_MAX_PAGES", 2000)
+INGEST_MAX_PAGE_CHARS = env_int("INGEST_MAX_PAGE_CHARS", 100_000)
+INGEST_MAX_CHUNKS = env_int("INGEST_MAX_CHUNKS", 5000)
+INGEST_MAX_MEMORY_MB = env_int("INGEST_MAX_MEMORY_MB", 1024)
+INGEST_TIMEOUT_SECONDS = env_int("INGEST_TIMEOUT_SECONDS", 120)
 
 DEFAULT_KNOWLEDGE_BASE = os.environ.get("DEFAULT_KNOWLEDGE_BASE", "Help Centre")
 DEMO_KB_DIR = BASE_DIR / "knowledge" / "demo_kb"
@@ -332,6 +347,9 @@ CHAT_QUEUE_LIMIT = env_int("CHAT_QUEUE_LIMIT", 3)  # unanswered questions per co
 METRICS_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128").split(",") if n.strip()]
 CHAT_RATE_LIMIT = env_int("CHAT_RATE_LIMIT", 20)  # questions per minute per user (or anonymous session)
 CHAT_ALLOW_ANONYMOUS = env_bool("CHAT_ALLOW_ANONYMOUS", False)  # visitors without an account, bound to the session
+# Open chat sockets per user (or anonymous session) across every node; console sockets are counted apart with the
+# same bound. Past it the oldest closes with 4429 (conversations/open_sockets.py). 0: no bound.
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20)
 CHAT_FRAME_LOG_TTL_SECONDS = env_int("CHAT_FRAME_LOG_TTL_SECONDS", 3600)  # resume buffer; the DB covers the rest
 # Redis connections a node's frame log uses at most; more calls at once wait for one (conversations/streaming/framelog.py).
 CHAT_FRAME_LOG_REDIS_CONNECTIONS = env_int("CHAT_FRAME_LOG_REDIS_CONNECTIONS", 100)

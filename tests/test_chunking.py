@@ -91,3 +91,30 @@ def test_overlap_is_dropped_rather_than_exceeding_the_budget():
 
 def test_empty_sections_make_no_chunks():
     assert chunk_sections([Section(["Empty"], "   ")], max_tokens=50, overlap_tokens=5) == []
+
+
+def test_a_ten_megabyte_word_is_split_into_chunks_that_fit_the_budget():
+    drafts = chunk_sections([Section([], "a" * 1_000_000)], 200, 40)
+    assert len(drafts) > 1000
+    assert all(d.token_count <= 200 for d in drafts)
+    assert "".join(d.text for d in drafts) == "a" * 1_000_000  # split, nothing lost or added
+
+
+def test_a_long_word_among_words_keeps_the_words_whole():
+    text = "Before words. " + "x" * 5000 + " after words here."
+    drafts = chunk_sections([Section([], text)], 50, 10)
+    assert all(d.token_count <= 50 for d in drafts)
+    assert drafts[0].text.startswith("Before words.") and drafts[-1].text.endswith("after words here.")
+
+
+def test_chinese_counts_a_token_per_character_and_splits_at_its_sentence_ends():
+    sentence = "我下个月去日本，在那边用手机流量怎么收费？"
+    assert count_tokens(sentence) == 21  # 19 characters and two marks, not one "word"
+    drafts = chunk_sections([Section([], sentence * 40)], 100, 20)
+    assert len(drafts) > 1 and all(d.token_count <= 100 for d in drafts)
+    assert all(d.text.endswith("？") for d in drafts)  # cut between sentences, not inside one
+
+
+def test_ordinary_long_words_still_count_one():
+    assert count_tokens("Internationalisation accessibility") == 2
+    assert count_tokens("a" * 25) == 7  # past LONG_RUN_CHARS: one per four characters

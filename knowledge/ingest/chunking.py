@@ -17,19 +17,35 @@ count one each (``\\w+|[^\\w\\s]``). For English prose that lands within
 load a tokenizer, and does not change meaning when the embedding backend is
 swapped for an HTTP endpoint with another tokenizer. The default budget (200)
 leaves headroom under the local model's 256-piece window for that error.
+
+Two kinds of text break that approximation, and with it the promise that a chunk fits the model's input (512
+tokens for multilingual-e5): Chinese, Japanese and Korean are written without spaces, so a whole clause is one
+``\\w+`` run — each of their characters counts one token instead (a model's tokenizer makes 0.6–1 token of
+one); and one unbroken run of letters (a hostile file's 10 MB "word", a long hash) costs a model one token per
+3–5 characters — a run longer than ``LONG_RUN_CHARS`` counts one token per ``CHARS_PER_LONG_RUN_TOKEN``
+characters and is split between chunks like a sentence between words. Chinese and Japanese sentences end at
+。！？ without a space.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from knowledge.ingest.parsers import Section
 
 HEADING_SEPARATOR = " > "
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Scripts written without spaces between words: Han, Hiragana, Katakana, Hangul syllables.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|(?<=[。！？])[」』”）]*\s*")
+#: A run of letters or digits longer than this is not a word (a hash, a hostile file's endless "aaaa…"): it
+#: counts one token per CHARS_PER_LONG_RUN_TOKEN characters, about what a subword tokenizer makes of it.
+LONG_RUN_CHARS = 24
+CHARS_PER_LONG_RUN_TOKEN = 4
 
 
 @dataclass
@@ -41,13 +57,40 @@ class ChunkDraft:
     token_count: int
 
 
+def _run_cost(run: str) -> int:
+    return 1 if len(run) <= LONG_RUN_CHARS else math.ceil(len(run) / CHARS_PER_LONG_RUN_TOKEN)
+
+
 def count_tokens(text: str) -> int:
     """Approximate token count (see the module docstring for why not the model tokenizer)."""
-    return len(_TOKEN.findall(text))
+    return sum(_run_cost(run) for run in _TOKEN.findall(text))
 
 
 def _word_tokens(word: str) -> int:
     return max(1, count_tokens(word))
+
+
+def _token_ends(word: str) -> Iterator[int]:
+    """The offsets in ``word`` after each of its approximate tokens (a long run ends every few characters)."""
+    for match in _TOKEN.finditer(word):
+        if len(match.group()) > LONG_RUN_CHARS:
+            yield from range(match.start() + CHARS_PER_LONG_RUN_TOKEN, match.end(), CHARS_PER_LONG_RUN_TOKEN)
+        yield match.end()
+
+
+def _split_long_word(word: str, budget: int) -> list[str]:
+    """A word (no spaces) costing more than ``budget`` tokens, cut into pieces of at most ``budget`` tokens."""
+    pieces: list[str] = []
+    start = used = 0
+    end = 0
+    for end in _token_ends(word):
+        used += 1
+        if used == budget:
+            pieces.append(word[start:end])
+            start, used = end, 0
+    if start < len(word):
+        pieces.append(word[start:])
+    return pieces
 
 
 @dataclass
@@ -65,6 +108,13 @@ def _split_words(text: str, budget: int) -> list[str]:
     used = 0
     for word in text.split():
         cost = _word_tokens(word)
+        if cost > budget:  # a word no chunk can hold: its pieces, each a chunk's worth
+            if words:
+                pieces.append(" ".join(words))
+                words, used = [], 0
+            *whole, word = _split_long_word(word, budget)
+            pieces.extend(whole)
+            cost = _word_tokens(word)
         if words and used + cost > budget:
             pieces.append(" ".join(words))
             words, used = [], 0

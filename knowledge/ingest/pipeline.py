@@ -24,8 +24,10 @@ from django.utils.text import get_valid_filename
 from chatsite import metrics
 from knowledge import sentence_vectors
 from knowledge.embeddings import get_embedder
-from knowledge.ingest.chunking import ChunkDraft, chunk_sections
-from knowledge.ingest.parsers import ParsedDocument, mime_type_for, parse_file
+from knowledge.ingest.chunking import ChunkDraft
+from knowledge.ingest.isolation import parse_and_chunk
+from knowledge.ingest.limits import Limits, human_size
+from knowledge.ingest.parsers import ParsedDocument, mime_type_for
 from knowledge.models import Chunk, Document, KnowledgeBase
 
 logger = logging.getLogger(__name__)
@@ -76,10 +78,6 @@ def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _human_size(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
-
-
 def validate_upload(filename: str, data: bytes) -> None:
     """Refuse what we cannot or will not ingest, before anything is stored."""
     suffix = Path(filename).suffix.lower()
@@ -91,7 +89,7 @@ def validate_upload(filename: str, data: bytes) -> None:
         raise ValidationError(f"“{filename}” is empty.")
     if len(data) > settings.UPLOAD_MAX_BYTES:
         raise ValidationError(
-            f"“{filename}” is {_human_size(len(data))}; the limit is {_human_size(settings.UPLOAD_MAX_BYTES)}."
+            f"“{filename}” is {human_size(len(data))}; the limit is {human_size(settings.UPLOAD_MAX_BYTES)}."
         )
 
 
@@ -200,12 +198,13 @@ def embed_drafts(title: str, drafts: list[ChunkDraft]) -> list[list[float]]:
 
 
 def prepare(data: bytes, filename: str) -> PreparedDocument:
-    """Parse, chunk and embed: the slow, database-free part of ingestion."""
+    """Parse, chunk and embed: the slow, database-free part of ingestion. Parsing and chunking run in a child
+    process bounded in memory and time (``knowledge.ingest.isolation``); only its drafts come back."""
     started = time.perf_counter()
-    parsed = parse_file(data, filename)
-    parsed_at = time.perf_counter()
-    drafts = chunk_sections(parsed.sections, settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS)
-    chunked_at = time.perf_counter()
+    parsed, drafts = parse_and_chunk(
+        data, filename, Limits.from_settings(), settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS
+    )
+    chunked_at = parsed_at = time.perf_counter()
     embeddings = embed_drafts(parsed.title, drafts)
     embedded_at = time.perf_counter()
     sentences = sentence_vectors.for_drafts(drafts)  # what the extractive answerer quotes, embedded once
@@ -216,8 +215,7 @@ def prepare(data: bytes, filename: str) -> PreparedDocument:
         embeddings,
         sentences,
         timings={
-            "parse": parsed_at - started,
-            "chunk": chunked_at - parsed_at,
+            "parse_and_chunk": parsed_at - started,
             "embed": embedded_at - chunked_at,
             "embed_sentences": sentences_at - embedded_at,
         },
@@ -283,6 +281,20 @@ class _DocumentLock:
     def __exit__(self, *exc_info) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self.key)
+
+    def held_elsewhere(self) -> bool:
+        """Whether another session holds the lock: some process is ingesting the document right now."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", self.key)
+            if not cursor.fetchone()[0]:
+                return True
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", self.key)
+        return False
+
+
+def ingestion_running(document_id: int) -> bool:
+    """Whether a live process (a worker, `manage.py ingest`) is ingesting the document now."""
+    return _DocumentLock(document_id).held_elsewhere()
 
 
 def run_ingestion(document: Document) -> Document:
