@@ -74,12 +74,12 @@ def revoke(request: HttpRequest) -> JsonResponse:
         except InvalidToken as exc:
             return JsonResponse({"error": str(exc)}, status=401)
     else:
+        user = request.user
+        if not user.is_authenticated:  # no credential at all: nothing a forged request could use, so 401, not 403
+            return JsonResponse({"error": "Sign in, or send Authorization: Bearer <access>."}, status=401)
         refused = CsrfViewMiddleware(lambda _request: None).process_view(request, None, (), {})
         if refused is not None:
             return JsonResponse({"error": "CSRF verification failed: send the csrftoken as X-CSRFToken."}, status=403)
-        user = request.user
-        if not user.is_authenticated:
-            return JsonResponse({"error": "Sign in, or send Authorization: Bearer <access>."}, status=401)
     generation = revocation.sign_out_everywhere(user)
     if token is None:
         request.session.flush()  # this session too (its row is already gone); a fresh, empty cookie

@@ -219,3 +219,25 @@ async def test_a_validly_signed_token_with_malformed_claims_is_refused_with_4401
 def test_malformed_bodies_are_400_never_500(alice, body, content_type):
     response = Client().post("/api/token/", data=body, content_type=content_type)
     assert response.status_code == 400 and response.json()["error"]
+
+
+# --- POST /api/token/revoke/ ("sign out everywhere"; the end-to-end path is in tests/test_revocation.py) ---------
+def test_sign_out_everywhere_without_credentials_is_401_as_documented():
+    """No bearer token and no signed-in session: 401 with a sentence saying how to authenticate (docs/protocol.md),
+    not Django's CSRF 403 — there is no session a forged request could ride on."""
+    response = Client(enforce_csrf_checks=True).post("/api/token/revoke/")
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["error"]
+
+
+def test_sign_out_everywhere_with_a_session_but_no_csrf_token_is_403(alice):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    response = browser.post("/api/token/revoke/")
+    assert response.status_code == 403 and "CSRF" in response.json()["error"]
+
+
+def test_sign_out_everywhere_with_a_revoked_or_forged_token_is_401(alice):
+    response = Client().post("/api/token/revoke/", HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert response.status_code == 401 and response.json()["error"]
+    assert Client().get("/api/token/revoke/").status_code == 405
