@@ -47,6 +47,9 @@ PRODUCTION_ENV = {
     "SECRET_KEY": "bench-not-secret-" + "x" * 40,
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "HTTPS_ONLY": "false",
+    # Every simulated customer signs in as the one demo customer: thousands of sockets of ONE user, which the
+    # per-user bound (20, conversations/open_sockets.py) would close but the oldest 20 of.
+    "CHAT_MAX_SOCKETS_PER_USER": "0",
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 

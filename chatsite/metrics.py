@@ -42,6 +42,11 @@ ANSWERS_STREAMING = Gauge("chat_answers_streaming", "Answers this node is genera
 ANSWERS_QUEUED = Gauge("chat_answers_queued", "Answers waiting for one of this node's answer slots.")
 ANSWERS_FINISHED = Counter("chat_answers_finished_total", "Answers this node finished, by final state.", ["state"])
 ANSWERS_REAPED = Counter("chat_answers_reaped_total", "Answers whose node stopped renewing, closed by this node.")
+SOCKETS_EVICTED = Counter(
+    "chat_sockets_evicted_total",
+    "Sockets of this node closed (4429) because their user opened more than CHAT_MAX_SOCKETS_PER_USER.",
+    ["socket"],
+)
 SLOW_CLIENTS_CLOSED = Counter(
     "chat_slow_clients_closed_total", "WebSockets closed because their client stopped reading (over the send buffer)."
 )

@@ -2,7 +2,9 @@
 
 Plain domain actions, independent of the transport: the WebSocket consumer parses frames and calls these;
 each takes the ``Requester`` and returns outgoing frames or raises ``ProtocolError``. Ownership is always
-checked through ``conversations.access`` so someone else's conversation looks exactly like a missing one.
+checked through ``conversations.access`` so someone else's conversation looks exactly like a missing one. Each
+action first re-checks that the requester may still act (``revocation.ensure_may_act``, in the ask's transaction or
+with the access lookup): a revoked user's socket whose close was lost raises ``AccessRevoked`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import inbox, protocol, streaming
+from conversations import inbox, protocol, revocation, streaming
 from conversations.access import Requester, aget_conversation, aget_message
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
@@ -71,6 +73,7 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
 
 def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolError | None = None) -> AskResult:
     with transaction.atomic():
+        revocation.ensure_may_act(requester)  # AccessRevoked: nothing saved, the socket closes (4001)
         conversation = None
         if frame.conversation is not None:
             conversation = requester.conversations().select_for_update().filter(pk=frame.conversation).first()

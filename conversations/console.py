@@ -15,11 +15,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import chat, groups, inbox, protocol, streaming
+from conversations import chat, groups, inbox, protocol, revocation, streaming
+from conversations.access import Requester
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
 
@@ -47,13 +47,13 @@ def _locked(conversation_id: uuid.UUID) -> Conversation:
     return conversation
 
 
-def ensure_staff(agent) -> None:
-    """Staff rights re-read from the user row, inside the action's transaction: a console socket whose revocation
-    event was lost (``conversations/revocation.py``) still cannot act once the person is no longer active staff."""
-    if not get_user_model().objects.filter(pk=agent.pk, is_active=True, is_staff=True).exists():
-        raise protocol.ProtocolError(
-            protocol.FORBIDDEN, "You no longer have staff access (or your account was deactivated); sign in again."
-        )
+def ensure_staff(agent, requester: Requester | None = None) -> None:
+    """Staff rights and the socket's sign-in re-read inside the action's transaction, in one SELECT
+    (``revocation.ensure_may_act``): a console socket whose revocation event was lost (``conversations/revocation.py``)
+    cannot act once the person is no longer active staff, signed out or changed their password — ``AccessRevoked``,
+    and the socket closes (4001) with the reason. ``requester``: the socket's, with its sign-in (without: the user
+    row only)."""
+    revocation.ensure_may_act(requester or Requester(user_id=agent.pk), staff=True)
 
 
 aensure_staff = database_sync_to_async(ensure_staff)
@@ -83,9 +83,9 @@ def _system(conversation: Conversation, agent, text: str) -> Message:
 
 
 # --- take over / hand back / resolve ------------------------------------------------------------------------
-def _take_over(conversation_id: uuid.UUID, agent) -> tuple[Conversation, Message | None]:
+def _take_over(conversation_id: uuid.UUID, agent, requester: Requester | None) -> tuple[Conversation, Message | None]:
     with transaction.atomic():
-        ensure_staff(agent)
+        ensure_staff(agent, requester)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "answer it")
         if conversation.status == Conversation.Status.AGENT and conversation.assigned_agent_id == agent.pk:
@@ -102,13 +102,13 @@ def _take_over(conversation_id: uuid.UUID, agent) -> tuple[Conversation, Message
         return conversation, notice
 
 
-async def take_over(conversation_id: uuid.UUID, agent) -> Conversation:
+async def take_over(conversation_id: uuid.UUID, agent, requester: Requester | None = None) -> Conversation:
     """Hold the conversation: the bot stops (its streaming answer ends ``cancelled``) and ignores new questions.
 
     Only one staff member can hold a conversation: the row is locked while the holder is checked and set, and a
     second staff member gets ``conflict``. Taking over again what you already hold changes nothing.
     """
-    conversation, notice = await database_sync_to_async(_take_over)(conversation_id, agent)
+    conversation, notice = await database_sync_to_async(_take_over)(conversation_id, agent, requester)
     if notice is None:
         return conversation
     await streaming.cancel_conversation(conversation.pk)  # on any node; its final says ``cancelled``
@@ -119,9 +119,11 @@ async def take_over(conversation_id: uuid.UUID, agent) -> Conversation:
     return conversation
 
 
-def _hand_back(conversation_id: uuid.UUID, agent, resolve: bool) -> tuple[Conversation, Message | None, bool]:
+def _hand_back(
+    conversation_id: uuid.UUID, agent, resolve: bool, requester: Requester | None
+) -> tuple[Conversation, Message | None, bool]:
     with transaction.atomic():
-        ensure_staff(agent)
+        ensure_staff(agent, requester)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "resolve it" if resolve else "hand it back")
         target = Conversation.Status.RESOLVED if resolve else Conversation.Status.BOT
@@ -141,18 +143,20 @@ def _hand_back(conversation_id: uuid.UUID, agent, resolve: bool) -> tuple[Conver
         return conversation, _system(conversation, agent, text), was_held
 
 
-async def hand_back(conversation_id: uuid.UUID, agent) -> Conversation:
+async def hand_back(conversation_id: uuid.UUID, agent, requester: Requester | None = None) -> Conversation:
     """Give the conversation back to the assistant: status ``bot``, the next question is answered again."""
-    return await _release(conversation_id, agent, resolve=False)
+    return await _release(conversation_id, agent, requester, resolve=False)
 
 
-async def resolve(conversation_id: uuid.UUID, agent) -> Conversation:
+async def resolve(conversation_id: uuid.UUID, agent, requester: Requester | None = None) -> Conversation:
     """Close the conversation (a new customer question reopens it for the assistant)."""
-    return await _release(conversation_id, agent, resolve=True)
+    return await _release(conversation_id, agent, requester, resolve=True)
 
 
-async def _release(conversation_id: uuid.UUID, agent, *, resolve: bool) -> Conversation:
-    conversation, notice, was_held = await database_sync_to_async(_hand_back)(conversation_id, agent, resolve)
+async def _release(conversation_id: uuid.UUID, agent, requester: Requester | None, *, resolve: bool) -> Conversation:
+    conversation, notice, was_held = await database_sync_to_async(_hand_back)(
+        conversation_id, agent, resolve, requester
+    )
     if notice is None:
         return conversation
     if was_held:
@@ -173,9 +177,11 @@ async def _announce(conversation: Conversation, agent, action: str) -> None:
 
 
 # --- talking to the customer --------------------------------------------------------------------------------
-def _agent_message(conversation_id: uuid.UUID, agent, client_id: str, text: str) -> tuple[Message, bool]:
+def _agent_message(
+    conversation_id: uuid.UUID, agent, client_id: str, text: str, requester: Requester | None
+) -> tuple[Message, bool]:
     with transaction.atomic():
-        ensure_staff(agent)
+        ensure_staff(agent, requester)
         conversation = _locked(conversation_id)
         existing = Message.objects.filter(conversation=conversation, role=Message.Role.AGENT, client_id=client_id)
         found = existing.select_related("author").first()
@@ -210,7 +216,7 @@ def message_frame(message: Message) -> dict[str, Any]:
 
 
 async def send_agent_message(
-    conversation_id: uuid.UUID, agent, client_id: str, text: str
+    conversation_id: uuid.UUID, agent, client_id: str, text: str, requester: Requester | None = None
 ) -> tuple[dict[str, Any], bool]:
     """Reply to the customer as a person; delivered at once as ``agent_message`` to every socket showing it.
 
@@ -218,7 +224,9 @@ async def send_agent_message(
     publishes nothing, so a console that re-sends after a reconnect never sends the customer a message twice.
     """
     try:
-        message, created = await database_sync_to_async(_agent_message)(conversation_id, agent, client_id, text)
+        message, created = await database_sync_to_async(_agent_message)(
+            conversation_id, agent, client_id, text, requester
+        )
     except protocol.ProtocolError as exc:
         exc.id = exc.id or client_id
         raise
@@ -229,17 +237,19 @@ async def send_agent_message(
     return frame, created
 
 
-def _nudge(conversation_id: uuid.UUID, agent, text: str) -> Message:
+def _nudge(conversation_id: uuid.UUID, agent, text: str, requester: Requester | None) -> Message:
     with transaction.atomic():
-        ensure_staff(agent)
+        ensure_staff(agent, requester)
         conversation = _locked(conversation_id)
         _refuse_if_held_by_other(conversation, agent, "nudge the customer")
         return _system(conversation, agent, text or DEFAULT_NUDGE.format(name=display_name(agent)))
 
 
-async def nudge(conversation_id: uuid.UUID, agent, text: str = "") -> dict[str, Any]:
+async def nudge(
+    conversation_id: uuid.UUID, agent, text: str = "", requester: Requester | None = None
+) -> dict[str, Any]:
     """A server-initiated push to get the customer's attention; saved, so a reloaded page shows it too."""
-    message = await database_sync_to_async(_nudge)(conversation_id, agent, text)
+    message = await database_sync_to_async(_nudge)(conversation_id, agent, text, requester)
     frame = protocol.nudge_frame(message.conversation_id, message.pk, message.text, public_agent(agent))
     await streaming.publish(message.conversation_id, frame)
     await inbox.publish_item(message.conversation_id)
@@ -256,8 +266,8 @@ def note_payload(note: InternalNote) -> dict[str, Any]:
     }
 
 
-def _add_note(conversation_id: uuid.UUID, agent, text: str) -> InternalNote:
-    ensure_staff(agent)
+def _add_note(conversation_id: uuid.UUID, agent, text: str, requester: Requester | None) -> InternalNote:
+    ensure_staff(agent, requester)
     if not Conversation.objects.filter(pk=conversation_id).exists():
         raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
     note = InternalNote.objects.create(conversation_id=conversation_id, author=agent, text=text)
@@ -265,9 +275,11 @@ def _add_note(conversation_id: uuid.UUID, agent, text: str) -> InternalNote:
     return note
 
 
-async def add_note(conversation_id: uuid.UUID, agent, text: str) -> dict[str, Any]:
+async def add_note(
+    conversation_id: uuid.UUID, agent, text: str, requester: Requester | None = None
+) -> dict[str, Any]:
     """An internal note: to the staff watching the conversation only (``staff.<hex>``), never to the customer."""
-    note = await database_sync_to_async(_add_note)(conversation_id, agent, text)
+    note = await database_sync_to_async(_add_note)(conversation_id, agent, text, requester)
     frame = protocol.note_frame(note.conversation_id, note_payload(note))
     await publish_staff(note.conversation_id, frame)
     return frame

@@ -18,7 +18,7 @@ import uuid
 from channels.db import database_sync_to_async
 
 from conversations import chat, console, groups, inbox, protocol, reminders, streaming
-from conversations.access import Requester
+from conversations.access import requester_from_scope
 from conversations.consumers import ChatConsumer
 from conversations.models import Conversation, Message
 
@@ -44,9 +44,10 @@ class ConsoleConsumer(ChatConsumer):
             await self._refuse(protocol.FORBIDDEN, "The support console is for staff only.", protocol.CLOSE_FORBIDDEN)
             return
         self.agent = user
-        self.requester = Requester(user_id=user.pk)  # marks the socket as accepted for receive()
+        self.requester = requester_from_scope(self.scope)  # marks the socket as accepted; its sign-in, re-checked
         self.opened()
         await self.join_user_group()  # revocation closes it on any node (conversations/revocation.py)
+        await self.take_place()  # counted apart from the user's chat sockets (conversations/open_sockets.py)
         await self.channel_layer.group_add(groups.CONSOLE, self.channel_name)
         self.following.add(groups.CONSOLE)
         await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))
@@ -69,7 +70,7 @@ class ConsoleConsumer(ChatConsumer):
         """Join the conversation's groups, then send its state, notes, traces and unfinished answers so far."""
         if str(conversation_id) in self.watching:
             return
-        await console.aensure_staff(self.agent)  # rights re-read now, not only at the handshake
+        await console.aensure_staff(self.agent, self.requester)  # rights re-read now, not only at the handshake
         conversation = await Conversation.objects.filter(pk=conversation_id).afirst()
         if conversation is None:
             raise protocol.ProtocolError(protocol.NOT_FOUND, f"No conversation {conversation_id}.")
@@ -127,29 +128,31 @@ class ConsoleConsumer(ChatConsumer):
     # --- actions (acting on a conversation also watches it, so the actor sees the outcome like everyone) ------
     async def on_take_over(self, frame: protocol.TakeOver) -> None:
         await self.watch(frame.conversation)
-        await console.take_over(frame.conversation, self.agent)
+        await console.take_over(frame.conversation, self.agent, self.requester)
 
     async def on_hand_back(self, frame: protocol.HandBack) -> None:
         await self.watch(frame.conversation)
-        await console.hand_back(frame.conversation, self.agent)
+        await console.hand_back(frame.conversation, self.agent, self.requester)
 
     async def on_resolve(self, frame: protocol.Resolve) -> None:
         await self.watch(frame.conversation)
-        await console.resolve(frame.conversation, self.agent)
+        await console.resolve(frame.conversation, self.agent, self.requester)
 
     async def on_agent_message(self, frame: protocol.AgentMessage) -> None:
         await self.watch(frame.conversation)
-        reply, created = await console.send_agent_message(frame.conversation, self.agent, frame.id, frame.text)
+        reply, created = await console.send_agent_message(
+            frame.conversation, self.agent, frame.id, frame.text, self.requester
+        )
         if not created:
             await self.send_frame(reply)  # a re-send: the saved message again, nothing new for the customer
 
     async def on_note(self, frame: protocol.Note) -> None:
         await self.watch(frame.conversation)
-        await console.add_note(frame.conversation, self.agent, frame.text)
+        await console.add_note(frame.conversation, self.agent, frame.text, self.requester)
 
     async def on_nudge(self, frame: protocol.Nudge) -> None:
         await self.watch(frame.conversation)
-        await console.nudge(frame.conversation, self.agent, frame.text)
+        await console.nudge(frame.conversation, self.agent, frame.text, self.requester)
 
     handlers = {
         protocol.Watch: on_watch,

@@ -18,9 +18,18 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from chatsite import metrics, outages
-from conversations import chat, groups, inbox, protocol, reminders, revocation, streaming
+from conversations import (
+    chat,
+    groups,
+    inbox,
+    open_sockets,
+    protocol,
+    reminders,
+    revocation,
+    revocation_listener,
+    streaming,
+)
 from conversations.access import Requester, aget_conversation, requester_from_scope
-from conversations.auth import bearer_token
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.requester = requester
         self.opened()
         await self.join_user_group()
+        await self.take_place()
         reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
 
     async def dispatch(self, message: dict) -> None:
@@ -101,30 +111,54 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def join_user_group(self) -> None:
         """A signed-in user's socket joins ``user.<id>``, so revoking their access closes it on whatever node it is
-        (``conversations/revocation.py``; ``user_revoked``). Remembers how it signed in: a logout closes only the
+        (``conversations/revocation.py``; ``user_revoked``), and this node listens for revocations made by any
+        process (``conversations/revocation_listener.py``). Remembers how it signed in: a logout closes only the
         sockets of that session."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        sign_in = self.requester.sign_in
+        if self.requester.user_id is None or sign_in is None:
             return  # an anonymous visitor: nothing to revoke
-        session = self.scope.get("session")
-        self.signed_in_with = "token" if bearer_token(self.scope) else getattr(session, "session_key", None) or ""
-        group = groups.user(user.pk)
+        self.signed_in_with = sign_in.session_or_token
+        group = groups.user(self.requester.user_id)
         await self.channel_layer.group_add(group, self.channel_name)
         self.following.add(group)
+        revocation_listener.ensure_running()
+
+    async def take_place(self) -> None:
+        """Count this socket against its user's (or visitor's) bound, closing their oldest past it on any node, and
+        register it on this node, where revocations find it (``conversations/open_sockets.py``)."""
+        self.owner = open_sockets.owner(self.socket_kind, self.requester.user_id, self.requester.session_key)
+        await open_sockets.admit(self.owner, self.channel_name)
 
     async def user_revoked(self, event: dict) -> None:
         """The user's access was revoked (logout, deactivation, loss of staff rights, password change, sign-out
-        everywhere): if it concerns this socket, say why in an ``error`` frame with ``reason`` and close with
-        ``CLOSE_REVOKED`` (4001); frames still arriving are ignored (no ``requester`` any more)."""
-        if not hasattr(self, "requester") or not revocation.concerns(
+        everywhere), told through the channel layer or this node's PostgreSQL listener — maybe both: if it concerns
+        this socket (and it is still open), close it as ``revoked`` says."""
+        if hasattr(self, "requester") and revocation.concerns(
             event, self.socket_kind, getattr(self, "signed_in_with", "")
         ):
-            return
-        reason = event["reason"]
+            await self.revoked(event["reason"])
+
+    async def revoked(self, reason: str) -> None:
+        """Say why in an ``error`` frame with ``reason`` and close with ``CLOSE_REVOKED`` (4001); frames still
+        arriving are ignored (no ``requester`` any more). For the event and for an action whose re-check failed."""
         code = protocol.FORBIDDEN if reason == protocol.REVOKED_STAFF_REMOVED else protocol.UNAUTHENTICATED
         del self.requester
         await self.send_frame({**protocol.error_frame(code, revocation.DETAILS[reason]), "reason": reason})
         await self.close(code=protocol.CLOSE_REVOKED, reason=reason)
+
+    async def socket_evicted(self, event: dict) -> None:
+        """The user opened more than ``CHAT_MAX_SOCKETS_PER_USER`` sockets of this kind and this is the oldest: say
+        so (``too_many_sockets``) and close with 4429; the page says why and does not reconnect by itself."""
+        if not hasattr(self, "requester"):
+            return  # already closing
+        del self.requester
+        metrics.SOCKETS_EVICTED.labels(self.socket_kind).inc()
+        detail = (
+            f"This chat is open in more than {event['limit']} windows, tabs or apps at once; the oldest, this one, "
+            "was closed. Reload to use it here (another one then closes)."
+        )
+        await self.send_frame(protocol.error_frame(protocol.TOO_MANY_SOCKETS, detail))
+        await self.close(code=protocol.CLOSE_TOO_MANY_SOCKETS)
 
     def opened(self) -> None:
         """Count this accepted socket (``chat_open_sockets``) until ``disconnect``."""
@@ -135,6 +169,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if getattr(self, "counted", False):
             self.counted = False
             metrics.OPEN_SOCKETS.labels(self.socket_kind).dec()
+        if hasattr(self, "owner"):
+            await open_sockets.forget(self.owner, self.channel_name)
         for group in self.following:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.following.clear()
@@ -159,6 +195,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if exc.code in protocol.MALFORMED:
                 MALFORMED_LOG.note(self.socket_kind, exc)
             await self.send_frame(exc.frame())
+        except revocation.AccessRevoked as exc:  # the re-check of the action: its close event was lost
+            if hasattr(self, "requester"):
+                await self.revoked(exc.reason)
         except Exception as exc:
             if not outages.is_transient(exc):
                 log.exception("chat frame failed")

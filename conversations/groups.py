@@ -16,6 +16,12 @@ Events (Channels calls the handler named like the type with "." → "_")
     ``STREAM_CANCEL`` ``stream.cancel`` → a node's control channel: stop generating that answer.
     ``USER_REVOKED`` ``user.revoked`` → ``ChatConsumer.user_revoked``: the user's access was revoked; close the
     sockets it concerns (``conversations/revocation.py``).
+    ``SOCKET_EVICTED`` ``socket.evicted`` → ``ChatConsumer.socket_evicted``, sent to one socket's channel: its user
+    opened more than ``CHAT_MAX_SOCKETS_PER_USER`` and it is the oldest; close it (``conversations/open_sockets.py``).
+
+PostgreSQL channel (``LISTEN``/``NOTIFY``, not the channel layer)
+    ``USER_REVOKED_NOTIFY`` — every revocation is also sent here, in the transaction that made it, so it reaches
+    every node whichever process made the change (``conversations/revocation_listener.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ CONSOLE_ITEM = "console.item"
 STAFF_PRESENCE = "staff.presence"
 STREAM_CANCEL = "stream.cancel"
 USER_REVOKED = "user.revoked"
+SOCKET_EVICTED = "socket.evicted"
+
+USER_REVOKED_NOTIFY = "chatsite_user_revoked"
 
 
 def conversation(conversation_id: uuid.UUID | str) -> str:

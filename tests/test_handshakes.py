@@ -69,7 +69,7 @@ def _appender(into: list[dict]):
 def test_a_burst_past_the_limit_waits_for_the_node_and_every_client_gets_in(daphne_server):
     # 60 handshakes at once on a node that looks up 3 at a time: it stops accepting while 3 wait (the rest queue
     # in the kernel); the few a batch of accepts lets in past four times the limit are told to come back (4013).
-    node = daphne_server(CHAT_MAX_PENDING_HANDSHAKES="3")
+    node = daphne_server(CHAT_MAX_PENDING_HANDSHAKES="3", CHAT_MAX_SOCKETS_PER_USER="100")  # 60 sockets of one user
     get_user_model().objects.create_user("erin", password="pw-erin-123")
     token = get_token(node, "erin", "pw-erin-123")
     url = node.url.replace("http", "ws") + "/ws/chat/"

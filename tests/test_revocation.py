@@ -304,10 +304,18 @@ async def next_of(ws, kind: str) -> dict:
     return frame
 
 
-@pytest.mark.parametrize("change", [{"is_staff": False}, {"is_active": False}])
-async def test_console_actions_are_refused_once_staff_rights_are_gone_even_without_the_close(two_nodes, sam, change):
-    """The user row changed without any event (a bulk UPDATE: no signal, as if the event were lost): the socket
-    stays open, but every action re-reads the rights in its transaction and is refused with ``forbidden``."""
+@pytest.mark.parametrize(
+    ("change", "reason", "code"),
+    [({"is_staff": False}, protocol.REVOKED_STAFF_REMOVED, protocol.FORBIDDEN),
+     ({"is_active": False}, protocol.REVOKED_DEACTIVATED, protocol.UNAUTHENTICATED)],
+    ids=["staff-removed", "deactivated"],
+)  # fmt: skip
+async def test_console_actions_are_refused_once_staff_rights_are_gone_even_without_the_close(
+    two_nodes, sam, change, reason, code
+):
+    """The user row changed without any event (a bulk UPDATE: no signal, as if the event were lost): every action
+    re-reads the rights in its transaction, is refused with the reason, and closes its socket (4001) as the event
+    would have — nothing is said, noted, handed back, resolved or taken over."""
     node_a, node_b = two_nodes
     customer = await database_sync_to_async(get_user_model().objects.create_user)("carol", password="pw-carol-123")
     held, other = await database_sync_to_async(_conversations)(customer)
@@ -315,9 +323,6 @@ async def test_console_actions_are_refused_once_staff_rights_are_gone_even_witho
     console = await accepted(node_b, CONSOLE, token=token)
     await console.send(json.dumps({"type": "take_over", "conversation": str(held.pk)}))
     await next_of(console, "holder")  # while staff: it works
-
-    await database_sync_to_async(get_user_model().objects.filter(username="sam").update)(**change)
-
     attempts = [
         {"type": "agent_message", "conversation": str(held.pk), "id": "late-1", "text": "Hello from a revoked agent"},
         {"type": "note", "conversation": str(held.pk), "text": "a note"},
@@ -327,11 +332,17 @@ async def test_console_actions_are_refused_once_staff_rights_are_gone_even_witho
         {"type": "take_over", "conversation": str(other.pk)},
         {"type": "watch", "conversation": str(other.pk)},
     ]
-    for frame in attempts:
-        await console.send(json.dumps(frame))
-        error = await next_of(console, "error")
-        assert error["code"] == protocol.FORBIDDEN, (frame, error)
-    assert (await close_of(console, 0.3))[0] is None  # no event was sent: the socket itself is still open
+    sockets = [await accepted(node_b, CONSOLE, token=token) for _ in attempts]  # one per attempt: each closes
+
+    await database_sync_to_async(get_user_model().objects.filter(username="sam").update)(**change)
+
+    assert (await close_of(console, 0.3))[0] is None  # no event was sent: the idle socket itself is still open
+    for ws, frame in zip(sockets, attempts, strict=True):
+        await ws.send(json.dumps(frame))
+        closed, frames = await close_of(ws, 5)
+        assert closed == protocol.CLOSE_REVOKED, (frame, closed, frames)
+        error = frames[-1]
+        assert (error["type"], error["code"], error["reason"]) == ("error", code, reason), (frame, frames)
 
     def state() -> tuple:
         held.refresh_from_db()

@@ -21,9 +21,11 @@ CONFLICT = "conflict"  # console: another staff member holds this conversation (
 UNAUTHENTICATED = "unauthenticated"  # handshake without a valid session or token (socket then closes 4401)
 INTERNAL = "internal"  # our own bug while handling a frame (never the client's input); the socket stays usable
 UNAVAILABLE = "unavailable"  # PostgreSQL or Redis unreachable for a moment: send the same frame again after retry_after
+# The user (or visitor) opened a newer socket past CHAT_MAX_SOCKETS_PER_USER: this, their oldest, closes (4429).
+TOO_MANY_SOCKETS = "too_many_sockets"
 ERROR_CODES = frozenset(
     {BAD_FRAME, UNKNOWN_TYPE, TOO_LARGE, INVALID, NOT_FOUND, FORBIDDEN, BUSY, RATE_LIMITED, BACKEND_ERROR, CONFLICT,
-     UNAUTHENTICATED, INTERNAL, UNAVAILABLE}
+     UNAUTHENTICATED, INTERNAL, UNAVAILABLE, TOO_MANY_SOCKETS}
 )  # fmt: skip
 #: The codes that mean the client sent something malformed (logged only as a rate-limited warning line).
 MALFORMED = frozenset({BAD_FRAME, UNKNOWN_TYPE, TOO_LARGE, INVALID})
@@ -49,6 +51,11 @@ REVOKED_SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"  # POST /api/token/revok
 REVOKED_REASONS = frozenset(
     {REVOKED_LOGOUT, REVOKED_DEACTIVATED, REVOKED_STAFF_REMOVED, REVOKED_PASSWORD_CHANGED, REVOKED_SIGNED_OUT_EVERYWHERE}
 )
+# The user (or anonymous visitor) has more than CHAT_MAX_SOCKETS_PER_USER sockets of this kind open across the site:
+# the oldest is closed with this (the HTTP 429 twin, as 4401/4403 are 401/403), after a ``too_many_sockets`` error.
+# The client must not reconnect on its own: it would close another of the user's sockets, which would reconnect…
+# (conversations/open_sockets.py).
+CLOSE_TOO_MANY_SOCKETS = 4429
 # RFC 6455's "message too big": a frame over Daphne's --websocket-max-message-size (sent by autobahn, with a reason).
 CLOSE_TOO_BIG = 1009
 

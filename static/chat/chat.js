@@ -8,7 +8,14 @@
 
 import { format, gettext, ngettext } from "./i18n.js";
 
-import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, handoffAvailable } from "./protocol.js";
+import {
+  CLOSE,
+  CONVERSATION_STATUS,
+  FRAME,
+  REVOKED_REASON,
+  TOO_MANY_SOCKETS_ERROR,
+  handoffAvailable,
+} from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import {
   Typewriter,
@@ -120,6 +127,8 @@ class ChatPage {
   _onState(state, info) {
     if (state === "signed_out") {
       this._showSignedOut(info.code);
+    } else if (state === "displaced") {
+      this._showDisplaced();
     } else if (state === "open") {
       this.banner.hidden = true;
       this.connectedOnce = true;
@@ -135,9 +144,22 @@ class ChatPage {
     const why =
       SIGNED_OUT_REASONS[this.signedOutReason] ||
       (code === CLOSE.FORBIDDEN ? gettext("You no longer have access to this chat.") : gettext("You are signed out."));
+    const href = `${this.config.loginUrl || "/accounts/login/"}?next=${encodeURIComponent(location.pathname)}`;
+    this._closedForGood(why, gettext("Sign in again"), href);
+  }
+
+  /** Closed with 4429: the person has this chat open in too many places and this was the oldest. Reconnecting by
+   * itself would close another of theirs (which would do the same): say why and let them choose with a reload. */
+  _showDisplaced() {
+    const why = gettext("This chat is open in too many windows or tabs, so this one, the oldest, was closed.");
+    this._closedForGood(why, gettext("Use it here"), location.href);
+  }
+
+  /** The banner saying why the socket will not come back, with the one link that helps; nothing sends any more. */
+  _closedForGood(why, linkText, href) {
     const link = document.createElement("a");
-    link.href = `${this.config.loginUrl || "/accounts/login/"}?next=${encodeURIComponent(location.pathname)}`;
-    link.textContent = gettext("Sign in again");
+    link.href = href;
+    link.textContent = linkText;
     this.banner.replaceChildren(`${why} `, link);
     this.banner.classList.add("signed-out");
     this.banner.setAttribute("role", "alert");
@@ -352,6 +374,7 @@ class ChatPage {
       this.signedOutReason = frame.reason; // access revoked: the close (4001) follows, and the banner says why
       return;
     }
+    if (frame.code === TOO_MANY_SOCKETS_ERROR) return; // the close (4429) follows, and the banner says why
     const ask = frame.id ? this.asks.get(frame.id) : null;
     if (ask && !ask.acked && frame.retry_after) {
       this._hold(ask, frame); // busy, rate limited or an outage: sent again by itself after retry_after

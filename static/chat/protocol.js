@@ -48,7 +48,11 @@ export const CLOSE = Object.freeze({
   FORBIDDEN: 4403, // console: signed in, but not staff
   TOO_SLOW: 4008,
   TRY_AGAIN_LATER: 4013,
+  TOO_MANY_SOCKETS: 4429, // the user opened more than CHAT_MAX_SOCKETS_PER_USER sockets: this, the oldest, closed
 });
+
+// The `code` of the error frame sent before a TOO_MANY_SOCKETS close (conversations/protocol/errors.py).
+export const TOO_MANY_SOCKETS_ERROR = "too_many_sockets";
 
 // Why a socket was closed with REVOKED: the `reason` of the `error` frame before it
 // (conversations/protocol/errors.py REVOKED_*; tests/test_revocation.py checks that the two agree).
@@ -62,6 +66,9 @@ export const REVOKED_REASON = Object.freeze({
 
 // Closes after which reconnecting cannot help: the person has to sign in (again).
 export const SIGNED_OUT_CLOSES = new Set([CLOSE.REVOKED, CLOSE.UNAUTHENTICATED, CLOSE.FORBIDDEN]);
+// Closes after which reconnecting by itself would do harm: a socket closed for being the user's oldest past the bound
+// would close another of theirs by reconnecting, which would reconnect in turn. The person chooses (a reload).
+export const DISPLACED_CLOSES = new Set([CLOSE.TOO_MANY_SOCKETS]);
 
 // Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
 export const STREAM_TYPES = new Set([FRAME.STATUS, FRAME.SOURCES, FRAME.TOKEN, FRAME.FINAL, FRAME.ERROR]);

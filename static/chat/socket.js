@@ -5,7 +5,7 @@
 // and jitter (so a restarted server is not hammered by every client at once) and tell the
 // application when it is connected again so it can resume unfinished answers.
 
-import { FRAME, SIGNED_OUT_CLOSES, STREAM_TYPES } from "./protocol.js";
+import { DISPLACED_CLOSES, FRAME, SIGNED_OUT_CLOSES, STREAM_TYPES } from "./protocol.js";
 
 export { STREAM_TYPES };
 
@@ -44,8 +44,9 @@ export class ChatSocket {
   /**
    * @param {string} url  ws(s)://host/ws/chat/
    * @param {{onOpen: Function, onFrame: Function, onState: Function, expecting?: Function}} handlers
-   *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed" | "signed_out"
-   *   ("signed_out": the server closed with 4001/4401/4403, info.code; no reconnect, a new sign-in is needed).
+   *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed" | "signed_out" |
+   *   "displaced" ("signed_out": the server closed with 4001/4401/4403, info.code; no reconnect, a new sign-in is
+   *   needed. "displaced": closed with 4429, the user's oldest socket past the bound; no reconnect by itself).
    *   expecting() is true while the page waits for frames (an answer streaming, a question not yet acked).
    */
   constructor(url, handlers) {
@@ -118,6 +119,12 @@ export class ChatSocket {
         this.stopped = true;
         this.signedOut = true;
         this.handlers.onState("signed_out", { code: event.code });
+        return;
+      }
+      if (DISPLACED_CLOSES.has(event.code)) {
+        // Reconnecting would close another of the person's sockets, which would reconnect in turn: a loop.
+        this.stopped = true;
+        this.handlers.onState("displaced", { code: event.code });
         return;
       }
       if (this.stopped) {

@@ -3,7 +3,7 @@
 // Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
 // and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
 
-import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON } from "../chat/protocol.js";
+import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, TOO_MANY_SOCKETS_ERROR } from "../chat/protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import {
   Typewriter,
@@ -67,6 +67,7 @@ function openSocket(handlers, connectionEl) {
     onOpen: handlers.onOpen,
     onFrame: (frame) => {
       if (frame.type === FRAME.ERROR && frame.reason) revoked = frame.reason;
+      else if (frame.type === FRAME.ERROR && frame.code === TOO_MANY_SOCKETS_ERROR) return; // the 4429 close says it
       else handlers.onFrame(frame);
     },
     onState: (state, info) => {
@@ -80,6 +81,13 @@ function openSocket(handlers, connectionEl) {
         link.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`;
         connectionEl.replaceChildren(`${why} `, link);
         document.body.dataset.signedOut = revoked || String(info.code);
+        return;
+      }
+      if (state === "displaced") {
+        // Closed with 4429: the console is open in too many tabs and this was the oldest; no reconnect by itself.
+        const link = el("a", "", "Use it here");
+        link.href = location.href;
+        connectionEl.replaceChildren("The console is open in too many tabs, so this one, the oldest, was closed. ", link);
         return;
       }
       connectionEl.textContent = state === "open" ? "Live" : state === "closed" ? "Offline" : "Reconnecting…";
