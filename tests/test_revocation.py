@@ -132,6 +132,8 @@ async def assert_revoked(sockets: list, reason: str, since: float) -> None:
     elapsed = time.monotonic() - since
     for code, frames in results:
         assert code == protocol.CLOSE_REVOKED, (code, frames)
+        # The event comes twice (the channel layer and PostgreSQL's NOTIFY): the socket says why and closes once.
+        assert [f["type"] for f in frames].count("error") == 1, frames
         error = frames[-1]
         assert error["type"] == "error" and error["reason"] == reason, frames
         assert error["code"] in (protocol.UNAUTHENTICATED, protocol.FORBIDDEN) and error["detail"]
