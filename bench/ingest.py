@@ -63,7 +63,7 @@ def main() -> int:
     load_s = time.perf_counter() - started
 
     kb = KnowledgeBase.objects.create(name=f"bench-ingest-{os.getpid()}")
-    totals = {"parse": 0.0, "chunk": 0.0, "embed": 0.0, "store": 0.0}
+    totals = {"parse_and_chunk": 0.0, "embed": 0.0, "store": 0.0}  # parse + chunk: the isolated child process
     chunks = documents = 0
     try:
         wall_started = time.perf_counter()
@@ -76,7 +76,7 @@ def main() -> int:
                 store_started = time.perf_counter()
                 store(document, prepared)
                 totals["store"] += time.perf_counter() - store_started
-                for stage in ("parse", "chunk", "embed"):
+                for stage in ("parse_and_chunk", "embed"):
                     totals[stage] += prepared.timings[stage]
                 chunks += len(prepared.drafts)
                 documents += 1

@@ -64,3 +64,14 @@ def test_streams_benchmark_tiny_run_prints_its_table():
     for server in ("ours", "minimal", "bare"):
         failed, errors, interrupted = rows[server][6], rows[server][10], rows[server][11]
         assert (failed, errors, interrupted) == ("0", "0", "0"), f"{server}: failures in {rows}"
+
+
+def test_hostile_files_benchmark_tiny_run_prints_its_table():
+    # bench/hostile_files.py on its one harmless file: the three ways of reading it, each in a process of its own.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "hostile_files.py"), "--files", "notepad.txt"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| notepad.txt"))
+    assert row.count("9 passages") == 3, proc.stdout

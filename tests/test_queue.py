@@ -66,6 +66,18 @@ def start_worker(log: Path) -> subprocess.Popen:
     )
 
 
+def stop(workers: list[subprocess.Popen]) -> None:
+    """SIGTERM each worker still running (a graceful stop), SIGKILL one that does not stop within 20 s."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
 def wait_for(predicate, timeout: float, what: str, log: Path):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,14 +143,7 @@ def test_job_of_a_killed_worker_is_retried_and_completes(transactional_db, tmp_p
         wait_for(lambda: ingestion_job(document.pk)[1] == "succeeded", 30, "the job to be marked succeeded", log)
     finally:
         blocker.close()
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+        stop(workers)
 
     same_job, status, attempts = ingestion_job(document.pk)
     # The same job (not lost, not duplicated), run twice: killed once, then succeeded (finishing counts too).
@@ -250,14 +255,7 @@ def test_a_job_that_kills_its_worker_on_its_last_run_fails_with_its_document(tra
         time.sleep(3)  # a stalled check or two later: still failed, never run again
     finally:
         blocker.close()
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
+        stop(workers)
 
     assert ingestion_job(document.pk)[:2] == (job_id, "failed")
     document.refresh_from_db()
