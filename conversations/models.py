@@ -67,6 +67,14 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
 
+    @property
+    def requester(self) -> str:
+        """Who is asking, as a node's shared resources tell customers apart: ``"user:<id>"``, or
+        ``"session:<key>"`` for an anonymous visitor. The embedding model serves requesters in turn
+        (knowledge/inference.py) and one holds at most half of the answer slots (streaming/admission.py), so one
+        customer's questions cannot starve another's."""
+        return f"user:{self.owner_id}" if self.owner_id is not None else f"session:{self.anonymous_session_key}"
+
 
 class Message(models.Model):
     """A turn: the user's question, the assistant's answer (streamed), an agent's reply or a system note."""

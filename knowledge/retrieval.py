@@ -341,8 +341,12 @@ async def asearch(
     k: int | None = None,
     mode: str = "hybrid",
     reader: Reader = None,
+    requester: str | None = None,
 ) -> SearchResult:
     """``search`` for async callers (consumers, the answering pipeline); ``reader`` as for ``search``.
+
+    ``requester`` is whose turn the query embedding waits for (the customer asking: ``inference.QueryBatcher``
+    serves customers in turn); None: a turn of its own.
 
     The two halves run in different places on purpose. Database work goes through Channels'
     ``database_sync_to_async``: thread-sensitive (Django connections are per thread and the ORM
@@ -359,7 +363,7 @@ async def asearch(
     if mode != "keyword":
         await sync_to_async(get_embedder, thread_sensitive=False)()  # a first-use model load is not query time
         embed_started = time.perf_counter()
-        embedding = await aquery_vector(query)  # the embedding thread, batched with other questions
+        embedding = await aquery_vector(query, requester)  # the embedding thread, in the requester's turn
         embed_ms = (time.perf_counter() - embed_started) * 1000
     passages, db_ms = await database_sync_to_async(scoped_passages)(
         query, embedding, kb=kb, reader=reader, k=k, mode=mode

@@ -24,7 +24,7 @@ async def test_answers_past_the_slots_wait_in_line_in_order_and_hear_their_place
             assert seconds > 0
             told[name].append(position)
 
-        await line.enter(tell)
+        await line.enter(tell, requester=name)
         order.append(name)
 
     tasks = {}
@@ -37,15 +37,44 @@ async def test_answers_past_the_slots_wait_in_line_in_order_and_hear_their_place
 
     tasks["d"].cancel()  # a customer who stopped waiting leaves the line
     await asyncio.gather(tasks["d"], return_exceptions=True)
-    line.leave(2.0)  # "a" finished: its slot goes to the first in line
+    line.leave(2.0, "a")  # "a" finished: its slot goes to the first in line
     await asyncio.sleep(0.05)
     assert order == ["a", "b", "c"]
     await asyncio.sleep(admission.POSITION_EVERY_SECONDS + 0.1)  # re-told when it changes, at most this often
     assert told["e"] == [3, 1]
-    line.leave(2.0)
-    line.leave(2.0)
+    line.leave(2.0, "b")
+    line.leave(2.0, "c")
     await asyncio.gather(*tasks.values(), return_exceptions=True)
     assert order == ["a", "b", "c", "e"] and line.running == 1 and not line.line  # "e" still answers
+
+
+async def test_one_customer_holds_at_most_half_the_slots_so_another_customer_starts_at_once():
+    line = Admission(slots=4)
+    started: list[str] = []
+
+    async def answer(requester: str, name: str) -> None:
+        async def tell(position: int, seconds: float) -> None:
+            pass
+
+        await line.enter(tell, requester=requester)
+        started.append(name)
+
+    flood = [asyncio.create_task(answer("user:a", f"a{i}")) for i in range(1, 5)]  # four conversations at once
+    await asyncio.sleep(0.05)
+    assert started == ["a1", "a2"] and [entry[0] for entry in line.line] == ["user:a", "user:a"]
+    await answer("user:b", "b1")  # two slots are free of customer a: b does not wait behind a's line
+    assert started == ["a1", "a2", "b1"] and line.running == 3
+    line.leave(1.0, "user:a")  # one of a's answers reached its first token: a's next one takes its place
+    await asyncio.sleep(0.05)
+    assert started == ["a1", "a2", "b1", "a3"] and line.held["user:a"] == 2
+    line.leave(1.0, "user:b")  # b's slot frees: a is still at its share, so it stays free for someone else
+    await asyncio.sleep(0.05)
+    assert started[-1] == "a3" and line.running == 2
+    for _ in range(3):
+        line.leave(1.0, "user:a")
+        await asyncio.sleep(0.05)
+    await asyncio.gather(*flood)
+    assert started[-1] == "a4" and not line.line
 
 
 @pytest.fixture
@@ -61,10 +90,13 @@ def one_slot(settings, fast_answers):
     admission._admissions.clear()
 
 
+ANOTHER_CUSTOMER = "user:another"
+
+
 async def taken_slot() -> Admission:
     """This node's line with its only slot taken, as by another customer's answer being prepared."""
     line = admission.admission()
-    await line.enter(told=None)  # a free slot: taken at once, nothing to tell
+    await line.enter(told=None, requester=ANOTHER_CUSTOMER)  # a free slot: taken at once, nothing to tell
     return line
 
 
@@ -77,7 +109,7 @@ async def test_an_answer_waiting_for_a_slot_tells_the_customer_and_goes_on_when_
     assert (queued["type"], queued["stage"], queued["seq"]) == ("status", "queued", 1)
     assert queued["text"].startswith("You are number 1 in line — about ")
     assert await client.quiet(0.5)  # nothing else while it waits
-    line.leave(1.0)  # the other answer reached its first token: the slot is free
+    line.leave(1.0, ANOTHER_CUSTOMER)  # the other answer reached its first token: the slot is free
     frames = [queued, *await client.until_final(ack["message"])]
     assert frames[-1]["state"] == "complete"
     assert [f["stage"] for f in frames if f["type"] == "status"][:2] == ["queued", "retrieving"]
@@ -94,7 +126,7 @@ async def test_a_new_question_is_refused_with_retry_after_when_the_line_is_full(
     refusal = await client.recv_type("error")
     assert (refusal["code"], refusal["id"]) == ("busy", "full-line-1") and refusal["retry_after"] >= 1
     assert not await Message.objects.filter(client_id="full-line-1").aexists()  # not saved: the page keeps it
-    line.leave(1.0)
+    line.leave(1.0, ANOTHER_CUSTOMER)
     ack = await client.ask("How long does a refund take?", id="full-line-1")  # sent again: taken now
     assert (await client.until_final(ack["message"]))[-1]["state"] == "complete"
     await client.close()

@@ -4,11 +4,14 @@ answer threads (knowledge/inference.py), with the real multilingual-e5-small mod
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import connection
 
 from chatsite import metrics
@@ -78,3 +81,88 @@ async def test_a_question_whose_asker_gave_up_does_not_stop_the_embedding_thread
     await asyncio.gather(waiting, return_exceptions=True)
     vector = await asyncio.wait_for(inference.aquery_vector("Do you ship to Iceland?"), 30)
     assert len(vector) == get_embedder().dimensions
+
+
+class RecordingModel:
+    """A stand-in model that records the texts of every forward pass; the first pass waits until ``release`` is
+    set, so the questions asked meanwhile line up behind it exactly as the test sends them."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[str]] = []
+        self.running = threading.Event()
+        self.release = threading.Event()
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        self.passes.append(list(texts))
+        self.running.set()
+        self.release.wait(30)
+        return [[float(len(text))] for text in texts]
+
+
+def served_in_order(lines: dict[str | None, list[str]], *, max_batch: int = 32) -> list[list[str]]:
+    """The passes the embedding thread makes of ``lines`` (requester -> questions, asked in this order) sent while
+    a first question of customer "user:a" is being embedded."""
+    model = RecordingModel()
+    batcher = inference.QueryBatcher(max_batch=max_batch, wait_seconds=0, limit=100, model=lambda: model)
+    futures = [batcher.submit("a0", "user:a")]
+    assert model.running.wait(30)
+    for requester, texts in lines.items():
+        futures += [batcher.submit(text, requester) for text in texts]
+    model.release.set()
+    for future in futures:
+        future.result(timeout=30)
+    return model.passes
+
+
+def test_each_pass_takes_one_question_of_each_customer_in_turn():
+    passes = served_in_order({"user:a": ["a1", "a2", "a3", "a4"], "session:b": ["b1", "b2"], "user:c": ["c1"]})
+    # Customer a's four questions queued first, yet b's and c's are in the very next pass: none waits for a's.
+    assert passes == [["a0"], ["a1", "b1", "c1"], ["a2", "b2"], ["a3"], ["a4"]]
+
+
+def test_a_call_without_a_requester_is_a_customer_of_its_own():
+    passes = served_in_order({"user:a": ["a1", "a2"], None: ["manage.py search", "another search"]})
+    assert passes == [["a0"], ["a1", "manage.py search", "another search"], ["a2"]]
+
+
+def test_past_the_largest_batch_the_customers_left_out_come_first_in_the_next_pass():
+    passes = served_in_order({"user:a": ["a1", "a2"], "user:b": ["b1", "b2"], "user:c": ["c1", "c2"]}, max_batch=2)
+    assert passes == [["a0"], ["a1", "b1"], ["c1", "a2"], ["b2", "c2"]]
+
+
+def test_a_question_whose_asker_gave_up_does_not_take_its_customers_turn():
+    model = RecordingModel()
+    batcher = inference.QueryBatcher(max_batch=32, wait_seconds=0, limit=100, model=lambda: model)
+    running = batcher.submit("a0", "user:a")
+    assert model.running.wait(30)
+    batcher.submit("b1 (gave up)", "user:b").cancel()
+    kept = [batcher.submit("b2", "user:b"), batcher.submit("a1", "user:a")]
+    model.release.set()
+    for future in [running, *kept]:
+        future.result(timeout=30)
+    assert model.passes == [["a0"], ["b2", "a1"]]
+
+
+async def test_an_ordinary_question_is_not_held_up_by_a_long_one_being_embedded():
+    """A long question (4 000 characters of one word: seconds of the model) is embedded on the long lane, with its
+    own copy of the model at a low CPU priority; an ordinary question asked meanwhile is answered at once."""
+    inference.forget_queries()
+    long_question = ("refundable" * 400)[:4000]
+    assert inference.lane(long_question) is not inference.lane("Where is my parcel?")
+    await inference.aquery_vector("warm-up: both lanes have their model", "user:b")
+    await inference.aquery_vector("warm-up " + long_question[:1000], "user:a")
+    long = asyncio.ensure_future(inference.aquery_vector(long_question, "user:a"))
+    await asyncio.sleep(0.2)  # its pass has started
+    started = time.monotonic()
+    ordinary = await inference.aquery_vector("Where is my parcel?", "user:b")
+    took = time.monotonic() - started
+    assert not long.done(), f"the long question took less than {took:.2f} s: nothing was measured beside it"
+    assert len(ordinary) == len(await long) == get_embedder().dimensions
+
+
+def test_the_long_lane_runs_at_a_low_cpu_priority():
+    long_lane = inference.lane("x" * (settings.EMBEDDING_LONG_QUERY_CHARS + 1))
+    long_lane.submit("x" * (settings.EMBEDDING_LONG_QUERY_CHARS + 1)).result(timeout=60)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's nice value (Linux: per thread)
+    assert os.getpriority(os.PRIO_PROCESS, long_lane._thread.native_id) == max(inference.BACKGROUND_NICE, ours)
+    assert os.getpriority(os.PRIO_PROCESS, inference.lane("short")._thread.native_id) == ours

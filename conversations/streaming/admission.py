@@ -1,6 +1,7 @@
 """Admission control: a node prepares at most ``CHAT_MAX_CONCURRENT_ANSWERS`` answers at once (retrieval and
 composing, up to the first token; streaming the rest is cheap); the rest wait in line, first come first served,
-and each waiting customer is told their place and a time estimate.
+and each waiting customer is told their place and a time estimate. One customer holds at most half of the slots:
+the rest of their questions wait in line, so they cannot take every slot from the others.
 
 Why: answers are CPU work. Started all at once on a saturated node they all slowed down together (first token
 after 110 s at 1 000 customers, answers reaped, handshakes timing out); in line, the first ones finish at full
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 
 from django.conf import settings
 
@@ -22,12 +23,19 @@ _SMOOTHING = 0.2  # weight of the newest answer in the running average of answer
 
 
 class Admission:
-    """The line in front of this node's answer slots (one per event loop)."""
+    """The line in front of this node's answer slots (one per event loop).
+
+    One requester (a customer: ``Conversation.requester``) holds at most half of the slots, rounded up
+    (``per_requester``): a customer who asks eight questions at once in eight conversations gets four slots and
+    waits in line for the rest, so another customer's question always finds a slot the first one cannot take.
+    """
 
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
+        self.per_requester = (self.slots + 1) // 2
         self.running = 0
-        self.line: collections.deque[asyncio.Future] = collections.deque()
+        self.held: collections.Counter[Hashable] = collections.Counter()  # slots per requester
+        self.line: collections.deque[tuple[Hashable, asyncio.Future]] = collections.deque()
         self.average_seconds = 5.0  # until answers have been measured
 
     def full(self) -> bool:
@@ -41,19 +49,30 @@ class Admission:
     def retry_after(self) -> int:
         return max(1, round(self.estimate(len(self.line) + 1)))
 
-    async def enter(self, told: Callable[[int, float], Awaitable[None]]) -> None:
-        """Wait for a slot; while waiting, ``told(position, seconds)`` whenever the place changes (and at most
-        once per POSITION_EVERY_SECONDS). Cancelled while waiting: leaves the line."""
-        if self.running < self.slots and not self.line:
-            self.running += 1
+    def _may_start(self, requester: Hashable) -> bool:
+        return self.running < self.slots and self.held[requester] < self.per_requester
+
+    def _start(self, requester: Hashable) -> None:
+        self.running += 1
+        self.held[requester] += 1
+
+    async def enter(self, told: Callable[[int, float], Awaitable[None]], requester: Hashable) -> None:
+        """Wait for a slot for ``requester``; while waiting, ``told(position, seconds)`` whenever the place changes
+        (and at most once per POSITION_EVERY_SECONDS). Cancelled while waiting: leaves the line.
+
+        Whoever waits in line while a slot is free is a requester at their share (``leave`` hands a freed slot to
+        the first one in line who may take it), so a requester below theirs takes a free slot at once."""
+        if self._may_start(requester):
+            self._start(requester)
             return
         turn = asyncio.get_running_loop().create_future()
-        self.line.append(turn)
+        entry = (requester, turn)
+        self.line.append(entry)
         self._count()
         last = None
         try:
             while not turn.done():
-                position = self.line.index(turn) + 1
+                position = self.line.index(entry) + 1
                 if position != last:
                     last = position
                     await told(position, self.estimate(position))
@@ -62,25 +81,32 @@ class Admission:
                 except TimeoutError:
                     pass
         except BaseException:
-            if turn in self.line:
-                self.line.remove(turn)
+            if entry in self.line:
+                self.line.remove(entry)
                 self._count()
             elif turn.done() and not turn.cancelled():
-                self.leave(0.0)  # we were given the slot as we were cancelled: pass it on
+                self.leave(0.0, requester)  # we were given the slot as we were cancelled: pass it on
             raise
 
-    def leave(self, seconds: float) -> None:
-        """An answer ended after ``seconds``: its slot goes to the first in line."""
+    def leave(self, seconds: float, requester: Hashable) -> None:
+        """``requester``'s answer ended after ``seconds``: its slot goes to the first in line who may take it."""
         if seconds > 0:
             self.average_seconds += _SMOOTHING * (seconds - self.average_seconds)
-        while self.line:
-            turn = self.line.popleft()
-            if not turn.done():
-                turn.set_result(None)  # the slot moves to it: running stays the same
-                self._count()
-                return
-        self._count()
         self.running = max(0, self.running - 1)
+        self.held[requester] -= 1
+        if self.held[requester] <= 0:
+            del self.held[requester]
+        for entry in list(self.line):
+            if self.running >= self.slots:
+                break
+            waiting, turn = entry
+            if turn.done():  # cancelled: it leaves the line itself
+                continue
+            if self._may_start(waiting):
+                self.line.remove(entry)
+                self._start(waiting)
+                turn.set_result(None)
+        self._count()
 
     def _count(self) -> None:
         from chatsite import metrics
@@ -103,17 +129,19 @@ def admission() -> Admission:
 
 
 class Slot:
-    """``async with Slot(told) as slot:`` — hold one of the node's answer slots until ``slot.release()`` (the
-    answer's first token: retrieval and composing are the work a slot bounds; streaming a paced answer costs
-    little) or the end of the body, whichever comes first."""
+    """``async with Slot(told, requester) as slot:`` — hold one of the node's answer slots until ``slot.release()``
+    (the answer's first token: retrieval and composing are the work a slot bounds; streaming a paced answer costs
+    little) or the end of the body, whichever comes first. ``requester``: whose share of the slots it counts
+    against (``Conversation.requester``); None: a requester of its own."""
 
-    def __init__(self, told: Callable[[int, float], Awaitable[None]]) -> None:
+    def __init__(self, told: Callable[[int, float], Awaitable[None]], requester: Hashable | None = None) -> None:
         self.told = told
+        self.requester = requester if requester is not None else object()
         self.started = 0.0
         self.held = False
 
     async def __aenter__(self) -> Slot:
-        await admission().enter(self.told)
+        await admission().enter(self.told, self.requester)
         self.started = time.monotonic()
         self.held = True
         return self
@@ -121,7 +149,7 @@ class Slot:
     def release(self) -> None:
         if self.held:
             self.held = False
-            admission().leave(time.monotonic() - self.started)
+            admission().leave(time.monotonic() - self.started, self.requester)
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()

@@ -55,7 +55,7 @@ async def generate(stream: MessageStream, history: list[dict]) -> None:
             }
         await stream.emit(protocol.status_frame, protocol.QUEUED, text)
 
-    async with admission.Slot(told) as slot:
+    async with admission.Slot(told, stream.message.conversation.requester) as slot:
         metrics.ANSWERS_STREAMING.inc()
         try:
             await _run_pipeline(stream, history, on_first_token=slot.release)
@@ -170,7 +170,8 @@ async def _run_pipeline(
         tokens = TokenFrames(stream, started, on_first_token)
         # Searched with the owner's eyes, as they are now (knowledge/visibility.py; None: an anonymous visitor).
         reader = msg.conversation.owner_id
-        answers = answering.answer(question, kb=kb, history=history, language=hint, reader=reader)
+        answers = answering.answer(question, kb=kb, history=history, language=hint, reader=reader,
+                                   requester=msg.conversation.requester)
         async for event in coalesced(answers, tokens):
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)

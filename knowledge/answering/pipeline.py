@@ -71,7 +71,8 @@ def _translated(language: str, function: Callable[..., str], *args: Any) -> str:
 
 
 async def _compose(
-    generator: Generator, query: str, passages: list[Any], language: str, *, focus: str | None, context: str | None
+    generator: Generator, query: str, passages: list[Any], language: str, *, focus: str | None, context: str | None,
+    requester: str | None,
 ) -> Composition:
     """The extractive composition of ``query`` (the generator's own, with its limits, when it composes); for a
     rewritten follow-up, ``focus`` is what the customer wrote and ``context`` the previous question."""
@@ -81,7 +82,8 @@ async def _compose(
         with translation.override(language):
             # An LLM gets the retrieved passages; its verdict needs no other chunks of their documents.
             whole = bool(getattr(generator, "composes", False))
-            return composing(query, passages, focus=focus, context=context, whole_documents=whole)
+            return composing(query, passages, focus=focus, context=context, whole_documents=whole,
+                             requester=requester)
 
     try:
         return await inference.answer_work(run)  # an answer thread: not the loop, not the database thread
@@ -115,11 +117,11 @@ def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
     return turns
 
 
-async def _search(query: str, kb: KnowledgeBase | None, reader: Any) -> Any:
+async def _search(query: str, kb: KnowledgeBase | None, reader: Any, requester: str | None) -> Any:
     from knowledge.retrieval import asearch
 
     try:
-        return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K, reader=reader)
+        return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K, reader=reader, requester=requester)
     except Exception as exc:  # embedding backend or database down: one clear error for the caller
         logger.exception("Retrieval failed for %r", query)
         raise AnswerBackendError("Searching the knowledge base failed; please try again in a moment.") from exc
@@ -133,6 +135,7 @@ async def answer(
     generator: Generator | None = None,
     language: str | None = None,
     reader: Any = None,
+    requester: str | None = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` from ``kb`` as a stream of events (``kb=None`` searches every knowledge base).
 
@@ -141,6 +144,9 @@ async def answer(
 
     Raises ``AnswerBackendError`` after the tokens produced so far if the generator fails. The answer's own
     words are in the question's language; ``language`` (the client's Accept-Language) when that can't be told.
+    ``requester`` is the customer asking (``Conversation.requester``): the embedding model serves customers in
+    turn (knowledge/inference.py), so one customer's many questions cannot hold up another's; None: a turn of its
+    own.
     """
     started = time.perf_counter()
     generator = generator or get_generator()
@@ -150,7 +156,7 @@ async def answer(
     language = detect_language(question) or language or translation.get_language() or settings.LANGUAGE_CODE
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
     yield StatusEvent("retrieving", _translated(language, gettext, SEARCHING))
-    result = await _search(question, kb, reader)
+    result = await _search(question, kb, reader, requester)
     query = question
     rewrite_ms = 0.0
     points_back = refers_back(question)
@@ -163,7 +169,7 @@ async def answer(
         candidate = (await generator.rewrite(question, turns)).strip() or question
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
-            rewritten = await _search(candidate, kb, reader)
+            rewritten = await _search(candidate, kb, reader, requester)
             written = result.passages[0].text if result.passages else question
             margin = rewrite_margin(points_back, min_similarity(question, written))
             if choose_query(result.passages, rewritten.passages, margin=margin):
@@ -173,7 +179,7 @@ async def answer(
     rewritten_from = question if query != question else None
     composition = await _compose(
         generator, query, passages, language,
-        focus=rewritten_from, context=previous_question(turns) if rewritten_from else None,
+        focus=rewritten_from, context=previous_question(turns) if rewritten_from else None, requester=requester,
     )
     offer_handoff = composition.declined
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps

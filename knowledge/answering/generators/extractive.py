@@ -226,6 +226,7 @@ def compose(
     whole_documents: bool = True,
     focus: str | None = None,
     context: str | None = None,
+    requester: str | None = None,
 ) -> Composition:
     """The extractive answer to ``question`` from ``passages`` (synchronous: reads the database).
 
@@ -236,13 +237,14 @@ def compose(
     ``whole_documents`` it also reads the other chunks of the best documents; those it quotes are appended to
     ``Composition.passages`` (the sources its citations number). For a follow-up searched as a rewrite,
     ``question`` is the rewrite, ``focus`` what the customer wrote and ``context`` the previous question
-    (``scoring.Question.of``).
+    (``scoring.Question.of``). ``requester``: whose turn the question's embedding waits for, if it is not
+    remembered yet (``inference.query_vector``).
     """
     reading = _reading_list(passages) if whole_documents and passages else list(passages)
     candidates = _candidates(reading)
     if not candidates:
         return Composition(nothing_found(), True, {"reason": "no passages"}, [])
-    asked = Question.of(question, query_vector(question), focus=focus, context=context)
+    asked = Question.of(question, query_vector(question, requester), focus=focus, context=context)
     priors = document_priors([p.document_id for p in passages])
     for candidate in candidates:
         candidate.prior = priors.get(candidate.document, 0.0)
@@ -341,7 +343,8 @@ class ExtractiveGenerator:
     def composition(
         self, question: str, passages: Sequence[Any], *, whole_documents: bool = True, **asked: str | None
     ) -> Composition:
-        """``compose`` with this generator's limits (synchronous); ``asked``: its ``focus`` and ``context``."""
+        """``compose`` with this generator's limits (synchronous); ``asked``: its ``focus``, ``context`` and
+        ``requester``."""
         return compose(
             question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
             whole_documents=whole_documents, **asked,
