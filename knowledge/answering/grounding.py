@@ -26,7 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
-from knowledge.answering.rendering import cited_sources
+from knowledge.answering.rendering import CITATION, cited_sources
 from knowledge.inference import answer_work
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,7 @@ UNCITED_ACTIONS = ("mark", "replace")
 #: Longest text held back after a "[" before it is let through as not-a-citation ("[12, 13, 14]" is 12).
 MAX_HOLD = 32
 
-# The same grammar as rendering._CITATION ("[3]", "[1, 3]"): anything it would link, the filter checks.
-_COMPLETE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-# A prefix that can still become a citation: "[", "[1", "[12", "[1,", "[1, 2 ".
+# A prefix that can still become a citation (rendering.CITATION): "[", "[1", "[12", "[1,", "[1, 2 ".
 _VIABLE = re.compile(r"\[(?:\d{1,3}(?:\s*,\s*\d{1,3})*\s*(?:,\s*)?)?")
 
 
@@ -86,7 +84,7 @@ class CitationFilter:
                 self._commit_drop(char)
         if self._held:
             candidate = self._held + char
-            if _COMPLETE.fullmatch(candidate):
+            if CITATION.fullmatch(candidate):  # anything rendering would link, the filter checks
                 self._held = ""
                 self._decide(candidate, out)
                 return

@@ -7,8 +7,9 @@ import re
 import markdown_it
 import nh3
 
-# [3] and the LLM habit [1, 3]
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+#: A citation: [3], and the LLM habit [1, 3]. The one grammar of citations: what is linked here, what the grounding
+#: guard checks on the stream, and what a passage's text may not contain when it reaches an LLM (generators/openai.py).
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _MARKDOWN = markdown_it.MarkdownIt("commonmark", {"html": False})
 _ALLOWED_TAGS = {
     "p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "a", "sup",
@@ -20,7 +21,7 @@ _ALLOWED_ATTRIBUTES = {"a": {"href", "title", "data-n"}, "ol": {"start"}}
 def cited_sources(text: str, source_count: int) -> list[int]:
     """Sorted unique source numbers cited as [n] in ``text`` that exist (1..source_count)."""
     found: set[int] = set()
-    for match in _CITATION.finditer(text):
+    for match in CITATION.finditer(text):
         found.update(int(n) for n in match.group(1).split(",") if 1 <= int(n) <= source_count)
     return sorted(found)
 
@@ -32,7 +33,7 @@ def _link_citations(fragment: str, source_count: int) -> str:
             return match.group(0)  # not a citation of ours: leave the text alone
         return "".join(f'<sup class="cite"><a href="#source-{n}" data-n="{n}">[{n}]</a></sup>' for n in numbers)
 
-    return _CITATION.sub(replace, fragment)
+    return CITATION.sub(replace, fragment)
 
 
 def render_answer_html(text: str, source_count: int) -> str:
