@@ -9,23 +9,27 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import import_module
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db.models import QuerySet
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.db.models import F, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Now
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.translation import get_supported_language_variant
 from django.utils.translation.trans_real import parse_accept_lang_header
 
-from conversations import revocation
+from conversations import protocol, revocation
 from conversations.models import Conversation, Message
 
 
 @dataclass(frozen=True)
 class SignIn:
     """What a signed-in socket's handshake proved, kept so that every action can check it still holds
-    (``revocation.ensure_may_act``): its session, or its bearer token's ``ver``, and when."""
+    (``ensure_may_act``): its session, or its bearer token's ``ver``, and when."""
 
     session_key: str = ""  # a browser, signed in with this session
     token_version: str = ""  # another client, with a bearer token carrying this ``ver``
@@ -127,15 +131,106 @@ def ensure_session(request: HttpRequest) -> str:
 
 
 def get_conversation(requester: Requester, conversation_id: uuid.UUID) -> Conversation | None:
-    """The requester's conversation, once they may still act (``revocation.ensure_may_act``: ``AccessRevoked``)."""
-    revocation.ensure_may_act(requester)
+    """The requester's conversation, once they may still act (``ensure_may_act``: ``AccessRevoked``)."""
+    ensure_may_act(requester)
     return requester.conversations().filter(pk=conversation_id).first()
 
 
 def get_message(requester: Requester, message_id: uuid.UUID) -> Message | None:
     """A message of the requester's conversations, once they may still act (``AccessRevoked`` otherwise)."""
-    revocation.ensure_may_act(requester)
+    ensure_may_act(requester)
     return requester.messages().select_related("conversation").filter(pk=message_id).first()
+
+
+# --- every action: may this socket's user still act? (the close of a revoked socket can be lost: conversations/revocation.py) -------------------------------------------------------
+class AccessRevoked(Exception):
+    """The socket's user may no longer act (``ensure_may_act``): the consumer closes the socket as ``user.revoked``
+    does, with the ``reason`` a new handshake's refusal would have."""
+
+    def __init__(self, reason: str) -> None:
+        assert reason in protocol.REVOKED_REASONS, reason
+        super().__init__(reason)
+        self.reason = reason
+
+
+def ensure_may_act(requester: Requester, *, staff: bool = False) -> None:
+    """Raise ``AccessRevoked`` unless the requester may still act as their socket's handshake allowed: the user is
+    active (and staff, with ``staff``); a socket signed in with a session still has that session, signed in as the
+    user with their current password (Django's session auth hash); one signed in with a token still has its ``ver``
+    (no password change, no "sign out everywhere" since).
+
+    Why every action calls it, in its own transaction: the close of a revoked socket can be lost (module docstring)
+    and the socket must not act meanwhile. One SELECT (the user row, its token generation and the session row);
+    nothing for an anonymous visitor (nothing to revoke)."""
+    if requester.user_id is None:
+        return
+    sign_in = requester.sign_in
+    users = get_user_model().objects.filter(pk=requester.user_id).annotate(
+        generation_now=Coalesce("token_generation__generation", 0), everywhere_at=F("token_generation__revoked_at")
+    )
+    fields = ["is_active", "is_staff", "password", "generation_now", "everywhere_at"]
+    sessions = _session_model()
+    if sign_in is not None and sign_in.session_key and sessions is not None:
+        alive = sessions.objects.filter(session_key=sign_in.session_key, expire_date__gt=Now())
+        users = users.annotate(session_data=Subquery(alive.values("session_data")[:1]))
+        fields.append("session_data")
+    row = users.values(*fields).first()
+    reason = _revoked_because(requester, row, staff)
+    if reason is not None:
+        raise AccessRevoked(reason)
+
+
+def _revoked_because(requester: Requester, row: dict | None, staff: bool) -> str | None:
+    """Why the requester may act no more (a ``REVOKED_*`` reason), or None."""
+    if row is None or not row["is_active"]:
+        return protocol.REVOKED_DEACTIVATED
+    sign_in = requester.sign_in
+    if sign_in is not None:
+        if row["everywhere_at"] is not None and sign_in.at is not None and row["everywhere_at"] > sign_in.at:
+            return protocol.REVOKED_SIGNED_OUT_EVERYWHERE
+        user = get_user_model()(pk=requester.user_id, password=row["password"])
+        if sign_in.token_version and not constant_time_compare(
+            sign_in.token_version, revocation.token_version(user, row["generation_now"])
+        ):
+            return protocol.REVOKED_PASSWORD_CHANGED
+        if sign_in.session_key:
+            session = _session_data(sign_in.session_key, row.get("session_data"))
+            if str(session.get(SESSION_KEY)) != str(requester.user_id):
+                return protocol.REVOKED_LOGOUT  # the session ended (sign-out, expiry) or is someone else's now
+            if not _session_hash_holds(session.get(HASH_SESSION_KEY), user):
+                return protocol.REVOKED_PASSWORD_CHANGED
+    if staff and not row["is_staff"]:
+        return protocol.REVOKED_STAFF_REMOVED
+    return None
+
+
+def _session_store():
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def _session_model():
+    """The session table's model when sessions live in the database (``db``, ``cached_db``), else None."""
+    store = _session_store()
+    return store.get_model_class() if hasattr(store, "get_model_class") else None
+
+
+def _session_data(session_key: str, stored: str | None) -> dict:
+    """The session's contents: decoded from the row read with the user (database sessions), else loaded from the
+    session store (``{}`` once it is gone)."""
+    store = _session_store()
+    if _session_model() is not None:
+        return store().decode(stored) if stored else {}
+    return store(session_key).load()
+
+
+def _session_hash_holds(session_hash: object, user) -> bool:
+    """Django's session verification (``django.contrib.auth.get_user``): the session's auth hash is the HMAC of the
+    user's current password hash, with ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS``."""
+    if not isinstance(session_hash, str) or not session_hash:
+        return False
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(constant_time_compare(session_hash, fallback) for fallback in user.get_session_auth_fallback_hash())
 
 
 aget_conversation = database_sync_to_async(get_conversation)

@@ -20,8 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import inbox, protocol, revocation, streaming
-from conversations.access import Requester, aget_conversation, aget_message
+from conversations import inbox, protocol, streaming
+from conversations.access import Requester, aget_conversation, aget_message, ensure_may_act
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
 from knowledge.models import KnowledgeBase
@@ -73,7 +73,7 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
 
 def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolError | None = None) -> AskResult:
     with transaction.atomic():
-        revocation.ensure_may_act(requester)  # AccessRevoked: nothing saved, the socket closes (4001)
+        ensure_may_act(requester)  # AccessRevoked: nothing saved, the socket closes (4001)
         conversation = None
         if frame.conversation is not None:
             conversation = requester.conversations().select_for_update().filter(pk=frame.conversation).first()

@@ -18,8 +18,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import chat, groups, inbox, protocol, revocation, streaming
-from conversations.access import Requester
+from conversations import chat, groups, inbox, protocol, streaming
+from conversations.access import Requester, ensure_may_act
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
 
@@ -53,7 +53,7 @@ def ensure_staff(agent, requester: Requester | None = None) -> None:
     cannot act once the person is no longer active staff, signed out or changed their password — ``AccessRevoked``,
     and the socket closes (4001) with the reason. ``requester``: the socket's, with its sign-in (without: the user
     row only)."""
-    revocation.ensure_may_act(requester or Requester(user_id=agent.pk), staff=True)
+    ensure_may_act(requester or Requester(user_id=agent.pk), staff=True)
 
 
 aensure_staff = database_sync_to_async(ensure_staff)

@@ -29,7 +29,7 @@ from conversations import (
     revocation_listener,
     streaming,
 )
-from conversations.access import Requester, aget_conversation, requester_from_scope
+from conversations.access import AccessRevoked, Requester, aget_conversation, requester_from_scope
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if exc.code in protocol.MALFORMED:
                 MALFORMED_LOG.note(self.socket_kind, exc)
             await self.send_frame(exc.frame())
-        except revocation.AccessRevoked as exc:  # the re-check of the action: its close event was lost
+        except AccessRevoked as exc:  # the re-check of the action: its close event was lost
             if hasattr(self, "requester"):
                 await self.revoked(exc.reason)
         except Exception as exc:

@@ -32,7 +32,7 @@ was); its page says why, and a reload finds the session still signed in (Django 
 
 An event lost on both ways (the listener reconnecting after a PostgreSQL outage while Redis dropped the pub/sub
 message; a user row changed by a bulk ``UPDATE``, which sends no signal at all) cannot leave a revoked user acting:
-every chat and console action calls ``ensure_may_act`` inside its own transaction — one SELECT that re-reads what
+every chat and console action calls ``conversations.access.ensure_may_act`` inside its own transaction — one SELECT that re-reads what
 the handshake proved (the user active, and staff for the console; the session still there with the password's
 auth hash, or the token's ``ver`` still current) — and a failed check closes the socket exactly as the event would.
 """
@@ -41,26 +41,20 @@ from __future__ import annotations
 
 import logging
 from importlib import import_module
-from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models import F, Subquery
-from django.db.models.functions import Coalesce, Now
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.crypto import salted_hmac
 
 from conversations import groups, protocol, revocation_listener
 from conversations.models import TokenGeneration
-
-if TYPE_CHECKING:
-    from conversations.access import Requester
 
 log = logging.getLogger(__name__)
 
@@ -111,97 +105,6 @@ def concerns(event: dict, socket_kind: str, signed_in_with: str) -> bool:
         return False
     session = event.get("session")
     return not session or session == signed_in_with
-
-
-# --- every action: may this socket's user still act? -------------------------------------------------------
-class AccessRevoked(Exception):
-    """The socket's user may no longer act (``ensure_may_act``): the consumer closes the socket as ``user.revoked``
-    does, with the ``reason`` a new handshake's refusal would have."""
-
-    def __init__(self, reason: str) -> None:
-        assert reason in protocol.REVOKED_REASONS, reason
-        super().__init__(reason)
-        self.reason = reason
-
-
-def ensure_may_act(requester: Requester, *, staff: bool = False) -> None:
-    """Raise ``AccessRevoked`` unless the requester may still act as their socket's handshake allowed: the user is
-    active (and staff, with ``staff``); a socket signed in with a session still has that session, signed in as the
-    user with their current password (Django's session auth hash); one signed in with a token still has its ``ver``
-    (no password change, no "sign out everywhere" since).
-
-    Why every action calls it, in its own transaction: the close of a revoked socket can be lost (module docstring)
-    and the socket must not act meanwhile. One SELECT (the user row, its token generation and the session row);
-    nothing for an anonymous visitor (nothing to revoke)."""
-    if requester.user_id is None:
-        return
-    sign_in = requester.sign_in
-    users = get_user_model().objects.filter(pk=requester.user_id).annotate(
-        generation_now=Coalesce("token_generation__generation", 0), everywhere_at=F("token_generation__revoked_at")
-    )
-    fields = ["is_active", "is_staff", "password", "generation_now", "everywhere_at"]
-    sessions = _session_model()
-    if sign_in is not None and sign_in.session_key and sessions is not None:
-        alive = sessions.objects.filter(session_key=sign_in.session_key, expire_date__gt=Now())
-        users = users.annotate(session_data=Subquery(alive.values("session_data")[:1]))
-        fields.append("session_data")
-    row = users.values(*fields).first()
-    reason = _revoked_because(requester, row, staff)
-    if reason is not None:
-        raise AccessRevoked(reason)
-
-
-def _revoked_because(requester: Requester, row: dict | None, staff: bool) -> str | None:
-    """Why the requester may act no more (a ``REVOKED_*`` reason), or None."""
-    if row is None or not row["is_active"]:
-        return protocol.REVOKED_DEACTIVATED
-    sign_in = requester.sign_in
-    if sign_in is not None:
-        if row["everywhere_at"] is not None and sign_in.at is not None and row["everywhere_at"] > sign_in.at:
-            return protocol.REVOKED_SIGNED_OUT_EVERYWHERE
-        user = get_user_model()(pk=requester.user_id, password=row["password"])
-        if sign_in.token_version and not constant_time_compare(
-            sign_in.token_version, token_version(user, row["generation_now"])
-        ):
-            return protocol.REVOKED_PASSWORD_CHANGED
-        if sign_in.session_key:
-            session = _session_data(sign_in.session_key, row.get("session_data"))
-            if str(session.get(SESSION_KEY)) != str(requester.user_id):
-                return protocol.REVOKED_LOGOUT  # the session ended (sign-out, expiry) or is someone else's now
-            if not _session_hash_holds(session.get(HASH_SESSION_KEY), user):
-                return protocol.REVOKED_PASSWORD_CHANGED
-    if staff and not row["is_staff"]:
-        return protocol.REVOKED_STAFF_REMOVED
-    return None
-
-
-def _session_store():
-    return import_module(settings.SESSION_ENGINE).SessionStore
-
-
-def _session_model():
-    """The session table's model when sessions live in the database (``db``, ``cached_db``), else None."""
-    store = _session_store()
-    return store.get_model_class() if hasattr(store, "get_model_class") else None
-
-
-def _session_data(session_key: str, stored: str | None) -> dict:
-    """The session's contents: decoded from the row read with the user (database sessions), else loaded from the
-    session store (``{}`` once it is gone)."""
-    store = _session_store()
-    if _session_model() is not None:
-        return store().decode(stored) if stored else {}
-    return store(session_key).load()
-
-
-def _session_hash_holds(session_hash: object, user) -> bool:
-    """Django's session verification (``django.contrib.auth.get_user``): the session's auth hash is the HMAC of the
-    user's current password hash, with ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS``."""
-    if not isinstance(session_hash, str) or not session_hash:
-        return False
-    if constant_time_compare(session_hash, user.get_session_auth_hash()):
-        return True
-    return any(constant_time_compare(session_hash, fallback) for fallback in user.get_session_auth_fallback_hash())
 
 
 # --- tokens ------------------------------------------------------------------------------------------------
