@@ -229,10 +229,12 @@ def lane(text: str) -> QueryBatcher:
         with _start_lock:
             found = _lanes.get(long)
             if found is None:
-                found = _lanes[long] = QueryBatcher(
-                    settings.EMBEDDING_MAX_BATCH, settings.EMBEDDING_BATCH_WAIT_MS / 1000, settings.EMBEDDING_QUEUE_LIMIT,
-                    **({"model": _SecondModel(), "name": "embedding-long", "background": True} if long else {}),
-                )
+                limits = settings.EMBEDDING_MAX_BATCH, settings.EMBEDDING_BATCH_WAIT_MS / 1000, settings.EMBEDDING_QUEUE_LIMIT
+                if long:
+                    found = QueryBatcher(*limits, model=_SecondModel(), name="embedding-long", background=True)
+                else:
+                    found = QueryBatcher(*limits)
+                _lanes[long] = found
     return found
 
 
