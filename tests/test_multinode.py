@@ -235,8 +235,8 @@ LOAD_QUESTIONS = (
 
 @pytest.fixture
 def loaded_nodes(demo_kb, daphne_server, redis_available):
-    """Two nodes as in ``two_nodes`` (short 4 s leases), without the per-user rate limit: one account asks
-    for all the customers."""
+    """Two nodes as in ``two_nodes`` (short 4 s leases), without the per-user rate limit and socket bound: one
+    account asks for all the customers."""
     env = {
         "REDIS_URL": REDIS,
         "CHANNEL_PREFIX": f"load-{uuid.uuid4().hex[:10]}",
@@ -244,6 +244,7 @@ def loaded_nodes(demo_kb, daphne_server, redis_available):
         "CHAT_LEASE_SECONDS": str(LEASE_SECONDS),
         "CHAT_REAPER_INTERVAL_SECONDS": str(REAPER_SECONDS),
         "CHAT_RATE_LIMIT": "0",
+        "CHAT_MAX_SOCKETS_PER_USER": "0",  # one account holds all the customers' sockets
     }
     return daphne_server(**env), daphne_server(**env)
 
