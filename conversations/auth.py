@@ -81,7 +81,7 @@ def user_for_token(token: str):
         ver, revocation.token_version(user, user.token_generation_now)
     ):
         raise InvalidToken("The token was revoked (password change or sign-out everywhere); get a new one.")
-    user.verified_token_version = ver  # a socket re-checks it in every action (revocation.ensure_may_act)
+    user.verified_token_version = ver  # a socket re-checks it in every action (access.ensure_may_act)
     return user
 
 

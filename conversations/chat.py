@@ -3,7 +3,7 @@
 Plain domain actions, independent of the transport: the WebSocket consumer parses frames and calls these;
 each takes the ``Requester`` and returns outgoing frames or raises ``ProtocolError``. Ownership is always
 checked through ``conversations.access`` so someone else's conversation looks exactly like a missing one. Each
-action first re-checks that the requester may still act (``revocation.ensure_may_act``, in the ask's transaction or
+action first re-checks that the requester may still act (``access.ensure_may_act``, in the ask's transaction or
 with the access lookup): a revoked user's socket whose close was lost raises ``AccessRevoked`` and changes nothing.
 """
 

@@ -49,7 +49,7 @@ def _locked(conversation_id: uuid.UUID) -> Conversation:
 
 def ensure_staff(agent, requester: Requester | None = None) -> None:
     """Staff rights and the socket's sign-in re-read inside the action's transaction, in one SELECT
-    (``revocation.ensure_may_act``): a console socket whose revocation event was lost (``conversations/revocation.py``)
+    (``access.ensure_may_act``): a console socket whose revocation event was lost (``conversations/revocation.py``)
     cannot act once the person is no longer active staff, signed out or changed their password — ``AccessRevoked``,
     and the socket closes (4001) with the reason. ``requester``: the socket's, with its sign-in (without: the user
     row only)."""

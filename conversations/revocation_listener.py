@@ -16,7 +16,7 @@ that gets the event twice closes once.
 
 PostgreSQL down: the listener reconnects with backoff (one warning line when it loses the connection, one info line
 when it listens again) and never stops. Revocations made meanwhile are not replayed: every action re-checks its user
-(``revocation.ensure_may_act``), so such a socket can act no more and closes at its next frame.
+(``access.ensure_may_act``), so such a socket can act no more and closes at its next frame.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Access that ends at once, whichever process ends it (issue 17, point 9; conversations/revocation_listener.py,
-``revocation.ensure_may_act``; docs/security.md "Revocation").
+``access.ensure_may_act``; docs/security.md "Revocation").
 
 Real Daphne nodes on the test database. The change is made where an operator would make it: ``manage.py shell -c``
 in a process of its own (with the in-memory channel layer it cannot reach any node through the channel layer, and on
