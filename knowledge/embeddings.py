@@ -323,9 +323,8 @@ def embedding_threads() -> int:
 
 
 def reset_embedder() -> None:
-    """Forget the cached embedder (after a settings change, in tests and `reembed`)."""
-    from knowledge import inference
-
+    """Forget the process's embedder (after a settings change, in tests): the next ``get_embedder`` builds one
+    from settings. Query vectors the old one made are dropped by the query cache (``knowledge.inference``) when
+    it sees the new model, so nothing here needs to know that cache exists."""
     global _embedder
     _embedder = None
-    inference.forget_queries()

@@ -163,30 +163,45 @@ class QueryBatcher:
 
 
 class _QueryCache:
-    """The last QUERY_CACHE_SIZE query vectors per model, shared by every thread."""
+    """The last QUERY_CACHE_SIZE query vectors of one model, the process's current one, shared by every thread.
+
+    Each lookup names the model it wants vectors of (``get_embedder()``); when that is not the model the cache holds
+    vectors of (``embeddings.reset_embedder`` replaced it after a settings change), the old vectors are dropped
+    first. By the model object, not its name: two models may share a name (an HTTP endpoint's model, a local
+    file) but never their vectors. So the cache follows the model like ``_SecondModel`` does, and
+    ``knowledge.embeddings`` never has to reach up here to clear it."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], tuple[float, ...]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, ...]] = OrderedDict()
+        self._model: Embedder | None = None  # the model every vector in ``_items`` was made for
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> tuple[float, ...] | None:
+    def get(self, model: Embedder, text: str) -> tuple[float, ...] | None:
         with self._lock:
-            vector = self._items.get(key)
+            self._follow(model)
+            vector = self._items.get(text)
             if vector is not None:
-                self._items.move_to_end(key)
+                self._items.move_to_end(text)
             return vector
 
-    def put(self, key: tuple[str, str], vector: tuple[float, ...]) -> None:
+    def put(self, model: Embedder, text: str, vector: tuple[float, ...]) -> None:
         with self._lock:
-            self._items[key] = vector
-            self._items.move_to_end(key)
+            self._follow(model)
+            self._items[text] = vector
+            self._items.move_to_end(text)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+    def _follow(self, model: Embedder) -> None:
+        """Hold vectors of ``model`` from now on: those of any other model are dropped (caller holds the lock)."""
+        if model is not self._model:
+            self._items.clear()
+            self._model = model
 
 
 def _yield_the_cpu() -> None:
@@ -241,26 +256,26 @@ def lane(text: str) -> QueryBatcher:
 def query_vector(text: str, requester: str | None = None) -> list[float]:
     """The query's embedding (synchronous: for threads), through the cache and the embedding thread, in
     ``requester``'s turn (``QueryBatcher``; None: a line of its own, e.g. ``manage.py search``)."""
-    key = (get_embedder().name, text)
-    vector = _cache.get(key)
+    model = get_embedder()
+    vector = _cache.get(model, text)
     if vector is None:
         vector = tuple(lane(text).submit(text, requester).result())
-        _cache.put(key, vector)
+        _cache.put(model, text, vector)
     return list(vector)
 
 
 async def aquery_vector(text: str, requester: str | None = None) -> list[float]:
     """The same without blocking the event loop: the loop awaits the embedding thread's result."""
-    key = (get_embedder().name, text)
-    vector = _cache.get(key)
+    model = get_embedder()
+    vector = _cache.get(model, text)
     if vector is None:
         vector = tuple(await asyncio.wrap_future(lane(text).submit(text, requester)))
-        _cache.put(key, vector)
+        _cache.put(model, text, vector)
     return list(vector)
 
 
 def forget_queries() -> None:
-    """Drop remembered query vectors (after a model change, and in tests)."""
+    """Drop remembered query vectors (tests that count embedding passes; a model change needs no call)."""
     _cache.clear()
 
 

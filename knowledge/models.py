@@ -130,7 +130,7 @@ class Chunk(models.Model):
     page = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True)
-    # The units an extractive answer may quote (knowledge.answering.sentences) and their vectors (float32,
+    # The units an extractive answer may quote (knowledge.sentences) and their vectors (float32,
     # one row per unit), computed at ingestion so a question costs no model work but its own embedding;
     # ``sentence_model`` is the embedder that made them (another model's are recomputed on first use).
     sentences = models.JSONField(default=list, blank=True)

@@ -34,10 +34,10 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from chatsite import metrics
-from knowledge.answering.sentences import LIST_MARKER
 from knowledge.embeddings import get_embedder
 from knowledge.inference import aquery_vector, query_vector
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.sentences import LIST_MARKER
 from knowledge.visibility import EVERYTHING, Reader, visible_knowledge_bases
 
 MODES = ("hybrid", "vector", "keyword")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from chatsite import metrics
-from knowledge.answering.sentences import Unit, units
 from knowledge.embeddings import get_embedder
 from knowledge.models import Chunk
+from knowledge.sentences import Unit, units
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ import time
 import pytest
 
 from knowledge.answering import (
+    GENERATORS,
     FinalEvent,
+    Generator,
     SourcesEvent,
     TokenEvent,
     answer,
@@ -22,6 +24,9 @@ from knowledge.answering.generators.extractive import NOTHING_FOUND, ExtractiveG
 from tests.answering_kb import build_kb
 
 pytestmark = pytest.mark.django_db(transaction=True)  # retrieval runs on other threads' connections
+
+#: The yes/no members of ``Generator``.
+FLAGS = ("grounded", "composes", "answers_searched_query", "rewrites_cheaply")
 
 
 @pytest.fixture
@@ -193,6 +198,18 @@ def test_generator_factory(settings):
     settings.ANSWER_GENERATOR = "nope"
     with pytest.raises(Exception, match="Unknown ANSWER_GENERATOR"):
         get_generator()
+
+
+def test_every_generator_declares_what_the_pipeline_reads(settings):
+    # The pipeline and the grounding guard read each member of ``Generator`` plainly, with no default to fall back on.
+    settings.LLM_BASE_URL, settings.LLM_MODEL = "http://127.0.0.1:9/v1", "standin"
+    for name in GENERATORS:
+        generator = get_generator(name)
+        assert isinstance(generator, Generator), f"{name} lacks a member of Generator"
+        assert {type(getattr(generator, flag)) for flag in FLAGS} == {bool}, name
+    extractive, llm = get_generator("extractive"), get_generator("openai")
+    assert [getattr(extractive, flag) for flag in FLAGS] == [True, True, True, True]  # its answer is the composition
+    assert [getattr(llm, flag) for flag in FLAGS] == [False, False, False, False]  # guarded, writes its own answer
 
 
 async def test_a_new_question_after_an_unrelated_one_is_not_rewritten(kb):

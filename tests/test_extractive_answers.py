@@ -17,9 +17,9 @@ from knowledge import sentence_vectors
 from knowledge.answering import FinalEvent, SourcesEvent, StatusEvent, answer
 from knowledge.answering.language import detect
 from knowledge.answering.scoring import Question, terms
-from knowledge.answering.sentences import ITEM, ROW, SENTENCE, STEP, units
 from knowledge.embeddings import get_embedder
 from knowledge.models import Chunk
+from knowledge.sentences import ITEM, ROW, SENTENCE, STEP, units
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

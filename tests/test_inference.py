@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from chatsite import metrics
-from knowledge import inference
+from knowledge import embeddings, inference
 from knowledge.embeddings import get_embedder
 from knowledge.models import KnowledgeBase
 
@@ -51,6 +51,25 @@ async def test_a_repeated_question_is_not_embedded_again():
     passes_before, _ = batches_observed()
     assert await inference.aquery_vector("Where is my parcel?") == inference.query_vector("Where is my parcel?")
     assert batches_observed()[0] == passes_before
+
+
+def test_a_replaced_model_is_never_served_the_old_ones_query_vectors(monkeypatch):
+    """After a settings change the process's model is another one (``embeddings.reset_embedder``): a question it
+    remembers is embedded again, even when the new model has the old one's name (an HTTP endpoint's, a file's)."""
+    real = get_embedder()
+    question = "Where is my parcel?"
+    before = inference.query_vector(question)
+
+    class SameName:  # another model under the same name: the real one's vectors, reversed
+        name, dimensions, max_input_tokens = real.name, real.dimensions, real.max_input_tokens
+
+        def embed_queries(self, texts: list[str]) -> list[list[float]]:
+            return [vector[::-1] for vector in real.embed_queries(texts)]
+
+    monkeypatch.setattr(embeddings, "_embedder", SameName())
+    assert np.dot(inference.query_vector(question), before[::-1]) == pytest.approx(1.0, abs=1e-3)
+    monkeypatch.undo()
+    assert np.dot(inference.query_vector(question), before) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_the_embedding_queue_is_bounded():

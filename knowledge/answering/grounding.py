@@ -13,7 +13,8 @@ Two checks, both needed because a language model, small ones especially, cites p
   says so (``replaced=True``) and carries the replacement; the stored message holds the replacement
   (docs/protocol.md, ``final.replaced``).
 
-Generators whose answers quote the passages by construction (the extractive one) are not guarded.
+Generators whose answers quote the passages by construction (``Generator.grounded``: the extractive one) are not
+guarded.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from typing import Any
 
 from django.conf import settings
 
+from knowledge.answering.generators import Generator
+from knowledge.answering.generators.extractive import ExtractiveGenerator
 from knowledge.answering.rendering import CITATION, cited_sources
 from knowledge.inference import answer_work
 
 logger = logging.getLogger(__name__)
 
-#: Generators that need no guard: their answers are the passages' own sentences, each cited by construction.
-SELF_GROUNDED = frozenset({"extractive"})
 UNCITED_ACTIONS = ("mark", "replace")
 #: Longest text held back after a "[" before it is let through as not-a-citation ("[12, 13, 14]" is 12).
 MAX_HOLD = 32
@@ -137,7 +138,7 @@ class Outcome:
 class Guard:
     """The grounding guard of one answer: ``wrap()`` the generator's stream, then ``check()`` the result."""
 
-    generator: Any
+    generator: Generator
     passages: Sequence[Any]
     filter: CitationFilter = field(init=False)
 
@@ -146,7 +147,8 @@ class Guard:
 
     @property
     def active(self) -> bool:
-        return not getattr(self.generator, "grounded", getattr(self.generator, "name", "") in SELF_GROUNDED)
+        """Whether this generator's answers are checked (``Generator.grounded``: not those cited by construction)."""
+        return not self.generator.grounded
 
     def wrap(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
         """The stream with bad citations removed (the stream itself when the generator needs no guard)."""
@@ -196,7 +198,7 @@ class Guard:
             report["replace_failed"] = True
             return Outcome(text, report=report)
         report.update(action="replaced", replaced=True, generated_text=text)
-        logger.info("uncited %s answer replaced by the extractive one", getattr(self.generator, "name", "?"))
+        logger.info("uncited %s answer replaced by the extractive one", self.generator.name)
         return Outcome(replacement, replaced=True, report=report)
 
 
@@ -211,10 +213,6 @@ def uncited_action() -> str:
 
 
 async def extractive_answer(question: str, passages: Sequence[Any]) -> str:
-    """The extractive generator's answer over the same passages, at once (no streaming pace)."""
-    from knowledge.answering.generators import get_generator
-
-    extractive = get_generator("extractive")
-    if hasattr(extractive, "compose"):  # it reads the stored sentence vectors: a database call
-        return await answer_work(extractive.compose, question, passages)
-    return "".join([piece async for piece in extractive.stream(question, passages, [])])
+    """The extractive generator's answer over the same passages, at once (no streaming pace), in an answer thread:
+    it reads the stored sentence vectors, a database call."""
+    return await answer_work(ExtractiveGenerator().compose, question, passages)

@@ -35,12 +35,13 @@ from knowledge.answering.events import (
     TokenEvent,
 )
 from knowledge.answering.followups import choose_query, previous_question, refers_back, rewrite_margin
-from knowledge.answering.generators import Generator, get_generator
-from knowledge.answering.generators.extractive import Composition, compose, min_similarity, pace_words
+from knowledge.answering.generators import Composition, Generator, get_generator
+from knowledge.answering.generators.extractive import min_similarity, pace_words
 from knowledge.answering.grounding import Guard
 from knowledge.answering.language import detect as detect_language
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.models import KnowledgeBase
+from knowledge.retrieval import SearchResult, asearch
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +75,14 @@ async def _compose(
     generator: Generator, query: str, passages: list[Any], language: str, *, focus: str | None, context: str | None,
     requester: str | None,
 ) -> Composition:
-    """The extractive composition of ``query`` (the generator's own, with its limits, when it composes); for a
-    rewritten follow-up, ``focus`` is what the customer wrote and ``context`` the previous question."""
-    composing = generator.composition if hasattr(generator, "composition") else compose
+    """The generator's extractive composition of ``query`` (``Generator.composition``); for a rewritten
+    follow-up, ``focus`` is what the customer wrote and ``context`` the previous question."""
 
     def run() -> Composition:
         with translation.override(language):
             # An LLM gets the retrieved passages; its verdict needs no other chunks of their documents.
-            whole = bool(getattr(generator, "composes", False))
-            return composing(query, passages, focus=focus, context=context, whole_documents=whole,
-                             requester=requester)
+            return generator.composition(query, passages, focus=focus, context=context,
+                                         whole_documents=generator.composes, requester=requester)
 
     try:
         return await inference.answer_work(run)  # an answer thread: not the loop, not the database thread
@@ -117,9 +116,7 @@ def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
     return turns
 
 
-async def _search(query: str, kb: KnowledgeBase | None, reader: Any, requester: str | None) -> Any:
-    from knowledge.retrieval import asearch
-
+async def _search(query: str, kb: KnowledgeBase | None, reader: Any, requester: str | None) -> SearchResult:
     try:
         return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K, reader=reader, requester=requester)
     except Exception as exc:  # embedding backend or database down: one clear error for the caller
@@ -160,7 +157,7 @@ async def answer(
     query = question
     rewrite_ms = 0.0
     points_back = refers_back(question)
-    if turns and (points_back or getattr(generator, "rewrites_cheaply", False)):
+    if turns and (points_back or generator.rewrites_cheaply):
         # A follow-up is also searched rewritten with the conversation; the rewrite is kept on evidence: it
         # must search better, and clearly better when the question does not point back ("what do I need to
         # bring?", "大概多久能收到？"). Length never decides. An LLM's rewrite is a model call, so it is asked
@@ -185,7 +182,7 @@ async def answer(
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
     # what was retrieved (the console shows why nothing was good enough).
     retrieved, passages = passages, ([] if offer_handoff else passages)
-    if getattr(generator, "composes", False) and not offer_handoff:
+    if generator.composes and not offer_handoff:
         passages = composition.passages  # the retrieved passages, then other chunks of their documents it quotes
     yield StatusEvent("retrieved", _translated(language, retrieved_text, passages))
     yield SourcesEvent(source_items(passages))
@@ -195,11 +192,10 @@ async def answer(
     first_token_ms: float | None = None
     generate_started = time.perf_counter()
     # A generator that cannot read the conversation itself (extractive) answers the query that was searched.
-    asked = query if getattr(generator, "answers_searched_query", False) else question
+    asked = query if generator.answers_searched_query else question
     guard = Guard(generator, passages)  # LLM answers: citations of unlisted sources never reach a token
-    if offer_handoff or getattr(generator, "composes", False):
-        pace = generator.pace() if hasattr(generator, "pace") else settings.ANSWER_WORDS_PER_SECOND
-        stream = pace_words(composition.text, pace)
+    if offer_handoff or generator.composes:
+        stream = pace_words(composition.text, generator.pace())
     else:
         stream = guard.wrap(generator.stream(asked, passages, turns))
     try:

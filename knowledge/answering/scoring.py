@@ -1,6 +1,6 @@
 """How well a quotable unit answers a question: meaning, the question's own terms, and what kind of fact it asks.
 
-The extractive answerer ranks a passage's units (``knowledge.answering.sentences``) with ``score_units``. The
+The extractive answerer ranks a passage's units (``knowledge.sentences``) with ``score_units``. The
 signals, each cheap and none tuned to one knowledge base:
 
 * **meaning**: cosine of the unit's stored vector with the query's (both from the KB's embedding model),
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from knowledge.answering.sentences import ROW, STEP, Unit
+from knowledge.sentences import ROW, STEP, Unit
 
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*", re.UNICODE)
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")

@@ -1,16 +1,14 @@
-"""Answer generators behind one interface, picked by ``settings.ANSWER_GENERATOR``.
+"""Answer generators behind one interface (``Generator``), picked by ``settings.ANSWER_GENERATOR``.
 
-A new backend is one module here with a class that has ``name``, ``stream()`` and ``rewrite()``, and one line
-in ``GENERATORS``. Optional flags the pipeline reads: ``composes`` (its answer is exactly the extractive
-composition), ``answers_searched_query`` (it answers the rewritten query, not the conversation) and
-``rewrites_cheaply`` (``rewrite`` costs no model call, so every question after others may be tried
-rewritten; otherwise only questions that point back are).
+A new backend is one module here with a class that defines every member of ``Generator`` — the pipeline reads
+them all, plainly, and guesses no defaults — and one line in ``GENERATORS``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -24,10 +22,67 @@ GENERATORS: dict[str, str] = {
 }
 
 
+@dataclass
+class Composition:
+    """An extractive answer, or the verdict that the passages do not answer the question (``declined``).
+
+    Here, beside ``Generator``, because every generator returns one (``Generator.composition``): the extractive
+    composition is the relevance verdict whatever writes the answer."""
+
+    text: str
+    declined: bool
+    report: dict[str, Any] = field(default_factory=dict)  # for the trace: why these units, or why none
+    #: The sources ``text`` cites: the retrieved passages, then any other chunk of their documents it quotes.
+    passages: list[Any] = field(default_factory=list)
+
+
+@runtime_checkable
 class Generator(Protocol):
-    """Writes an answer from numbered passages (``knowledge.retrieval.Passage``; source n = index + 1)."""
+    """Writes an answer from numbered passages (``knowledge.retrieval.Passage``; source n = index + 1).
+
+    Everything ``knowledge.answering.pipeline`` and ``grounding`` rely on is declared here; each generator defines
+    each member itself (``isinstance(generator, Generator)`` checks that they are all there).
+    """
 
     name: str
+    """Who wrote the answer, in the trace and the logs: "extractive", "openai:<model>"."""
+
+    grounded: bool
+    """Its answers are the passages' own sentences, cited by construction, so the grounding guard leaves its stream
+    alone. False: the guard removes citations of unlisted sources and notices an answer that cites none."""
+
+    composes: bool
+    """Its answer is exactly its ``composition`` (over the retrieved passages and the other chunks of their
+    documents): the pipeline composes once, lists the composition's sources and paces its text, and ``stream`` is
+    not called. False: the composition, over the retrieved passages alone, is only the verdict whether anything
+    answers, and ``stream`` writes the answer."""
+
+    answers_searched_query: bool
+    """It cannot read the conversation, so it is handed the query that was searched (a follow-up's rewrite with
+    the previous question's terms) instead of the customer's own words."""
+
+    rewrites_cheaply: bool
+    """``rewrite`` costs no model call, so every question asked after others is also searched rewritten; when it
+    costs one, only questions that point back (``followups.refers_back``) are."""
+
+    def composition(
+        self,
+        question: str,
+        passages: Sequence[Any],
+        *,
+        whole_documents: bool = True,
+        focus: str | None = None,
+        context: str | None = None,
+        requester: str | None = None,
+    ) -> Composition:
+        """The extractive composition of ``question`` over ``passages`` with this generator's limits
+        (``extractive.compose``; synchronous: it reads the database): whether anything answers, for every
+        generator, and the answer itself for one that ``composes``."""
+        ...
+
+    def pace(self) -> float:
+        """Words per second a composed answer, or the refusal when nothing answers, is streamed at (0: no delay)."""
+        ...
 
     def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
         """Text pieces of the answer, citing passages as [n]."""

@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -14,10 +13,13 @@ from django.utils.translation import gettext
 
 from knowledge import sentence_vectors
 from knowledge.answering.followups import previous_question
+from knowledge.answering.generators import Composition
 from knowledge.answering.language import detect as detect_language
 from knowledge.answering.scoring import Question, Scored, document_priors, score_units, terms
-from knowledge.answering.sentences import STEP, split_sentences, unwrap_lines  # noqa: F401 (re-exported)
+from knowledge.embeddings import BACKENDS
 from knowledge.inference import answer_work, query_vector
+from knowledge.retrieval import document_passages
+from knowledge.sentences import STEP
 
 #: The English source strings (tests and docs); what the customer gets is ``nothing_found()``, translated.
 NOTHING_FOUND = "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
@@ -44,17 +46,6 @@ async def pace_words(text: str, words_per_second: float) -> AsyncIterator[str]:
         yield word
 
 
-@dataclass
-class Composition:
-    """An extractive answer, or the verdict that the passages do not answer the question (``declined``)."""
-
-    text: str
-    declined: bool
-    report: dict[str, Any] = field(default_factory=dict)  # for the trace: why these units, or why none
-    #: The sources ``text`` cites: the retrieved passages, then any other chunk of their documents it quotes.
-    passages: list[Any] = field(default_factory=list)
-
-
 def nothing_found() -> str:
     """The refusal, in the active language (``knowledge.answering.language`` picks it per question)."""
     return gettext(
@@ -79,8 +70,6 @@ def min_similarity(question: str, passage_text: str) -> float:
     """The similarity below which nothing answers: ``ANSWER_MIN_SIMILARITY`` (or its cross-lingual twin when the
     question and the best passage text are in different languages), else the embedding model's calibrated
     values (``embeddings.BACKENDS``)."""
-    from knowledge.embeddings import BACKENDS
-
     asked, written = detect_language(question), detect_language(passage_text)
     cross = asked is not None and written is not None and asked != written
     configured = settings.ANSWER_MIN_SIMILARITY_CROSS_LINGUAL if cross else settings.ANSWER_MIN_SIMILARITY
@@ -208,8 +197,6 @@ def _with_marker(sentence: str, n: int) -> str:
 
 def _reading_list(passages: Sequence[Any]) -> list[Any]:
     """The passages, then the other chunks of the (at most two) documents the first three come from."""
-    from knowledge.retrieval import document_passages
-
     documents: list[int] = []
     for passage in passages[:3]:
         if passage.document_id not in documents and len(documents) < 2:
@@ -313,8 +300,9 @@ class ExtractiveGenerator:
     """
 
     name = "extractive"
-    answers_searched_query = True  # it cannot read the conversation: the pipeline hands it the rewritten query
+    grounded = True  # it quotes the passages' own units, each cited: nothing for the grounding guard to check
     composes = True  # its answer is exactly ``compose()`` (the pipeline composes once and paces the text)
+    answers_searched_query = True  # it cannot read the conversation: the pipeline hands it the rewritten query
     rewrites_cheaply = True  # ``rewrite`` is string work: every question after others may be tried rewritten
 
     def __init__(
@@ -341,13 +329,19 @@ class ExtractiveGenerator:
         return f"{question} {' '.join(extra)}".strip() if extra else question
 
     def composition(
-        self, question: str, passages: Sequence[Any], *, whole_documents: bool = True, **asked: str | None
+        self,
+        question: str,
+        passages: Sequence[Any],
+        *,
+        whole_documents: bool = True,
+        focus: str | None = None,
+        context: str | None = None,
+        requester: str | None = None,
     ) -> Composition:
-        """``compose`` with this generator's limits (synchronous); ``asked``: its ``focus``, ``context`` and
-        ``requester``."""
+        """``compose`` with this generator's limits (synchronous): the verdict and, as it ``composes``, the answer."""
         return compose(
             question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
-            whole_documents=whole_documents, **asked,
+            whole_documents=whole_documents, focus=focus, context=context, requester=requester,
         )
 
     def compose(self, question: str, passages: Sequence[Any]) -> str:
@@ -356,6 +350,7 @@ class ExtractiveGenerator:
         return self.composition(question, passages, whole_documents=False).text
 
     def pace(self) -> float:
+        """Its own pace when given one, else ``ANSWER_WORDS_PER_SECOND``."""
         return self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
 
     async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:

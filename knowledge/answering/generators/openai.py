@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 
 from knowledge.answering.events import AnswerBackendError
+from knowledge.answering.generators import Composition
+from knowledge.answering.generators.extractive import compose
 from knowledge.answering.rendering import CITATION
 
 SYSTEM_PROMPT = """You are the customer support assistant of this company. Answer the customer's question \
@@ -125,6 +127,10 @@ class OpenAIChatGenerator:
     """
 
     name = "openai"
+    grounded = False  # a model may cite passages never listed, or none: the grounding guard checks its stream
+    composes = False  # it writes its own answer; the extractive composition only says whether anything answers
+    answers_searched_query = False  # it reads the conversation (``history_messages``) and gets the customer's words
+    rewrites_cheaply = False  # ``rewrite`` is a model call: only questions that point back are rewritten
 
     def __init__(
         self,
@@ -145,6 +151,26 @@ class OpenAIChatGenerator:
                 "ANSWER_GENERATOR=openai needs LLM_BASE_URL (e.g. http://localhost:11434/v1) and LLM_MODEL."
             )
         self.name = f"openai:{self.model}"
+
+    def composition(
+        self,
+        question: str,
+        passages: Sequence[Any],
+        *,
+        whole_documents: bool = True,
+        focus: str | None = None,
+        context: str | None = None,
+        requester: str | None = None,
+    ) -> Composition:
+        """``compose`` with the settings' limits (synchronous): the verdict whether the passages answer at all, so a
+        question nothing answers is refused without a model call."""
+        return compose(
+            question, passages, whole_documents=whole_documents, focus=focus, context=context, requester=requester
+        )
+
+    def pace(self) -> float:
+        """``ANSWER_WORDS_PER_SECOND``: the model's tokens come at its own pace; this paces only the refusal."""
+        return settings.ANSWER_WORDS_PER_SECOND
 
     def _client(self) -> Any:
         return shared_client(self.base_url, self.api_key, self.timeout, settings.LLM_MAX_RETRIES)

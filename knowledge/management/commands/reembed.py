@@ -17,10 +17,10 @@ from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
 from knowledge import sentence_vectors
-from knowledge.answering.sentences import units
 from knowledge.embeddings import get_embedder
 from knowledge.ingest.pipeline import embedding_input
 from knowledge.models import Chunk
+from knowledge.sentences import units
 
 HNSW_INDEX_NAME = "chunk_embedding_hnsw"
 

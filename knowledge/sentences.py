@@ -1,8 +1,12 @@
 """A passage as the units an extractive answer may quote: whole sentences, list items and table rows.
 
-Computed once per chunk at ingestion (with their vectors, ``knowledge.answering.sentence_vectors``) so a
+Computed once per chunk at ingestion (with their vectors, ``knowledge.sentence_vectors``) so a
 question costs no model work beyond its own embedding. A chunk may start or end mid-sentence (overlap, PDF
 wrapping): such pieces are never units, and neither are headings ("3. What the warranty does not cover").
+
+Here, below both, because ingestion stores the units (``knowledge.sentence_vectors``) and answering quotes them
+(``knowledge.answering``), and retrieval strips the same list markers from its snippets: none of them has to
+import a layer above it.
 """
 
 from __future__ import annotations
