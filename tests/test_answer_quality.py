@@ -8,18 +8,15 @@ that makes answers worse fails here; raise the thresholds when the answerer gets
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
-from bench.answers import (
-    citation_pairs,
-    detect_language,
-    evaluate,
-    is_fragment,
-    load_questions,
-    summarise,
-)
+from bench.answer_questions import SET_DIR, load_questions, split_parts
+from bench.answer_report import summarise
+from bench.answer_scoring import citation_pairs, detect_language, glued_headers, is_fragment, rows_shown
+from bench.answers import evaluate
 from tests.conftest import demo_vectors, insert_demo_kb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -55,6 +52,26 @@ def test_the_question_set_is_well_formed():
         assert q.decline == (q.expect is None), q.id
         if q.expect:
             re.compile(q.expect)
+
+
+def test_the_split_rule_reproduces_the_demo_split():
+    """bench/answers.py splits the other companies' corpora in code by the rule the demo set was split with."""
+    items = {part: json.loads((SET_DIR / f"{part}.json").read_text(encoding="utf-8")) for part in ("dev", "check")}
+    part_of = split_parts([*items["dev"], *items["check"]])
+    assert {part: sorted(i["id"] for i in found) for part, found in items.items()} == {
+        part: sorted(i for i, p in part_of.items() if p == part) for part in ("dev", "check")
+    }
+
+
+def test_readability_judges_find_glued_headers_and_rows_on_any_table():
+    plain = "Plans compared\n\nTier Small Large\nDaily cap 10 20\nMonthly cap 100 200\n"
+    separated = "Tier | Small | Large\n|---|---|---|\nDaily cap | 10 | 20\nMonthly cap | 100 | 200\n"
+    glued = "Tier Small Large: Daily cap 10 20 [1]."
+    assert glued_headers(glued, [plain]) == [glued]
+    assert glued_headers("Daily cap — Small: 10; Large: 20 [1].", [separated]) == []
+    assert rows_shown("Daily cap — Small: 10; Large: 20 [1].", [separated]) == {("Daily cap", "10", "20")}
+    assert len(rows_shown("Daily cap 10 20. Monthly cap 100 200.", [plain])) == 2
+    assert rows_shown("The daily cap is 10 on Small.", [plain]) == set()
 
 
 def test_scoring_catches_fragments_headings_and_foreign_citations():
