@@ -116,11 +116,11 @@ async def evaluate(questions: list[Question], kb: Any, other_language: frozenset
 def bench_knowledge_base(corpus: Corpus) -> Any:
     """The corpus's articles embedded by the configured model, ingested on first use (checksums skip the rest)."""
     from knowledge.embeddings import get_embedder
-    from knowledge.ingest.pipeline import ingest_path
+    from knowledge.ingest.pipeline import PARSING_VERSION, ingest_path
     from knowledge.models import KnowledgeBase
 
     label = "Answers bench" if corpus.name == DEMO else f"Answers bench {corpus.name}"
-    name = f"{label} ({get_embedder().name})"[:200]
+    name = f"{label} ({get_embedder().name}, parsing {PARSING_VERSION})"[:200]
     results = ingest_path([corpus.articles], name)
     failed = [r for r in results if r.status == "failed"]
     if failed:

@@ -49,22 +49,73 @@ class Unit:
         return cls(data["t"], data["k"], int(data["b"]))
 
 
+# --- tables ---------------------------------------------------------------------------------------------------
+#
+# The parsers write a table as Markdown (knowledge/ingest/parsers.py, ``table_text``): a line per row with every
+# cell between pipes, the outer ones included, so an empty cell keeps its column ("| | Basic | Plus |"); the
+# header line, when the table has one, first and a rule line ("|---|---|") under it. Passages stored before that
+# format hold rows without outer pipes ("Channel | Hours", blank lines between them), the first one the header:
+# they are still read so.
+
+_CELL_SEPARATOR = re.compile(r"(?<!\\)\|")
+_RULE_CELL = re.compile(r"^\s*:?-+:?\s*$")
+
+
+def is_table_row(line: str) -> bool:
+    """A table line with its outer pipes ("| a | b |"), as the parsers and Markdown write them."""
+    stripped = line.strip()
+    return len(stripped) >= 2 and stripped[0] == "|" and stripped[-1] == "|" and not stripped.endswith("\\|")
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of a table line, in their columns: exactly one outer pipe is taken off each side, so an empty
+    first or last cell stays a cell; an escaped pipe ("\\|") is a pipe of the cell's text."""
+    stripped = line.strip()
+    if is_table_row(stripped):
+        stripped = stripped[1:-1]
+    return [" ".join(cell.replace("\\|", "|").split()) for cell in _CELL_SEPARATOR.split(stripped)]
+
+
+def is_table_rule(line: str) -> bool:
+    """The rule under a table's header ("|---|:--:|")."""
+    return is_table_row(line) and all(_RULE_CELL.match(cell) for cell in table_cells(line))
+
+
+def row_sentence(header: list[str], row: list[str]) -> str:
+    """A table row as a sentence with its column names: 'Cell 1 — Header 2: cell 2; Header 3: cell 3.'
+
+    The first cell leads (labelled "Header 1: cell 1" when its column has a name); an empty cell is left out,
+    and so is the label of a column without a name. Without a header: 'Cell 1 — cell 2; cell 3.'"""
+    names = list(header) + [""] * max(0, len(row) - len(header))
+    details = "; ".join(
+        f"{name}: {cell}" if name else cell for name, cell in zip(names[1:], row[1:], strict=False) if cell
+    )
+    lead = f"{names[0]}: {row[0]}" if names and names[0] and row and row[0] else (row[0] if row else "")
+    sentence = f"{lead} — {details}" if lead and details else lead or details
+    return sentence if not sentence or _ENDS_SENTENCE.search(sentence) else f"{sentence}."
+
+
+_ENDS_SENTENCE = re.compile(r"[.!?。！？]\**$")
+
+
 def _table_rows(lines: list[str]) -> list[str]:
-    """Markdown table rows as sentences with their header: 'Cell 1 — Header 2: cell 2; Header 3: cell 3.'"""
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not _TABLE_RULE.match(line)]
-    if len(rows) < 2:
-        return []
-    header, sentences = rows[0], []
-    for row in rows[1:]:
-        details = "; ".join(f"{h}: {c}" for h, c in zip(header[1:], row[1:], strict=False) if c)
-        if row and row[0]:
-            lead = f"{header[0]}: {row[0]}" if header and header[0] else row[0]
-            sentences.append(f"{lead} — {details}." if details else f"{lead}.")
-    return sentences
+    """A table's rows as sentences with their header (``row_sentence``); a row whose first cell is empty (the
+    rest of the row above it, in a Markdown table) is not one."""
+    if any(is_table_row(line) for line in lines):
+        header: list[str] = []
+        if len(lines) > 1 and is_table_rule(lines[1]) and not is_table_rule(lines[0]):
+            header, lines = table_cells(lines[0]), lines[2:]
+        rows = [table_cells(line) for line in lines if not is_table_rule(line)]
+    else:  # the format of older passages: no outer pipes, the first row the header
+        rows = [table_cells(line) for line in lines if not _TABLE_RULE.match(line)]
+        if len(rows) < 2:
+            return []
+        header, rows = rows[0], rows[1:]
+    return [row_sentence(header, row) for row in rows if row and row[0]]
 
 
 def _is_table_line(line: str) -> bool:
-    """A Markdown table row ("| a | b |") or a parsed one ("a | b", as the HTML and PDF parsers write them)."""
+    """A table line: with its outer pipes ("| a | b |"), or as older passages hold rows ("a | b")."""
     stripped = line.strip()
     return stripped.startswith("|") or (" | " in stripped and not LIST_MARKER.match(line))
 
@@ -151,8 +202,8 @@ def units(text: str) -> list[Unit]:
         if raw is not None and _is_table_line(raw):
             table.append(raw)
             continue
-        if raw is not None and not raw.strip() and table:
-            continue  # parsers put blank lines between table rows
+        if raw is not None and not raw.strip() and table and not is_table_row(table[-1]):
+            continue  # older passages have blank lines between table rows; a table with outer pipes ends at one
         if table:
             block += 1
             found.extend(Unit(row, ROW, block) for row in _table_rows(table))
@@ -174,9 +225,13 @@ def units(text: str) -> list[Unit]:
             and not any(LIST_MARKER.match(n) for n in neighbours)
         ):
             continue  # "3. What the warranty does not cover": a numbered heading, not a step
-        if not is_item and _is_plain_row(line):
-            # A PDF table row keeps no separators: "Integrated (built-in) dishwasher installation 169.00".
-            found.append(Unit(f"{header}: {line}." if header else f"{line}.", ROW, block))
+        if not is_item and _is_plain_row(line) and any(_is_plain_row(n) for n in neighbours):
+            # A table the parser could not find (a PDF table without ruling lines) keeps no cell separators:
+            # "Integrated (built-in) dishwasher installation 169.00". Its header line cannot be matched to the
+            # cells, and run together ("Service Price") it would leave the reader to guess which column is which:
+            # only a one-word one (a caption, "Prices") leads the row.
+            lead = f"{header}: " if header and len(header.split()) == 1 else ""
+            found.append(Unit(f"{lead}{line}." if not _ENDS_SENTENCE.search(line) else f"{lead}{line}", ROW, block))
             continue
         header = line if _is_plain_header(line) else ""
         kind = (STEP if _ORDERED_MARKER.match(raw) else ITEM) if is_item else SENTENCE

@@ -12,6 +12,7 @@ import codecs
 import io
 import mimetypes
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,39 @@ def remove_control_characters(text: str) -> str:
 
 def _collapse(text: str) -> str:
     return _SPACES.sub(" ", remove_control_characters(text or "")).strip()
+
+
+# --- tables -----------------------------------------------------------------------------
+#
+# Every parser writes a table the same way, as Markdown: one line per row, every cell between pipes, the outer
+# ones included ("| a |  | c |", so an empty first or last cell keeps its column), a "|" inside a cell escaped
+# as "\|", and when the table has a header row, that row first with a rule line under it ("|---|---|---|").
+# A table is one paragraph (its rows are consecutive lines): the chunker keeps each row whole and repeats the
+# header line in every chunk that holds rows of the table (knowledge/ingest/chunking.py), and
+# knowledge/sentences.py quotes each row with its header ("Label — Header: cell; Header: cell.").
+
+
+def table_line(cells: list[str]) -> str:
+    """One row as a Markdown table line."""
+    return "| " + " | ".join(_collapse(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
+def table_text(rows: list[list[str]], header: list[str] | None = None) -> str:
+    """A table as the parsers write it (see above): the header line and its rule when there is a header, then
+    one line per row; rows shorter than the widest are padded with empty cells, rows without text dropped."""
+    rows = [row for row in rows if any(_collapse(cell) for cell in row)]
+    if header is not None and not any(_collapse(cell) for cell in header):
+        header = None
+    if header and not rows:  # a header without rows is a row of its own
+        header, rows = None, [header]
+    width = max([len(row) for row in rows] + [len(header) if header else 0], default=0)
+    if not width:
+        return ""
+    lines = []
+    if header:
+        lines += [table_line(header + [""] * (width - len(header))), "|" + "---|" * width]
+    lines += [table_line(row + [""] * (width - len(row))) for row in rows]
+    return "\n".join(lines)
 
 
 def _clean_section(section: Section) -> Section:
@@ -207,6 +241,7 @@ def _parse_txt(data: bytes, filename: str, limits: Limits) -> tuple[str, list[Se
 # --- Markdown -------------------------------------------------------------------------
 
 
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _EMPHASIS_OPEN = {"em_open": "em_close", "strong_open": "strong_close", "s_open": "s_close"}
 
 
@@ -226,8 +261,10 @@ def _inline_text(token) -> str:
         elif child.type in _EMPHASIS_OPEN.values():
             if literal and literal.pop():
                 parts.append(child.markup)
-        elif child.type in {"text", "code_inline", "html_inline"}:
-            parts.append(child.content if child.type != "html_inline" else "")
+        elif child.type in {"text", "code_inline"}:
+            parts.append(child.content)
+        elif child.type == "html_inline":
+            parts.append(" " if _HTML_BREAK.match(child.content) else "")  # "a<br>b" in a table cell
         elif child.type in {"softbreak", "hardbreak"}:
             parts.append(" ")
         elif child.type == "image":
@@ -243,6 +280,9 @@ def _parse_markdown(data: bytes, filename: str, limits: Limits) -> tuple[str, li
     list_depth = 0
     numbering: list[int | None] = []  # per open list: the next item's number, None for a bullet list
     row: list[str] | None = None
+    table: list[list[str]] | None = None  # the rows of the open table; with ``header``, its head row
+    header: list[str] | None = None
+    in_head = False
     i = 0
     while i < len(tokens):
         token = tokens[i]
@@ -258,10 +298,20 @@ def _parse_markdown(data: bytes, filename: str, limits: Limits) -> tuple[str, li
         elif token.type in {"bullet_list_close", "ordered_list_close"}:
             list_depth -= 1
             numbering.pop()
+        elif token.type == "table_open":
+            table, header = [], None
+        elif token.type == "table_close" and table is not None:
+            builder.paragraph(table_text(table, header))
+            table = header = None
+        elif token.type in {"thead_open", "thead_close"}:
+            in_head = token.type == "thead_open"
         elif token.type == "tr_open":
             row = []
         elif token.type == "tr_close" and row is not None:
-            builder.paragraph(" | ".join(row))
+            if in_head and header is None:
+                header = row
+            elif table is not None:
+                table.append(row)
             row = None
         elif token.type == "inline":
             text = _inline_text(token)
@@ -304,11 +354,138 @@ def _hidden(el) -> bool:
     return bool(style and _HIDING_STYLE.search(style))
 
 
+#: Elements that start a new line inside a table cell: their text is kept apart from their neighbours'.
+_HTML_CELL_BREAKS = ("br", "p", "div", "li", "ul", "ol", "dl", "dt", "dd", "blockquote", "pre", *_HTML_HEADINGS)
+#: A colspan or rowspan above this is taken as this (the HTML standard allows 1,000 and 65,534).
+_HTML_MAX_SPAN = 64
+#: A "table" wider than this is left to inscriptis as text: no reader compares so many columns, and spans that
+#: multiply a row's cells must not multiply the memory its rows take.
+_HTML_MAX_COLUMNS = 100
+
+
+def _html_span(cell, attribute: str) -> int:
+    try:
+        return min(max(int(cell.get(attribute, "1").strip() or 1), 1), _HTML_MAX_SPAN)
+    except ValueError:
+        return 1
+
+
+def _html_cell_text(cell) -> str:
+    """A cell's text, whitespace collapsed; a line break or block inside it ("a<br>b", "<p>a</p><p>b</p>") is
+    a space, not glued words."""
+    for el in cell.iter(*_HTML_CELL_BREAKS):
+        el.tail = " " + (el.tail or "")
+        if el.tag != "br":
+            el.text = " " + (el.text or "")
+    return _collapse(cell.text_content())
+
+
+def _html_table(table) -> str | None:
+    """A data table as the parsers write tables (``table_text``), None for a table that only lays out the page
+    (a single column, or holding another table or a heading): inscriptis renders that one as text.
+
+    The header is the <thead> rows, else the rows at the top made only of <th>; several header rows are joined
+    per column ("Price" over "Monthly" is "Price Monthly"). A cell spanning several columns repeats its text in
+    each (every column keeps its value and its header), except a body cell spanning the whole row ("Large
+    appliances" over a table's section), which is written once; a cell spanning several rows is repeated in each.
+    """
+    if any(True for _ in table.iterdescendants("table", *_HTML_HEADINGS)):
+        return None
+    grid: list[list[str]] = []
+    spans: list[int] = []  # per row: the columns its first cell spans when it is the row's only cell, else 0
+    in_thead: list[bool] = []
+    all_th: list[bool] = []
+    below: dict[int, tuple[str, int]] = {}  # column -> the text and rows left of a cell spanning rows
+
+    def from_above(row: list[str], gap: str | None = None) -> bool:
+        """Append the cell spanning down into the next column; with ``gap``, an empty one when none does."""
+        if len(row) not in below and gap is None:
+            return False
+        text, left = below.pop(len(row), (gap or "", 1))
+        row.append(text)
+        if left > 1:
+            below[len(row) - 1] = (text, left - 1)
+        return True
+
+    for tr in table.iter("tr"):
+        cells = [c for c in tr if c.tag in {"td", "th"}]
+        if not cells:
+            continue
+        row: list[str] = []
+        for cell in cells:
+            while from_above(row):
+                pass
+            text, columns, rows = _html_cell_text(cell), _html_span(cell, "colspan"), _html_span(cell, "rowspan")
+            for _ in range(columns):
+                if rows > 1:
+                    below[len(row)] = (text, rows - 1)
+                row.append(text)
+            if len(row) > _HTML_MAX_COLUMNS:
+                return None
+        while below and len(row) <= max(below):
+            from_above(row, gap="")
+        grid.append(row)
+        spans.append(_html_span(cells[0], "colspan") if len(cells) == 1 else 0)
+        parent = tr.getparent()
+        in_thead.append(parent is not None and parent.tag == "thead")
+        all_th.append(all(c.tag == "th" for c in cells))
+    width = max((len(row) for row in grid), default=0)
+    if width < 2:
+        return None
+    # The header: the <thead> rows, else the leading rows of <th> only; at least one row is left for the body.
+    count = sum(in_thead) if any(in_thead) else next((i for i, th in enumerate(all_th) if not th), 1)
+    count = min(count, len(grid) - 1)
+    header: list[str] | None = None
+    if count > 0:
+        header = []
+        for column in range(width):
+            names: list[str] = []
+            for row in grid[:count]:
+                name = row[column] if column < len(row) else ""
+                if name and (not names or names[-1] != name):
+                    names.append(name)
+            header.append(" ".join(names))
+    body = [
+        row[:1] + [""] * (width - 1) if span == width else row
+        for row, span in zip(grid[count:], spans[count:], strict=True)
+    ]
+    return table_text(body, header) or None
+
+
+def _html_tables(root) -> dict[str, str]:
+    """Replace each data table of the page by a paragraph holding a marker only; the markers' table texts.
+
+    A marker is a word no page holds (a random nonce): inscriptis renders it where the table was, and
+    ``_parse_html`` puts the table's lines in its place, so a table keeps its place among the paragraphs."""
+    import secrets
+
+    import lxml.html
+
+    nonce = secrets.token_hex(8)
+    found: dict[str, str] = {}
+    for table in list(root.iter("table")):
+        if table.getparent() is None or any(a.tag in _HTML_HEADINGS for a in table.iterancestors()):
+            continue
+        text = _html_table(table)
+        if text is None:
+            continue
+        marker = f"table{nonce}n{len(found)}x"
+        paragraph = lxml.html.Element("p")
+        paragraph.text = marker
+        paragraph.tail = table.tail
+        table.tail = None
+        table.getparent().replace(table, paragraph)
+        found[marker] = text
+    return found
+
+
 def _parse_html(data: bytes, filename: str, limits: Limits) -> tuple[str, list[Section]]:
     """lxml (inscriptis' own parser) for structure, inscriptis for the text of each block.
 
-    Inscriptis renders lists, tables and inline markup the way a reader sees
-    them; walking the tree ourselves only decides where headings cut sections.
+    Inscriptis renders lists and inline markup the way a reader sees them; walking the tree ourselves only
+    decides where headings cut sections. Data tables are written by ``_html_table`` (a row per line, each cell
+    kept apart, the header first): inscriptis would render them as aligned text whose column boundaries are
+    lost ("Limit Basic Plus Metal" above "ATM withdrawals per day €300 €600 €1,200").
     """
     import lxml.etree
     import lxml.html
@@ -331,11 +508,14 @@ def _parse_html(data: bytes, filename: str, limits: Limits) -> tuple[str, list[S
             el.drop_tree()
     for comment in list(root.iter(lxml.etree.Comment)):
         comment.drop_tree()
+    tables = _html_tables(root)
+    markers = re.compile("|".join(map(re.escape, tables))) if tables else None
     builder = _SectionBuilder()
     body = root.find("body")
 
     def render(el) -> str:
-        return get_text(lxml.html.tostring(el, encoding="unicode", with_tail=False)).strip()
+        text = get_text(lxml.html.tostring(el, encoding="unicode", with_tail=False)).strip()
+        return markers.sub(lambda m: f"\n\n{tables[m.group()]}\n\n", text) if markers else text
 
     def walk(el) -> None:
         tag = el.tag if isinstance(el.tag, str) else ""
@@ -385,12 +565,164 @@ def _pdf_outline(reader) -> dict[int, list[str]]:
     return starts
 
 
+#: Table detection may take this share of INGEST_TIMEOUT_SECONDS; past it the remaining pages keep their plain
+#: text, so that a long PDF with boxes on every page is still read in time (its tables then read as plain lines).
+PDF_TABLE_TIME_SHARE = 0.4
+#: Path operators of a page's content stream: a rectangle ("re") or a line segment ("l"). A ruled table is drawn
+#: with several; a page with fewer (and no form XObject, "Do", which may hold them) is not searched for tables,
+#: nor is one with more than a table of a thousand cells needs (a drawing, or a file made to make the search,
+#: which compares every ruling line with every other, take hours).
+_PDF_PATH_OPERATOR = re.compile(rb"\s(?:re|l|Do)(?=\s)")
+_PDF_MIN_PATH_OPERATORS = 4
+_PDF_MAX_PATH_OPERATORS = 4000
+_PDF_BOLD_FONT = re.compile(r"bold|black|heavy|demi", re.IGNORECASE)
+_PDF_WRAPPED_DASH = re.compile(r"(?<=\w)([-‐–])\n(?=\w)")
+
+
+def _pdf_may_have_ruled_table(page) -> bool:
+    """Cheap test before the costly table search: the page draws enough rectangles or lines to rule a table."""
+    try:
+        contents = page.get_contents()
+        data = contents.get_data() if contents is not None else b""
+    except Exception:  # noqa: BLE001 - a broken content stream has no table we could read either
+        return False
+    found = 0
+    for _ in _PDF_PATH_OPERATOR.finditer(data):
+        found += 1
+        if found > _PDF_MAX_PATH_OPERATORS:
+            return False
+    return found >= _PDF_MIN_PATH_OPERATORS
+
+
+def _pdf_cell(text: str | None) -> str:
+    """A cell's text on one line: wrapped lines joined by a space, a word wrapped after its dash joined
+    without one ("Monday–" / "Friday" is "Monday–Friday")."""
+    return _collapse(_PDF_WRAPPED_DASH.sub(r"\1", text or "").replace("\n", " "))
+
+
+def _pdf_fonts(page, bbox) -> list[str]:
+    x0, top, x1, bottom = bbox
+    return [
+        char["fontname"]
+        for char in page.chars
+        if char["text"].strip()
+        and x0 <= (char["x0"] + char["x1"]) / 2 <= x1
+        and top <= (char["top"] + char["bottom"]) / 2 <= bottom
+    ]
+
+
+def _pdf_has_header(page, table, rows: list[list[str]]) -> bool:
+    """A PDF does not say which row is a table's header. Its first row is taken for one when it is set in bold
+    and the second is not (a <th> or a Word header row printed to PDF), or, in a table of three or more columns,
+    when it holds no figure while every other row does ("Product group | Examples | Private use" above rows of
+    product codes and years). Otherwise the table is read without a header."""
+    first, second = (_pdf_fonts(page, row.bbox) for row in table.rows[:2])
+    if first and second and all(_PDF_BOLD_FONT.search(f) for f in first):
+        if not all(_PDF_BOLD_FONT.search(f) for f in second):
+            return True
+    digit = re.compile(r"\d")
+    return (
+        len(rows[0]) >= 3
+        and all(rows[0])
+        and not any(digit.search(cell) for cell in rows[0])
+        and all(any(digit.search(cell) for cell in row) for row in rows[1:])
+    )
+
+
+def _pdf_table(page, table) -> str | None:
+    """A ruled table found by pdfplumber as the parsers write tables (``table_text``), None when it is not a
+    table of at least two rows and two columns with text (a box drawn around a paragraph)."""
+    raw = table.extract()
+    rows = [[_pdf_cell(cell) for cell in row] for row in raw]
+    columns = [i for i in range(max((len(r) for r in rows), default=0)) if any(i < len(r) and r[i] for r in rows)]
+    if len(rows) < 2 or len(columns) < 2:
+        return None
+    rows = [[row[i] if i < len(row) else "" for i in columns] for row in rows]
+    if not _pdf_has_header(page, table, rows):
+        return table_text(rows)
+    header = rows[0]
+    for i in range(1, len(header)):  # a header cell spanning columns (pdfplumber: None) names each of them
+        if raw[0][columns[i]] is None:
+            header[i] = header[i - 1]
+    return table_text(rows[1:], header)
+
+
+def _pdf_page_with_tables(page) -> str | None:
+    """The page's text with each ruled table written as a table (a row per line, its header first) where it
+    stands among the paragraphs; None when the page has no such table."""
+    found = [(table, text) for table in page.find_tables() if (text := _pdf_table(page, table))]
+    if not found:
+        return None
+    boxes = [table.bbox for table, _ in found]
+
+    def middle(obj) -> tuple[float, float]:
+        return (obj["x0"] + obj["x1"]) / 2, (obj["top"] + obj["bottom"]) / 2
+
+    def outside_tables(obj) -> bool:
+        if obj.get("object_type") != "char":
+            return True
+        x, y = middle(obj)
+        return not any(x0 <= x <= x1 and top <= y <= bottom for x0, top, x1, bottom in boxes)
+
+    rest = page.filter(outside_tables)
+    parts: list[str] = []
+    cursor = float("-inf")
+    for table, text in sorted(found, key=lambda pair: pair[0].bbox[1]):
+        top = table.bbox[1]
+        # The text above this table (and beside the one before it); ``cursor`` and ``top`` bound the band.
+        band = rest.filter(
+            lambda obj, low=cursor, high=top: obj.get("object_type") != "char" or low <= middle(obj)[1] < high
+        )
+        parts += [band.extract_text(), text]
+        cursor = top
+    parts.append(rest.filter(lambda obj: obj.get("object_type") != "char" or middle(obj)[1] >= cursor).extract_text())
+    return "\n\n".join(part for part in parts if part.strip())
+
+
+def _pdf_tables(data: bytes, pages: list[int], deadline: float, limits: Limits, filename: str) -> dict[int, str]:
+    """Page index -> the page's text with its ruled tables, for those of ``pages`` (0-based) that have one.
+
+    pdfplumber (pdfminer.six) finds a table by the lines that rule it and cuts its cells by them, which the
+    page's text alone cannot tell (its cells are only words on a line). Best effort: a page it cannot read, or
+    reached after ``deadline``, keeps the plain text pypdf extracted."""
+    import pdfplumber
+
+    texts: dict[int, str] = {}
+    try:
+        pdf = pdfplumber.open(io.BytesIO(data), pages=[index + 1 for index in pages])
+    except MemoryError:
+        raise
+    except Exception:  # noqa: BLE001 - pypdf read it; the tables are a bonus
+        return texts
+    with pdf:
+        for page in pdf.pages:
+            if time.monotonic() > deadline:
+                break
+            try:
+                text = _pdf_page_with_tables(page)
+            except MemoryError:
+                raise
+            except Exception:  # noqa: BLE001 - see above
+                text = None
+            finally:
+                page.close()
+            if text is not None:
+                limits.check_page_text(len(text), page.page_number, filename)
+                texts[page.page_number - 1] = text
+    return texts
+
+
 def _parse_pdf(data: bytes, filename: str, limits: Limits) -> tuple[str, list[Section]]:
     """One Section per page; the PDF outline (bookmarks), if any, supplies heading paths. The page count is
-    checked before any page is read, each page's text as it is extracted."""
+    checked before any page is read, each page's text as it is extracted.
+
+    pypdf reads the text. A page that draws enough lines to rule a table is searched for tables
+    (``_pdf_tables``); where one is found, that page's text is pdfplumber's, with the table written as rows
+    under their header instead of lines of words whose column boundaries are lost."""
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
+    deadline = time.monotonic() + limits.timeout_seconds * PDF_TABLE_TIME_SHARE
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
@@ -399,17 +731,23 @@ def _parse_pdf(data: bytes, filename: str, limits: Limits) -> tuple[str, list[Se
         outline = _pdf_outline(reader)
         sections: list[Section] = []
         heading: list[str] = []
+        ruled: list[int] = []
         for index, page in enumerate(reader.pages):
             heading = outline.get(index, heading)
             text = page.extract_text() or ""
             limits.check_page_text(len(text), index + 1, filename)
             # pypdf ends every visual line with "\n"; a blank line marks a paragraph break.
             sections.append(Section(list(heading), text, page=index + 1))
+            if text.strip() and _pdf_may_have_ruled_table(page):
+                ruled.append(index)
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except (ParseError, LimitExceeded):
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
         raise ParseError(f"Could not read PDF {filename}: {exc}") from exc
+    if ruled:
+        for index, text in _pdf_tables(data, ruled, deadline, limits, filename).items():
+            sections[index].text = text
     if meta_title.strip().lower() in {"untitled", "about:blank"} or meta_title.startswith("file:"):
         meta_title = ""
     return meta_title, sections
@@ -430,6 +768,22 @@ def _docx_blocks(document) -> Iterator[object]:
             yield Paragraph(child, document)
         elif child.tag.endswith("}tbl"):
             yield Table(child, document)
+
+
+def _docx_table(table) -> str:
+    """A Word table as the parsers write tables (``table_text``), its first row the header (Word has no other
+    mark of one that documents keep). python-docx repeats a merged cell in each column and row it covers; it is
+    kept so (each column keeps its value), except a cell that spans a whole row, written once."""
+    rows: list[list[str]] = []
+    for row in table.rows:
+        cells = row.cells
+        texts = [_collapse(cell.text) for cell in cells]
+        if len(cells) > 1 and all(cell._tc is cells[0]._tc for cell in cells):
+            texts = texts[:1] + [""] * (len(texts) - 1)
+        rows.append(texts)
+    if max((len(row) for row in rows), default=0) < 2:  # a box around text, not a table
+        return "\n\n".join(text for row in rows for text in row if text)
+    return table_text(rows[1:], rows[0]) if len(rows) > 1 else table_text(rows)
 
 
 def _parse_docx(data: bytes, filename: str, limits: Limits) -> tuple[str, list[Section]]:
@@ -454,13 +808,7 @@ def _parse_docx(data: bytes, filename: str, limits: Limits) -> tuple[str, list[S
     style_title = ""
     for block in _docx_blocks(document):
         if isinstance(block, Table):
-            for row in block.rows:
-                cells: list[str] = []
-                for cell in row.cells:  # merged cells repeat; keep each text once per row
-                    text = _collapse(cell.text)
-                    if text and text not in cells:
-                        cells.append(text)
-                builder.paragraph(" | ".join(cells))
+            builder.paragraph(_docx_table(block))
             continue
         style = (block.style.name if block.style is not None else "") or ""
         match = _HEADING_STYLE.match(style.strip())
