@@ -124,7 +124,7 @@ def bench_knowledge_base(corpus: Corpus) -> Any:
     results = ingest_path([corpus.articles], name)
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        raise SystemExit(f"Ingesting {corpus.name} failed: {[(str(r.path), r.message) for r in failed]}")
+        raise SystemExit(f"Ingesting {corpus.name} failed: {[(str(r.path), r.error) for r in failed]}")
     return KnowledgeBase.objects.get(name=name)
 
 

@@ -176,7 +176,7 @@ LOGOUT_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "en"
 # What the server and pages say to a customer is translated (locale/, `make` compiles it); an answer is in its
-# question's language (knowledge/answering/language.py), else the one Accept-Language prefers.
+# question's language (knowledge/language.py), else the one Accept-Language prefers.
 LANGUAGES = [
     ("en", "English"),
     ("zh-hans", "简体中文"),

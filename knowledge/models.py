@@ -129,6 +129,9 @@ class Chunk(models.Model):
     heading_path = models.CharField(max_length=500, blank=True)
     page = models.PositiveIntegerField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
+    # The chunk's language (knowledge.language.detect; "" when it can't be told): retrieval and the answerer
+    # compare a question with passages of every language on one scale (knowledge.cross_lingual).
+    language = models.CharField(max_length=16, blank=True, default="", db_default="")
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True)
     # The units an extractive answer may quote (knowledge.sentences) and their vectors (float32,
     # one row per unit), computed at ingestion so a question costs no model work but its own embedding;
@@ -157,7 +160,29 @@ class Chunk(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
+            # How much of a knowledge base is in a question's language (the lexical side's weight).
+            models.Index(fields=["knowledge_base", "language"], name="chunk_kb_language"),
         ]
 
     def __str__(self) -> str:
         return f"{self.document} #{self.position}"
+
+
+class LanguageCentroid(models.Model):
+    """An embedding model's mean vector of a fixed set of texts in one language (knowledge/cross_lingual.py).
+
+    Stored because computing them takes the model seconds (320 texts); every process and node reads the same."""
+
+    model = models.CharField(max_length=200)
+    language = models.CharField(max_length=16)
+    messages = models.PositiveIntegerField(help_text="How many texts the mean is over.")
+    vector = models.BinaryField(help_text="float32, the model's dimensions.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model", "language", "messages"], name="centroid_unique_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} · {self.language}"
+

@@ -21,6 +21,7 @@ CJK, so English search is unchanged). ts_headline runs over the bigram text and
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,8 +35,10 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from chatsite import metrics
+from knowledge import cross_lingual
 from knowledge.embeddings import get_embedder
 from knowledge.inference import aquery_vector, query_vector
+from knowledge.language import detect as detect_language
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.sentences import LIST_MARKER
 from knowledge.visibility import EVERYTHING, Reader, visible_knowledge_bases
@@ -68,9 +71,10 @@ class Passage:
     heading: str
     page: int | None
     text: str
+    language: str  # Chunk.language: "" when it could not be told
     snippet: str
     url: str
-    vector_score: float | None  # cosine similarity, 1 - cosine distance
+    vector_score: float | None  # cosine similarity on the question's language's scale (knowledge/cross_lingual.py)
     keyword_score: float | None  # ts_rank_cd
     score: float  # what the ranking used: rrf (hybrid), similarity (vector), ts_rank_cd (keyword)
     vector_rank: int | None
@@ -96,14 +100,46 @@ class SearchResult:
 
 _VECTOR_CTE = """
 vector_hits AS (
-    SELECT id, 1 - distance AS vector_score, row_number() OVER (ORDER BY distance, id) AS vector_rank
+    SELECT id, vector_score, row_number() OVER (ORDER BY vector_score DESC, id) AS vector_rank
     FROM (
-        SELECT c.id, c.embedding <=> %(embedding)s::vector AS distance
-        FROM knowledge_chunk c
-        WHERE c.embedding IS NOT NULL {kb_filter}
-        ORDER BY distance
-        LIMIT %(candidates)s
-    ) AS nearest
+        SELECT id, 1 - distance + COALESCE((%(shifts)s::jsonb ->> language)::float8, 0) AS vector_score
+        FROM (
+            (SELECT c.id, c.language, c.embedding <=> %(embedding)s::vector AS distance
+             FROM knowledge_chunk c
+             WHERE c.embedding IS NOT NULL {kb_filter}
+             ORDER BY distance
+             LIMIT %(candidates)s)
+            {other_languages}
+        ) AS nearest
+    ) AS calibrated
+)"""
+
+#: The nearest passages in languages other than the question's, searched apart (knowledge/cross_lingual.py): a
+#: question's own language is closer to it whatever the topic, so its passages alone could fill the candidates.
+#: Only when the scope holds other languages (a one-time filter: no index scan at all otherwise).
+_OTHER_LANGUAGES = """
+            UNION
+            (SELECT c.id, c.language, c.embedding <=> %(embedding)s::vector AS distance
+             FROM knowledge_chunk c
+             WHERE c.embedding IS NOT NULL {kb_filter} AND c.language <> %(language)s
+                   AND (SELECT share FROM language_share) < 1
+             ORDER BY distance
+             LIMIT %(candidates)s)"""
+
+#: The share of the scope's passages written in the question's language: what the lexical side can see. A
+#: Chinese question's words match only Chinese passages, so its full-text ranks say nothing about the English
+#: ones; in reciprocal rank fusion even a small weight on them lifts one Chinese article over every English one.
+#: The full-text ranks count fully when the whole scope is in the question's language and not at all when half
+#: of it or less is: ``lexical_weight = max(0, 2 * share - 1)`` (knowledge/cross_lingual.py). An unknown
+#: language ("E42?") counts as seeing everything.
+_SHARE_CTE = """
+language_share AS (
+    SELECT CASE WHEN %(language)s::text IS NULL THEN 1.0
+                ELSE count(*) FILTER (WHERE c.language = %(language)s)::float8 / GREATEST(count(*), 1) END AS share
+    FROM knowledge_chunk c
+    WHERE TRUE {kb_filter}
+), lexical AS (
+    SELECT GREATEST(0.0, 2 * share - 1) AS weight FROM language_share
 )"""
 
 #: The full-text query: ``websearch_to_tsquery`` ANDs the question's terms. OR-ing them (ranked by ``ts_rank_cd``)
@@ -127,8 +163,8 @@ _FUSED = {
     "hybrid": """
 fused AS (
     SELECT COALESCE(v.id, kw.id) AS id, v.vector_score, v.vector_rank, kw.keyword_score, kw.keyword_rank,
-           COALESCE(1.0 / (%(rrf_k)s + v.vector_rank), 0) + COALESCE(1.0 / (%(rrf_k)s + kw.keyword_rank), 0)
-               AS rrf_score
+           COALESCE(1.0 / (%(rrf_k)s + v.vector_rank), 0)
+               + COALESCE(1.0 / (%(rrf_k)s + kw.keyword_rank), 0) * (SELECT weight FROM lexical) AS rrf_score
     FROM vector_hits v FULL OUTER JOIN keyword_hits kw ON kw.id = v.id
     ORDER BY rrf_score DESC, v.vector_rank NULLS LAST, kw.keyword_rank NULLS LAST
     LIMIT %(k)s
@@ -148,7 +184,7 @@ fused AS (
 }
 
 _SELECT = """
-SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text,
+SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text, c.language,
        CASE WHEN f.keyword_rank IS NOT NULL
             THEN ts_headline('english', cjk_bigrams(c.text), {tsquery},
                              %(headline)s)
@@ -160,17 +196,19 @@ JOIN knowledge_document d ON d.id = c.document_id
 ORDER BY f.rrf_score DESC NULLS LAST, f.vector_rank NULLS LAST, f.keyword_rank NULLS LAST"""
 
 
-def build_sql(mode: str, *, filtered: bool, several: bool = False) -> str:
+def build_sql(mode: str, *, filtered: bool, several: bool = False, other_languages: bool = False) -> str:
     """The one statement for ``mode``; the KB filter is spliced in only when used (no `$1 IS NULL OR`).
 
     ``several``: ``%(kb_id)s`` is a list of knowledge-base ids (the ones a reader may see), not one id.
+    ``other_languages``: the question's language is known, so passages in other languages are also searched apart.
     """
     kb_filter = ""
     if filtered:
         kb_filter = "AND c.knowledge_base_id = ANY(%(kb_id)s::bigint[])" if several else "AND c.knowledge_base_id = %(kb_id)s"
-    ctes = []
+    ctes = [_SHARE_CTE.replace("{kb_filter}", kb_filter)]
     if mode in ("hybrid", "vector"):
-        ctes.append(_VECTOR_CTE.format(kb_filter=kb_filter))
+        other = _OTHER_LANGUAGES.replace("{kb_filter}", kb_filter) if other_languages else ""
+        ctes.append(_VECTOR_CTE.replace("{other_languages}", other).replace("{kb_filter}", kb_filter))
     if mode in ("hybrid", "keyword"):
         ctes.append(_KEYWORD_CTE.replace("{kb_filter}", kb_filter))
     ctes.append(_FUSED[mode])
@@ -258,10 +296,13 @@ def fetch_passages(
     candidates: int | None = None,
     ef_search: int | None = None,
     iterative_scan: str | None = None,
+    language: str | None = None,
+    shifts: dict[str, float] | None = None,
 ) -> tuple[list[Passage], float]:
     """The database half of a search (one round trip); returns passages and db milliseconds.
 
     ``kb_id``: one knowledge base, a list of them (``search_scope``: an empty list finds nothing), or None for all.
+    ``language`` and ``shifts``: the question's language and ``cross_lingual.shifts`` (None: not corrected).
     Public so bench/retrieval.py can time the database apart from the embedder.
     """
     if mode != "keyword" and embedding is None:
@@ -276,12 +317,14 @@ def fetch_passages(
         "candidates": max(int(candidates or settings.RETRIEVAL_CANDIDATES), int(k)),
         "rrf_k": int(settings.RETRIEVAL_RRF_K),
         "headline": HEADLINE_OPTIONS,
+        "language": language,
+        "shifts": json.dumps(shifts or {}),
     }
     prelude = _session_settings(
         ef_search or settings.HNSW_EF_SEARCH,
         settings.HNSW_ITERATIVE_SCAN if iterative_scan is None else iterative_scan,
     )
-    sql = build_sql(mode, filtered=kb_id is not None, several=isinstance(kb_id, list))
+    sql = build_sql(mode, filtered=kb_id is not None, several=isinstance(kb_id, list), other_languages=bool(language))
     started = time.perf_counter()
     # SET LOCAL only lasts until the end of the transaction, so the settings never leak into other
     # queries on a reused connection. savepoint=False: a read needs no savepoint round trip.
@@ -310,7 +353,9 @@ def scoped_passages(
     savepoint when nested (tests, callers' transactions): an unknown knowledge base's error must not doom theirs."""
     with transaction.atomic():
         kb_id = search_scope(kb, reader)
-        return fetch_passages(query, embedding, kb_id=kb_id, k=k, mode=mode)
+        language = detect_language(query)
+        shifts = cross_lingual.shifts(embedding) if embedding is not None else None
+        return fetch_passages(query, embedding, kb_id=kb_id, k=k, mode=mode, language=language, shifts=shifts)
 
 
 def search(
@@ -420,7 +465,7 @@ def _lead_snippet(text: str) -> str:
 
 
 def _passage(row: tuple, mode: str) -> Passage:
-    (chunk_id, document_id, title, filename, source_url, heading, page, text, headline,
+    (chunk_id, document_id, title, filename, source_url, heading, page, text, language, headline,
      vector_score, keyword_score, rrf_score, vector_rank, keyword_rank) = row  # fmt: skip
     # An unsaved Document lends its naming rules (title fallback, `source`) without a query.
     document = Document(pk=document_id, title=title, original_filename=filename, source_url=source_url)
@@ -436,6 +481,7 @@ def _passage(row: tuple, mode: str) -> Passage:
         heading=heading,
         page=page,
         text=text,
+        language=language or "",
         snippet=_plain(undo_cjk_bigrams(headline)) if headline else _lead_snippet(text),
         url=reverse("knowledge:document", args=[document_id]) + f"#chunk-{chunk_id}",
         vector_score=vector_score,
@@ -458,7 +504,7 @@ def document_passages(document_ids: list[int], exclude: set[int]) -> list[Passag
         .exclude(pk__in=exclude)
         .order_by("document_id", "position")
         .values_list("pk", "document_id", "document__title", "document__original_filename",
-                     "document__source_url", "heading_path", "page", "text")  # fmt: skip
+                     "document__source_url", "heading_path", "page", "text", "language")  # fmt: skip
     )
     order = {pk: i for i, pk in enumerate(document_ids)}
     found = [_passage((*row, None, None, None, None, None, None), "vector") for row in rows]

@@ -21,7 +21,7 @@ _ORDERED_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+")
 _HEADING_MARKER = re.compile(r"^\s*#{1,6}\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _NUMBERED_HEADING = re.compile(r"^\s*\d{1,2}[.)]\s+\S")
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "no.", "vs.", "mr.", "mrs.", "dr.", "st.")
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "no.", "vs.", "mr.", "mrs.", "dr.", "st.", "max.", "min.")
 #: A line ending on one of these words continues on the next one (PDF text wraps mid-sentence).
 _CONTINUES = frozenset("a an and or but nor the to of for with on in at by from than as your our their its".split())
 #: Words no sentence ends on, end mark or not: it was cut ("…on Sundays or").

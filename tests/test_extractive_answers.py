@@ -15,9 +15,9 @@ from django.utils import translation
 
 from knowledge import sentence_vectors
 from knowledge.answering import FinalEvent, SourcesEvent, StatusEvent, answer
-from knowledge.answering.language import detect
 from knowledge.answering.scoring import Question, terms
 from knowledge.embeddings import get_embedder
+from knowledge.language import detect
 from knowledge.models import Chunk
 from knowledge.sentences import ITEM, ROW, SENTENCE, STEP, units
 

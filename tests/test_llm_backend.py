@@ -274,3 +274,35 @@ async def test_a_document_cannot_pass_instructions_or_a_fake_passage_to_the_mode
     # And what the model writes is still guarded: the fake passage's number never reaches the customer.
     final = events[-1]
     assert "[9]" not in final.text and final.citations == [1]
+
+
+# --- issue 18, point 6: the LLM path gets the same retrieval and verdict --------------------------------------
+
+
+async def test_a_question_the_knowledge_base_does_not_answer_costs_no_model_call(llm, kb):
+    events = await collect("What's a good recipe for banana bread?", kb)
+    final = events[-1]
+    assert isinstance(final, FinalEvent) and final.offer_handoff
+    assert "couldn't find anything" in final.text
+    assert llm.requests == []  # refused on the evidence, before any request to the model
+    assert [e for e in events if isinstance(e, SourcesEvent)][0].items == []
+
+
+async def test_the_model_reads_the_passages_of_the_language_fair_search(llm):
+    """A bank's help centre with one Chinese article (../shared/answer-corpora/kestrel): a Chinese question about
+    freezing a card gets the English card article's passages in its prompt, not the Chinese article's, and the
+    prompt asks for the answer in the customer's language."""
+    from knowledge.ingest import pipeline
+    from tests.test_table_ingestion import corpus_file
+
+    names = ["zh-cn-remittance-to-china.md", "freeze-and-replace-card.md", "card-limits.html", "sending-money.md"]
+    results = await database_sync_to_async(pipeline.ingest_path)([corpus_file("kestrel", n) for n in names], "Bank")
+    assert all(r.status == "ok" for r in results), [(r.path, r.error) for r in results]
+    bank = await database_sync_to_async(pipeline.get_or_create_knowledge_base)("Bank")
+    events = await collect("我的银行卡好像丢了，可以先把卡冻结吗？", bank)
+    sources = [e for e in events if isinstance(e, SourcesEvent)][0].items
+    assert sources and sources[0]["title"].lower().startswith("freez")
+    prompt = llm.streamed_requests()[0]["messages"][0]["content"]
+    assert "Answer in the customer's language" in prompt
+    first = re.search(r'<passage id="1" source="([^"]*)">', prompt)
+    assert first and "freez" in first.group(1).lower(), first

@@ -38,8 +38,8 @@ from knowledge.answering.followups import choose_query, previous_question, refer
 from knowledge.answering.generators import Composition, Generator, get_generator
 from knowledge.answering.generators.extractive import min_similarity, pace_words
 from knowledge.answering.grounding import Guard
-from knowledge.answering.language import detect as detect_language
 from knowledge.answering.rendering import cited_sources, render_answer_html
+from knowledge.language import detect as detect_language
 from knowledge.models import KnowledgeBase
 from knowledge.retrieval import SearchResult, asearch
 
@@ -167,7 +167,7 @@ async def answer(
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
             rewritten = await _search(candidate, kb, reader, requester)
-            written = result.passages[0].text if result.passages else question
+            written = result.passages[0].language if result.passages else ""
             margin = rewrite_margin(points_back, min_similarity(question, written))
             if choose_query(result.passages, rewritten.passages, margin=margin):
                 query, result = candidate, rewritten

@@ -34,8 +34,11 @@ _STOPWORDS = frozenset(
     "who why will with would you your about any get got im i'm id i'd dont don't just also there's whats what's "
     "want need much many long still yet again any some us it's is there been being".split()
 )
-_NUMBER = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)(?![\d])")
-_RANGE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?:[-–—]|to|bis|à|a)\s*(\d+(?:[.,]\d+)?)")
+#: A number as written: thousands grouped by a comma, a space or a narrow space ("1,501", "3 900"), then decimals.
+_FIGURE = r"\d{1,3}(?:(?:,|[ \u00a0\u202f])\d{3})+(?![\d])(?:\.\d+)?|\d+(?:[.,]\d+)?"
+_NUMBER = re.compile(rf"(?<![\w.,])({_FIGURE})(?![\d])")
+_RANGE = re.compile(rf"({_FIGURE})\s*(?:[-–—]|to|bis|à|a)\s*({_FIGURE})")
+_GROUPING = re.compile(r"(?<=\d)(?:,|[ \u00a0\u202f])(?=\d{3}(?!\d))")
 _CODE = re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]+(?:-[A-Z0-9]+)*\b")
 
 
@@ -118,8 +121,13 @@ def terms(text: str) -> set[str]:
     return found
 
 
+def _value(figure: str) -> float:
+    """'1,501' and '3 900' -> 1501, 3900 (grouped thousands); '9,95' -> 9.95 (a decimal comma)."""
+    return float(_GROUPING.sub("", figure).replace(",", "."))
+
+
 def _numbers(text: str) -> list[float]:
-    return [float(n.replace(",", ".")) for n in _NUMBER.findall(text)]
+    return [_value(n) for n in _NUMBER.findall(text)]
 
 
 @dataclass
@@ -190,9 +198,11 @@ class Scored:
     unit: Unit
     vector: np.ndarray
     prior: float = 0.0  # how highly retrieval ranked the unit's document (1 = first), see ``document_priors``
-    similarity: float = 0.0  # raw cosine with the query
+    shift: float = 0.0  # added to the cosine: its language's correction (knowledge.cross_lingual)
+    similarity: float = 0.0  # cosine with the query, shifted
     score: float = 0.0
     reasons: dict[str, float] = field(default_factory=dict)
+    quote: str = ""  # what the answer quotes when not the unit's whole text (a table row's asked columns)
 
 
 def _number_match(question: Question, text: str) -> float:
@@ -200,7 +210,7 @@ def _number_match(question: Question, text: str) -> float:
     if not question.numbers:
         return 0.0
     for low, high in _RANGE.findall(text):
-        lo, hi = float(low.replace(",", ".")), float(high.replace(",", "."))
+        lo, hi = _value(low), _value(high)
         if any(lo <= n <= hi for n in question.numbers):
             return 1.0
     mentioned = set(_numbers(text))
@@ -212,7 +222,7 @@ def score_units(question: Question, candidates: list[Scored]) -> None:
     if not candidates:
         return
     matrix = np.stack([c.vector for c in candidates])
-    similarities = matrix @ question.vector
+    similarities = matrix @ question.vector + np.array([c.shift for c in candidates], dtype=np.float32)
     low, high = float(similarities.min()), float(similarities.max())
     spread = max(high - low, 1e-6)
     unit_terms = [terms(c.unit.text) for c in candidates]

@@ -28,6 +28,7 @@ from knowledge.ingest.chunking import ChunkDraft
 from knowledge.ingest.isolation import parse_and_chunk
 from knowledge.ingest.limits import Limits, human_size
 from knowledge.ingest.parsers import ParsedDocument, mime_type_for
+from knowledge.language import detect as detect_language
 from knowledge.models import Chunk, Document, KnowledgeBase
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ def prepare(data: bytes, filename: str) -> PreparedDocument:
 
 def build_chunks(document: Document, prepared: PreparedDocument) -> list[Chunk]:
     max_heading = Chunk._meta.get_field("heading_path").max_length
+    # A chunk's language from its own text; a table or a list of codes says too little: then the document's.
+    whole = detect_language(" ".join(d.text for d in prepared.drafts)[:20000]) or ""
     return [
         Chunk(
             document=document,
@@ -238,6 +241,7 @@ def build_chunks(document: Document, prepared: PreparedDocument) -> list[Chunk]:
             heading_path=draft.heading_path[:max_heading],
             page=draft.page,
             token_count=draft.token_count,
+            language=detect_language(draft.text) or whole,
             embedding=vector,
             sentences=sentences,
             sentence_vectors=packed,

@@ -11,15 +11,16 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import gettext
 
-from knowledge import sentence_vectors
+from knowledge import cross_lingual, sentence_vectors
+from knowledge.answering import rows
 from knowledge.answering.followups import previous_question
 from knowledge.answering.generators import Composition
-from knowledge.answering.language import detect as detect_language
-from knowledge.answering.scoring import Question, Scored, document_priors, score_units, terms
+from knowledge.answering.scoring import INTENTS, Question, Scored, document_priors, score_units, terms
 from knowledge.embeddings import BACKENDS
 from knowledge.inference import answer_work, query_vector
+from knowledge.language import detect as detect_language
 from knowledge.retrieval import document_passages
-from knowledge.sentences import STEP
+from knowledge.sentences import ROW, STEP
 
 #: The English source strings (tests and docs); what the customer gets is ``nothing_found()``, translated.
 NOTHING_FOUND = "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
@@ -47,7 +48,7 @@ async def pace_words(text: str, words_per_second: float) -> AsyncIterator[str]:
 
 
 def nothing_found() -> str:
-    """The refusal, in the active language (``knowledge.answering.language`` picks it per question)."""
+    """The refusal, in the active language (``knowledge.language`` picks it per question)."""
     return gettext(
         "I couldn't find anything about that in the knowledge base. Would you like to talk to a person?"
     )
@@ -66,11 +67,12 @@ def key_terms(text: str) -> list[str]:
     return seen
 
 
-def min_similarity(question: str, passage_text: str) -> float:
+def min_similarity(question: str, passage_language: str) -> float:
     """The similarity below which nothing answers: ``ANSWER_MIN_SIMILARITY`` (or its cross-lingual twin when the
-    question and the best passage text are in different languages), else the embedding model's calibrated
-    values (``embeddings.BACKENDS``)."""
-    asked, written = detect_language(question), detect_language(passage_text)
+    question and the best passage are in different languages), else the embedding model's calibrated values
+    (``embeddings.BACKENDS``). Similarities are on the reference language's scale (``knowledge.cross_lingual``);
+    a question and a passage in two languages still match less closely than in one, hence two thresholds."""
+    asked, written = detect_language(question), passage_language or None
     cross = asked is not None and written is not None and asked != written
     configured = settings.ANSWER_MIN_SIMILARITY_CROSS_LINGUAL if cross else settings.ANSWER_MIN_SIMILARITY
     if configured is not None:
@@ -81,8 +83,9 @@ def min_similarity(question: str, passage_text: str) -> float:
     return backend.cross_lingual_min_similarity if cross else backend.min_similarity
 
 
-def _candidates(passages: Sequence[Any]) -> list[Scored]:
-    """Every unit of the passages once (overlapping chunks repeat sentences), with its stored vector."""
+def _candidates(passages: Sequence[Any], shifts: dict[str, float]) -> list[Scored]:
+    """Every unit of the passages once (overlapping chunks repeat sentences), with its stored vector and its
+    passage's language shift (``cross_lingual.shifts``)."""
     stored = sentence_vectors.for_chunks([p.chunk_id for p in passages])
     candidates: list[Scored] = []
     seen: set[str] = set()
@@ -94,7 +97,9 @@ def _candidates(passages: Sequence[Any]) -> list[Scored]:
             key = unit.text.lower()
             if key not in seen:
                 seen.add(key)
-                candidates.append(Scored(n, passage.document_id, position, unit, vector))
+                candidates.append(
+                    Scored(n, passage.document_id, position, unit, vector, shift=shifts.get(passage.language, 0.0))
+                )
     return candidates
 
 
@@ -173,9 +178,9 @@ def _render(chosen: list[Scored]) -> str:
                     paragraphs.append(" ".join(prose))
                     prose = []
                 step += 1
-                paragraphs.append(f"{step}. {_with_marker(c.unit.text, n)}")
+                paragraphs.append(f"{step}. {_with_marker(c.quote or c.unit.text, n)}")
             else:
-                prose.append(_with_marker(c.unit.text, n))
+                prose.append(_with_marker(c.quote or c.unit.text, n))
         if prose:
             paragraphs.append(" ".join(prose))
     # consecutive steps form one list (single line breaks), the rest are paragraphs
@@ -228,10 +233,11 @@ def compose(
     remembered yet (``inference.query_vector``).
     """
     reading = _reading_list(passages) if whole_documents and passages else list(passages)
-    candidates = _candidates(reading)
+    vector = query_vector(question, requester)
+    candidates = _candidates(reading, cross_lingual.shifts(vector))
     if not candidates:
         return Composition(nothing_found(), True, {"reason": "no passages"}, [])
-    asked = Question.of(question, query_vector(question, requester), focus=focus, context=context)
+    asked = Question.of(question, vector, focus=focus, context=context)
     priors = document_priors([p.document_id for p in passages])
     for candidate in candidates:
         candidate.prior = priors.get(candidate.document, 0.0)
@@ -239,7 +245,7 @@ def compose(
     ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
     closest = max(candidates, key=lambda c: c.similarity)
     best_similarity = closest.similarity
-    threshold = min_similarity(question, reading[closest.n - 1].text) if threshold is None else threshold
+    threshold = min_similarity(focus or question, reading[closest.n - 1].language) if threshold is None else threshold
     report: dict[str, Any] = {"best_similarity": round(best_similarity, 3), "threshold": threshold,
                               "intents": sorted(asked.intents)}
     if best_similarity < threshold:
@@ -266,12 +272,21 @@ def compose(
         if candidate.unit.kind == STEP:  # a step out of its procedure helps no one: the whole of it, in order
             chosen.extend(s for s in _steps(candidate, candidates) if s not in chosen)
             continue
+        if candidate.unit.kind == ROW:
+            # One row of a document's tables answers a look-up; another only when it adds asked words.
+            quoted = [c.unit.text for c in chosen if c.unit.kind == ROW and c.document == candidate.document]
+            if quoted and not rows.adds_to(candidate.unit.text, quoted, asked.focus):
+                continue
         chosen.append(candidate)
     if "steps" in asked.intents and not any(c.unit.kind == STEP for c in chosen):
         # "How do I…": the best-matching procedure of the answering documents, whole and in order.
         procedure = next((c for c in ranked if c.unit.kind == STEP and c.document in documents), None)
         if procedure is not None and procedure.score >= 0.5 * ranked[0].score:
             chosen = chosen[: max(1, limit // 2)] + [s for s in _steps(procedure, candidates) if s not in chosen]
+    wanted = [i.answer for i in INTENTS if i.name in asked.intents and i.answer is not None]
+    for candidate in chosen:
+        if candidate.unit.kind == ROW:  # the columns the customer named ("on Metal"), with the row's label
+            candidate.quote = rows.focused(reading[candidate.n - 1].text, candidate.unit.text, asked.focus, wanted)
     sources = _number_sources(chosen, passages, reading)
     report["chosen"] = [
         {"n": c.n, "score": round(c.score, 3), **{k: round(v, 2) for k, v in c.reasons.items()}} for c in chosen
