@@ -115,6 +115,11 @@ async def test_follow_up_is_rewritten_with_the_previous_question(kb):
     assert final.trace["rewritten_query"] is not None
     assert "password" in final.trace["rewritten_query"]
     assert "30 minutes" in final.text
+    # The trace shows both searches, which one was used and why.
+    asked, rewritten = final.trace["searches"]
+    assert asked["query"] == "How long is it valid?" and not asked["used"]
+    assert rewritten["query"] == final.trace["rewritten_query"] and rewritten["used"]
+    assert rewritten["why"].startswith("kept:") and "points back" in rewritten["why"]
 
 
 async def test_pace_setting_spaces_the_words(kb, settings):

@@ -34,7 +34,13 @@ from knowledge.answering.events import (
     StatusEvent,
     TokenEvent,
 )
-from knowledge.answering.followups import choose_query, previous_question, refers_back, rewrite_margin
+from knowledge.answering.followups import (
+    best_similarity,
+    choose_query,
+    previous_question,
+    refers_back,
+    rewrite_margin,
+)
 from knowledge.answering.generators import Composition, Generator, get_generator
 from knowledge.answering.generators.extractive import min_similarity, pace_words
 from knowledge.answering.grounding import Guard
@@ -116,6 +122,12 @@ def _prior_turns(question: str, history: list[dict] | None) -> list[dict]:
     return turns
 
 
+def _search_record(query: str, result: SearchResult) -> dict[str, Any]:
+    """One search as the trace shows it: what was searched, how close its best passage came, where it led."""
+    return {"query": query, "best_similarity": round(best_similarity(result.passages), 3),
+            "found": [p.document_id for p in result.passages[:3]], "used": False}
+
+
 async def _search(query: str, kb: KnowledgeBase | None, reader: Any, requester: str | None) -> SearchResult:
     try:
         return await asearch(query, kb=kb, k=settings.RETRIEVAL_TOP_K, reader=reader, requester=requester)
@@ -157,6 +169,7 @@ async def answer(
     query = question
     rewrite_ms = 0.0
     points_back = refers_back(question)
+    searches = [_search_record(question, result)]
     if turns and (points_back or generator.rewrites_cheaply):
         # A follow-up is also searched rewritten with the conversation; the rewrite is kept on evidence: it
         # must search better, and clearly better when the question does not point back ("what do I need to
@@ -167,16 +180,26 @@ async def answer(
         rewrite_ms = _ms(time.perf_counter() - rewrite_started)
         if candidate != question:
             rewritten = await _search(candidate, kb, reader, requester)
+            searches.append(_search_record(candidate, rewritten))
             written = result.passages[0].language if result.passages else ""
-            margin = rewrite_margin(points_back, min_similarity(question, written))
-            if choose_query(result.passages, rewritten.passages, margin=margin):
+            threshold = min_similarity(question, written)
+            margin = rewrite_margin(points_back, threshold)
+            kept = choose_query(result.passages, rewritten.passages, margin=margin)
+            searches[-1]["why"] = (
+                f"{'kept' if kept else 'not kept'}: best passage {best_similarity(rewritten.passages):.3f} vs "
+                f"{best_similarity(result.passages):.3f} as asked, margin {margin:.3f} "
+                f"({'the question points back' if points_back else 'the question does not point back'})"
+            )
+            if kept:
                 query, result = candidate, rewritten
+    for record in searches:
+        record["used"] = record["query"] == query
     passages = list(result.passages)
     # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
     rewritten_from = question if query != question else None
     composition = await _compose(
-        generator, query, passages, language,
-        focus=rewritten_from, context=previous_question(turns) if rewritten_from else None, requester=requester,
+        generator, query, passages, language, focus=rewritten_from,
+        context=previous_question(turns) if rewritten_from else None, requester=requester,
     )
     offer_handoff = composition.declined
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
@@ -231,6 +254,9 @@ async def answer(
     trace = {
         "query": question,
         "rewritten_query": query if query != question else None,
+        # Every search made for this answer, the one used and why: the question as asked and, for a question
+        # asked after others, rewritten with the conversation.
+        "searches": searches,
         "mode": result.mode,
         "passages": [
             {
