@@ -74,6 +74,7 @@ def test_chunks_know_their_language(bank_kb):
 def test_a_question_in_a_language_is_closer_to_any_text_in_it_and_the_shift_takes_that_away(bank_kb):
     """The measured bias the mechanism corrects, and the correction's sign and size."""
     embedder = get_embedder()
+    cross_lingual._centroids.clear()  # another test may have computed them in a transaction rolled back since
     chinese = embedder.embed_query("我的银行卡丢了，怎么办？")
     english = embedder.embed_query("I lost my bank card, what do I do?")
     centroids = cross_lingual.centroids()

@@ -42,9 +42,10 @@ from knowledge.answering.followups import (
     rewrite_margin,
 )
 from knowledge.answering.generators import Composition, Generator, get_generator
-from knowledge.answering.generators.extractive import min_similarity, pace_words
+from knowledge.answering.generators.extractive import lead_in, min_similarity, pace_words
 from knowledge.answering.grounding import Guard
 from knowledge.answering.rendering import cited_sources, render_answer_html
+from knowledge.answering.subquestions import split as split_question
 from knowledge.language import detect as detect_language
 from knowledge.models import KnowledgeBase
 from knowledge.retrieval import SearchResult, asearch
@@ -95,6 +96,36 @@ async def _compose(
     except Exception as exc:  # the database or the embedding model is down
         logger.exception("Composing the answer failed for %r", query)
         raise AnswerBackendError("Reading the knowledge base failed; please try again in a moment.") from exc
+
+
+async def _compose_parts(
+    generator: Generator, parts: list[str], passages: list[Any], language: str, kb: KnowledgeBase | None,
+    reader: Any, requester: str | None, searches: list[dict[str, Any]],
+) -> Composition:
+    """One answer to a message asking several things: each part searched (its passages added to the message's),
+    then answered in turn over all of them, each part's composition numbering its sources after the ones before
+    (so the parts' citations agree); the answers of the parts that the knowledge base answers, one after the other.
+    No part answered: the composition of the whole message, as for any question."""
+    pool = list(passages)
+    seen = {p.chunk_id for p in pool}
+    for part in parts:
+        found = await _search(part, kb, reader, requester)
+        searches.append({**_search_record(part, found), "used": True, "why": "a part of the message"})
+        pool += [p for p in found.passages if p.chunk_id not in seen and not seen.add(p.chunk_id)]
+    sources, bodies, reports = pool, [], []
+    for part in parts:
+        answered = await _compose(generator, part, sources, language, focus=None, context=None, requester=requester)
+        reports.append({"part": part, **answered.report})
+        if not answered.declined:
+            sources = answered.passages
+            body = answered.text.split("\n\n", 1)[-1]
+            bodies.append("\n\n".join(p for p in body.split("\n\n") if all(p not in b for b in bodies)))
+    bodies = [body for body in bodies if body]
+    if not bodies:
+        return await _compose(generator, " ".join(parts), passages, language, focus=None, context=None,
+                              requester=requester)
+    lead = _translated(language, lead_in)
+    return Composition(f"{lead}\n\n" + "\n\n".join(bodies), False, {"parts": reports}, sources)
 
 
 def source_items(passages: Sequence[Any]) -> list[dict[str, Any]]:
@@ -197,10 +228,15 @@ async def answer(
     passages = list(result.passages)
     # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
     rewritten_from = question if query != question else None
-    composition = await _compose(
-        generator, query, passages, language, focus=rewritten_from,
-        context=previous_question(turns) if rewritten_from else None, requester=requester,
-    )
+    parts = split_question(question) if generator.composes and not rewritten_from else [question]
+    if len(parts) > 1:
+        # Two questions in one message: each searched and answered on its own (knowledge/answering/subquestions.py).
+        composition = await _compose_parts(generator, parts, passages, language, kb, reader, requester, searches)
+    else:
+        composition = await _compose(
+            generator, query, passages, language, focus=rewritten_from,
+            context=previous_question(turns) if rewritten_from else None, requester=requester,
+        )
     offer_handoff = composition.declined
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
     # what was retrieved (the console shows why nothing was good enough).
