@@ -3,6 +3,7 @@
 The customer asks and clicks "Talk to a person"; the staff console's list shows the conversation waiting without a
 reload; the staff member opens it, takes over and replies; the customer sees the reply as from a person and
 answers; the staff page shows that; the staff member hands back and the bot answers the customer's next question.
+A follow-up's trace card lists both of its searches and marks the one used.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.contrib.auth import get_user_model
 
 from conversations.models import Conversation, Message
 from tests.browser import new_page, sign_in
-from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, QUESTION, ask, wait_for_final
+from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, QUESTION, ask, screenshot, wait_for_final
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -99,6 +100,70 @@ def test_customer_to_person_handoff_and_back_to_the_bot(browser, site):
 
     assert Message.objects.filter(conversation_id=conversation, role="agent").count() == 1
     assert Conversation.objects.get().status == "bot"
+    assert errors == []
+    customer_context.close()
+    staff_context.close()
+
+
+def below_header(locator) -> None:
+    """Scroll the page so the element's top is just under the sticky site header (a picture shows its head)."""
+    locator.evaluate(
+        "e => window.scrollBy(0, e.getBoundingClientRect().top"
+        " - document.querySelector('.site-header').getBoundingClientRect().bottom - 8)"
+    )
+
+
+def test_a_follow_ups_trace_lists_both_searches_and_marks_the_one_used(browser, daphne_server, demo_kb):
+    users = get_user_model().objects
+    users.create_user("customer", password=PASSWORD)
+    users.create_user("sam", password=STAFF_PASSWORD, first_name="Sam", is_staff=True)
+    site = daphne_server(ANSWER_WORDS_PER_SECOND="0")  # the answers themselves are not what is tested here
+    errors: list[str] = []
+    customer_context, customer = new_page(browser, errors)
+    sign_in(customer, f"{site.url}/", "customer", PASSWORD)
+    customer.click("[data-new-conversation]")
+    customer.wait_for_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    customer.wait_for_function("document.querySelector('[data-chat]').dataset.connection === 'open'")
+    ask(customer, "How do I reset my password?")
+    wait_for_final(customer, "complete")
+    ask(customer, "How long is it valid?")
+    customer.wait_for_function("document.querySelectorAll('.msg-assistant').length === 2")
+    wait_for_final(customer, "complete")
+    follow_up = Message.objects.filter(role="assistant").order_by("created_at").last()
+    asked, rewritten = follow_up.trace["searches"]  # the pipeline rewrote the follow-up and kept the rewrite
+    assert rewritten["used"] and not asked["used"]
+
+    staff_context, staff = new_page(browser, errors)
+    sign_in(staff, f"{site.url}/console/c/{follow_up.conversation_id}/", "sam", STAFF_PASSWORD)
+    staff.wait_for_function("document.querySelectorAll('.trace .generator').length === 2")
+    card = staff.locator(f'.trace[data-message="{follow_up.pk}"]')
+    lines = card.locator(".searches .search")
+    assert lines.count() == 2
+    first, second = lines.nth(0), lines.nth(1)
+    assert first.get_attribute("data-used") == "false" and first.locator(".mark").inner_text() == "–"
+    assert first.locator(".query").inner_text() == "“How long is it valid?”"
+    assert first.locator(".sim").inner_text() == f"best {asked['best_similarity']:.3f}"
+    assert not first.locator(".why").count()
+    assert second.get_attribute("data-used") == "true" and second.locator(".mark").inner_text() == "✓"
+    assert second.locator(".query").inner_text() == f"“{rewritten['query']}”"
+    assert second.locator(".sim").inner_text() == f"best {rewritten['best_similarity']:.3f}"
+    assert second.locator(".why").inner_text() == rewritten["why"]
+    # The first answer searched once: its card has no list, and no "searched as" line.
+    first_card = staff.locator(".trace").first
+    assert not first_card.locator(".searches").count() and "searched as" not in first_card.inner_text()
+
+    # Nothing in the card sticks out of the side panel, on a desktop and on a phone.
+    for width, name in ((1280, "console-trace-searches-desktop"), (390, "console-trace-searches-390")):
+        staff.set_viewport_size({"width": width, "height": 900})
+        below_header(card)
+        assert staff.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), name
+        panel = staff.locator(".trace-panel").bounding_box()
+        for box in (lines.nth(i).bounding_box() for i in range(2)):
+            assert box["x"] >= panel["x"] and box["x"] + box["width"] <= panel["x"] + panel["width"] + 0.5, name
+        path = screenshot(staff, name)
+        staff.set_viewport_size({"width": width, "height": 1600})  # the whole card, clear of the sticky header
+        below_header(card)
+        card.screenshot(path=str(path.with_name(f"{name}-card.png")))
     assert errors == []
     customer_context.close()
     staff_context.close()

@@ -51,6 +51,22 @@ function passageLabel(p) {
   return [title, heading].filter(Boolean).join(" · ");
 }
 
+/** Every search of an answer, one line each: ✓ the one used (– the others), the query, its best passage's
+ * similarity and, for a rewritten search, why it was kept or not. */
+function searchList(searches, fmt) {
+  const list = el("ul", "searches muted");
+  for (const s of searches) {
+    const item = el("li", "search");
+    item.dataset.used = s.used ? "true" : "false";
+    const mark = el("span", "mark", s.used ? "✓" : "–");
+    mark.title = s.used ? "used for the answer" : "not used";
+    item.append(mark, " ", el("span", "query", `“${s.query ?? ""}”`), " ", el("span", "sim", `best ${fmt(s.best_similarity)}`));
+    if (s.why) item.append(el("div", "why", s.why));
+    list.append(item);
+  }
+  return list;
+}
+
 /** "3 min", "1 h 5 min": how long since an ISO time. */
 export function since(iso, now = Date.now()) {
   const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
@@ -365,12 +381,14 @@ class ConsoleConversation {
     card.dataset.state = state;
     const head = el("div", "trace-head");
     head.append(el("strong", "", trace.query ? `“${trace.query}”` : "Answer"), " ", el("span", `badge ${state}`, state));
-    if (trace.rewritten_query) head.append(el("div", "muted", `searched as: ${trace.rewritten_query}`));
+    const fmt = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
+    const searches = Array.isArray(trace.searches) ? trace.searches : [];
+    if (searches.length > 1) head.append(searchList(searches, fmt));
+    else if (trace.rewritten_query) head.append(el("div", "muted", `searched as: ${trace.rewritten_query}`));
     const table = el("table", "passages");
     const header = el("tr");
     for (const label of ["#", "passage", "score", "vector", "keyword"]) header.append(el("th", "", label));
     table.append(header);
-    const fmt = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
     for (const p of trace.passages || []) {
       const row = el("tr");
       row.append(
