@@ -11,9 +11,11 @@
 **Corpora** (bench/answer_questions.py): ``demo`` is knowledge/demo_kb/ with bench/answer_set/; every folder of
 ``<checkout>/../shared/answer-corpora/`` with ``kb/`` and ``questions.json`` is another company (``--corpus all``
 runs them all and stops with a clear message if that folder is missing). Each corpus is ingested once per embedding
-model into a knowledge base of its own ("Answers bench <corpus> (<model>)"; the demo's keeps its old name "Answers
-bench (<model>)") on the configured database (DATABASE_URL or the embedded PostgreSQL), so companies and models
-never mix; checksums skip what is already there. Each question is asked with ``knowledge.answering.answer()``:
+model and parsing version into a knowledge base of its own ("Answers bench <corpus> (<model>, parsing
+<PARSING_VERSION>)"; the demo's is "Answers bench (<model>, parsing <PARSING_VERSION>)") on the configured database
+(DATABASE_URL or the embedded PostgreSQL), so companies, models and parsers never mix; checksums skip what is
+already there (``knowledge.ingest.pipeline.PARSING_VERSION`` changes with what parsing produces, so a parser change
+gets freshly ingested knowledge bases). Each question is asked with ``knowledge.answering.answer()``:
 retrieval on that database, the configured generator, and for follow-ups the conversation so far (the earlier
 questions are asked and answered for real first).
 

@@ -372,6 +372,21 @@ def test_chunk_markdown_is_sanitised_and_plain_text_keeps_its_lines():
     assert chunk_html("A | B\n\nsolo line") == "<p>A | B</p>\n<p>solo line</p>\n"  # one row is not a table
 
 
+def test_a_table_without_a_header_is_a_table_without_a_head_row():
+    from knowledge.document_text import chunk_html
+
+    # As the parsers write a headerless table (knowledge/ingest/parsers.py table_text): rows with outer pipes, no
+    # rule; an escaped pipe is a pipe of its cell, an empty cell keeps its column.
+    html = chunk_html("Limits:\n\n| ATM per day | €300 | €600 |\n| Online \\| in shops | €2,000 | |\n\nAsk us.")
+    assert html.startswith('<p>Limits:</p>\n<div class="table-wrap"><table>\n<tbody>\n<tr>\n<td>ATM per day</td>')
+    assert "<thead>" not in html and "<th>" not in html  # no empty head row above the rows
+    assert "<td>Online | in shops</td>\n<td>€2,000</td>\n<td></td>" in html
+    assert html.endswith("</table></div>\n<p>Ask us.</p>\n") and "| ATM" not in html
+    # With its header line and rule the first line is the head; a line of text among the rows is not a table.
+    assert "<th>Card</th>" in chunk_html("| Card | Limit |\n|---|---|\n| Basic | €300 |")
+    assert chunk_html("| a | b |\nnot a row") == "<p>| a | b |<br>\nnot a row</p>\n"
+
+
 def test_staff_see_a_console_link_in_the_menu_and_the_admin(client, alice):
     console = reverse("console:list")
     assert f'href="{console}"' not in client.get("/").text
