@@ -101,11 +101,11 @@ async def _compose(
 async def _compose_parts(
     generator: Generator, parts: list[str], passages: list[Any], language: str, kb: KnowledgeBase | None,
     reader: Any, requester: str | None, searches: list[dict[str, Any]],
-) -> Composition:
+) -> Composition | None:
     """One answer to a message asking several things: each part searched (its passages added to the message's),
     then answered in turn over all of them, each part's composition numbering its sources after the ones before
     (so the parts' citations agree); the answers of the parts that the knowledge base answers, one after the other.
-    No part answered: the composition of the whole message, as for any question."""
+    None when no part is answered (the whole message's composition stands)."""
     pool = list(passages)
     seen = {p.chunk_id for p in pool}
     for part in parts:
@@ -122,8 +122,7 @@ async def _compose_parts(
             bodies.append("\n\n".join(p for p in body.split("\n\n") if all(p not in b for b in bodies)))
     bodies = [body for body in bodies if body]
     if not bodies:
-        return await _compose(generator, " ".join(parts), passages, language, focus=None, context=None,
-                              requester=requester)
+        return None
     lead = _translated(language, lead_in)
     return Composition(f"{lead}\n\n" + "\n\n".join(bodies), False, {"parts": reports}, sources)
 
@@ -228,15 +227,18 @@ async def answer(
     passages = list(result.passages)
     # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
     rewritten_from = question if query != question else None
+    composition = await _compose(
+        generator, query, passages, language, focus=rewritten_from,
+        context=previous_question(turns) if rewritten_from else None, requester=requester,
+    )
     parts = split_question(question) if generator.composes and not rewritten_from else [question]
-    if len(parts) > 1:
-        # Two questions in one message: each searched and answered on its own (knowledge/answering/subquestions.py).
-        composition = await _compose_parts(generator, parts, passages, language, kb, reader, requester, searches)
-    else:
-        composition = await _compose(
-            generator, query, passages, language, focus=rewritten_from,
-            context=previous_question(turns) if rewritten_from else None, requester=requester,
-        )
+    if len(parts) > 1 and not composition.declined:
+        # Two questions in one message, which the knowledge base answers as a whole (a part alone is shorter and
+        # matches more loosely, so the verdict stays the whole message's): each part searched and answered on
+        # its own (knowledge/answering/subquestions.py).
+        composition = await _compose_parts(
+            generator, parts, passages, language, kb, reader, requester, searches
+        ) or composition
     offer_handoff = composition.declined
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
     # what was retrieved (the console shows why nothing was good enough).
