@@ -29,6 +29,11 @@ _COMMON = {
 }
 
 
+#: Characters that only one of the Latin-script languages uses: "¿Hay que…?" is Spanish though "que" is in
+#: French's list too. Each counts as two frequent words.
+_MARKS = {"es": "¿¡ñ", "de": "ßäöü", "fr": "çèêùœ"}
+
+
 def detect(text: str) -> str | None:
     """The language code of ``text`` among the site's languages (``zh-hans``, ``en``, ``de``…), or None."""
     letters = sum(1 for c in text if c.isalpha())
@@ -42,6 +47,8 @@ def detect(text: str) -> str | None:
             return _available("zh-hans")
     words = [w.lower() for w in _WORD.findall(text)]
     counts = {lang: sum(w in common for w in words) for lang, common in _COMMON.items()}
+    for lang, marks in _MARKS.items():  # letters and punctuation only one of the languages writes
+        counts[lang] += 2 * sum(text.count(mark) for mark in marks)
     best = max(counts, key=lambda lang: counts[lang])
     if counts[best] == 0:
         return None

@@ -117,3 +117,15 @@ def test_the_lexical_side_weighs_what_it_can_see(bank_kb):
     shares = Chunk.objects.filter(knowledge_base=bank_kb)
     assert shares.filter(language="zh-hans").count() / shares.count() < 0.5
 
+
+
+def test_letters_only_one_language_writes_tell_the_language_apart():
+    """"¿Hay que…?" is Spanish although "que" is a frequent French word too; an English question naming Zürich stays
+    English (knowledge/language.py, ``_MARKS``)."""
+    from knowledge.language import detect
+
+    assert detect("Hola, ¿cuánto dura la prueba gratis? ¿Hay que meter la tarjeta?") == "es"
+    assert detect("¿y si la web no me reconoce como residente?") == "es"
+    assert detect("Können wir im Team-Tarif Single Sign-on einrichten?") == "de"
+    assert detect("Ça coûte combien, la livraison ?") == "fr"
+    assert detect("how much is delivery to Zürich?") == "en"

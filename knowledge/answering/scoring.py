@@ -72,6 +72,8 @@ INTENTS = (
         re.compile(
             r"how long|how many (?:days|weeks|hours|months|years)|how soon|how quickly|take[s]? to|until .* (?:back|"
             r"arrive)|wie lange|wie schnell|dauert|combien de temps|délai|en combien|cu[aá]nto tiempo|tarda|plazo|"
+            # "until when?" is answered by a time or by a period ("within 10 days of opening"):
+            r"until when|till when|bis wann|jusqu'à quand|hasta cu[aá]ndo|"
             r"多久|几天|多长时间|多长|多少天|什么时候",
             _I,
         ),
@@ -85,6 +87,7 @@ INTENTS = (
         "time",
         re.compile(
             r"what time|until when|till when|\bopen\b|opening|closing|close[sd]?\b|\bhours\b|bis wann|uhrzeit|"
+            r"(?:bis|um) wie ?viel uhr|wie spät|jusqu'à quand|hasta cu[aá]ndo|"
             r"geöffnet|öffnungszeit|à quelle heure|jusqu'à quelle|horaires?|ouvert|a qu[eé] hora|hasta qu[eé] hora|"
             r"abiert|几点|营业|开门|关门",
             _I,
@@ -102,6 +105,25 @@ INTENTS = (
         ),
         None,
     ),
+    Intent(
+        # "Can I pay the driver in cash?": answered by what is allowed, included or not — a sentence that says
+        # yes or no ("Cash on delivery is not accepted", "only on the Business plan", "free of charge").
+        "yesno",
+        re.compile(
+            r"^(?:\W*\w+[,:]\s+)?(?:can|could|may|do|does|is|are|will|would|am|should)\s+(?:i|we|you|my|our|it|there|"
+            r"they|the|a|an|this|that)\b|"
+            r"^(?:\W*\w+[,:]\s+)?(?:kann|können|darf|dürfen|muss|gibt es|ist|sind|geht|bekomme|krieg)\b|"
+            r"^(?:\W*\w+[,:]\s+)?(?:est-ce que|puis-je|peut-on|peux-je|y a-t-il)\b|"
+            r"^[¿\s]*(?:puedo|se puede|hay|es|tengo|pueden|podemos)\b|"
+            r"(?:吗|能不能|可不可以|是否|可以.*[吗？?])[？?]?\s*$",
+            _I,
+        ),
+        re.compile(
+            r"\bnot?\b|n't\b|\bonly\b|\bnever\b|\bcannot\b|free of charge|\bincluded\b|\byes\b|\bnicht\b|"
+            r"\bkeine?[nrms]?\b|\bnur\b|\bpas\b|\bseulement\b|\bsolo\b|\bsólo\b|不|没有|只|无需|免费",
+            _I,
+        ),
+    ),
 )
 
 
@@ -113,10 +135,13 @@ def _stem(word: str) -> str:
 
 
 def terms(text: str) -> set[str]:
-    """Content words (stemmed, lower case) and CJK character bigrams of ``text``."""
-    found = {_stem(w) for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS and len(w) > 1}
+    """Content words (stemmed, lower case) and CJK character bigrams of ``text``.
+
+    Latin words written into Chinese without spaces ("我是Basic套餐", "App显示KS-701") are words of their own."""
+    found = set()
+    for piece in _CJK_RUN.split(text):  # the text between CJK runs: its words
+        found |= {_stem(w) for w in (m.lower() for m in _WORD.findall(piece)) if w not in _STOPWORDS and len(w) > 1}
     for run in _CJK_RUN.findall(text):
-        found.discard(run.lower())
         found.update(run[i : i + 2] for i in range(max(1, len(run) - 1)))
     return found
 
@@ -150,7 +175,9 @@ class Question:
     @classmethod
     def of(cls, text: str, vector: Sequence[float], *, focus: str | None = None, context: str | None = None) -> Question:
         own = focus if focus is not None else text
-        intents = _intents(own) or (_intents(context) if context else set())
+        # A follow-up naming no kind of fact asks the previous question's ("and to Austria?" asks a price), but not
+        # its yes-or-no: "what do I need to bring?" after "can I collect it in the shop?" asks for things.
+        intents = _intents(own) or (_intents(context) - {"yesno"} if context else set())
         return cls(
             text=text,
             terms=terms(text) | terms(own),
