@@ -119,6 +119,7 @@ def test_the_lexical_side_weighs_what_it_can_see(bank_kb):
 
 
 
+@pytest.mark.django_db  # with the rest of the module: pytest-django runs database tests apart from the others
 def test_letters_only_one_language_writes_tell_the_language_apart():
     """"¿Hay que…?" is Spanish although "que" is a frequent French word too; an English question naming Zürich stays
     English (knowledge/language.py, ``_MARKS``)."""
