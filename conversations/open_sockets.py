@@ -26,16 +26,15 @@ one user, it must not lock everyone out.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chatsite import outages
 from conversations import groups
+from conversations.redis_clients import LoopClients
 
 log = logging.getLogger(__name__)
 
@@ -102,36 +101,22 @@ class RedisSockets:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._clients = LoopClients(
+            url, _ADMIT, max_connections=lambda: REDIS_CONNECTIONS, timeout_seconds=REDIS_TIMEOUT_SECONDS
+        )
 
     def key(self, owner: str) -> str:
         return f"{self.prefix}:sockets:{owner}"
 
-    def _client(self):
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        found = self._clients.get(loop)
-        if found is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=REDIS_CONNECTIONS,
-                timeout=REDIS_TIMEOUT_SECONDS,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
-            client = aioredis.Redis.from_pool(pool)
-            found = self._clients[loop] = (client, client.register_script(_ADMIT))
-        return found
-
     async def admit(self, owner: str, channel: str, limit: int) -> list[str]:
-        _, script = self._client()
-        over = await script(keys=[self.key(owner)], args=[channel, int(time.time() * 1000), limit, RECORD_SECONDS * 1000])
+        (script,) = self._clients.get().scripts
+        over = await script(
+            keys=[self.key(owner)], args=[channel, int(time.time() * 1000), limit, RECORD_SECONDS * 1000]
+        )
         return [item.decode() if isinstance(item, bytes) else item for item in over]
 
     async def forget(self, owner: str, channel: str) -> None:
-        client, _ = self._client()
-        await client.zrem(self.key(owner), channel)
+        await self._clients.get().client.zrem(self.key(owner), channel)
 
 
 _redis: dict[tuple[str, str], RedisSockets] = {}
@@ -206,4 +191,3 @@ async def forget(owner: str, channel: str) -> None:
         await shared.forget(owner, channel)
     except _unreachable():
         pass  # a record left behind is harmless: it is the oldest, evicted first, and lapses with its key
-

@@ -10,6 +10,8 @@ import io
 import zipfile
 from pathlib import Path
 
+from tests import pdf_files
+
 SAMPLES = Path(__file__).parent / "samples"
 _PARAGRAPH = b"<w:p><w:r><w:t>aaaaaaaaaa aaaaaaaaaa</w:t></w:r></w:p>"
 
@@ -62,18 +64,6 @@ def pdf_page_tree(fan_out: int = 15, depth: int = 4) -> bytes:
         f"<< /Type /Page /Parent {page - 1} 0 R /MediaBox [0 0 200 200] /Contents {content} 0 R "
         f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
     )
-    stream = b"BT /F1 12 Tf 20 100 Td (Shared page) Tj ET"
-    objects.append(b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream")
+    objects.append(pdf_files.stream(b"BT /F1 12 Tf 20 100 Td (Shared page) Tj ET"))
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for index, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{index} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_files.pdf(objects)

@@ -8,7 +8,6 @@ through the real path (the isolated parser, the chunker, the stored units); smal
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from knowledge.ingest.limits import Limits
 from knowledge.ingest.parsers import Section, parse_file
 from knowledge.models import Document
 from knowledge.sentences import ROW, is_table_row, is_table_rule, units
+from tests import pdf_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "answer-corpora"
@@ -284,28 +284,16 @@ def pdf_with_table(rows: list[list[str]], ruled: bool = True) -> bytes:
             ops.append(f"BT /{font} 10 Tf {x + 4} {y + 6} Td ({cell}) Tj ET")
             x += widths[c]
     ops.append(f"BT /F1 10 Tf 50 {top - len(rows) * height - 40} Td (Prices include VAT.) Tj ET")
-    stream = "\n".join(ops).encode("latin-1")
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
         b"/Resources << /Font << /F1 5 0 R /F2 6 0 R >> >> >>",
-        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        pdf_files.stream("\n".join(ops).encode("latin-1")),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold >>",
     ]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for index, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(f"{index} 0 obj\n".encode() + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
-    for offset in offsets:
-        out.write(f"{offset:010d} 00000 n \n".encode())
-    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
-    return out.getvalue()
+    return pdf_files.pdf(objects)
 
 
 RATES = [["Option", "Delivery time", "Price"], ["Standard", "2-3 days", "4.95"], ["Express", "next day", "9.95"]]

@@ -7,16 +7,15 @@ A Redis list with a TTL when ``REDIS_URL`` is set (readable by every node); this
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import json
 import time
-import weakref
 from typing import NamedTuple
 
 from django.conf import settings
 
 from conversations import protocol
+from conversations.redis_clients import LoopClient, LoopClients
 
 
 class Append(enum.Enum):
@@ -124,49 +123,38 @@ class RedisFrameLog:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # (client, scripts) per event loop
+        self._clients = LoopClients(
+            url,
+            _CAS_APPEND,
+            _RESTORE,
+            max_connections=lambda: settings.CHAT_FRAME_LOG_REDIS_CONNECTIONS,
+            timeout_seconds=SOCKET_TIMEOUT_SECONDS,
+        )
 
     def key(self, message_id: str) -> str:
         return f"{self.prefix}:frames:{message_id}"
 
-    def _client(self):
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        found = self._clients.get(loop)
-        if found is None:
-            # A bounded pool that makes a call wait for a free connection (up to the socket timeout) instead of
-            # failing: redis-py's default pool raises MaxConnectionsError past 100, which 2 000 customers connecting
-            # at once reached.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=settings.CHAT_FRAME_LOG_REDIS_CONNECTIONS,
-                timeout=SOCKET_TIMEOUT_SECONDS,
-                socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-            )
-            client = aioredis.Redis.from_pool(pool)
-            found = self._clients[loop] = (client, client.register_script(_CAS_APPEND), client.register_script(_RESTORE))
-        return found
+    def _client(self) -> LoopClient:
+        """This event loop's client, with the append and restore scripts."""
+        return self._clients.get()
 
     async def append(
         self, message_id: str, frame: dict, expected: int, publication: Publication | None = None
     ) -> Append:
         """Append ``frame`` only if the log holds exactly ``expected`` frames: its seq slot is still free; and
         publish ``publication`` in the same call when it was appended."""
-        _, cas, _ = self._client()
+        cas, _ = self._client().scripts
         args = [protocol.encode(frame), expected, settings.CHAT_FRAME_LOG_TTL_SECONDS, *(publication or ())]
         return _RESULTS[int(await cas(keys=[self.key(message_id)], args=args))]
 
     async def restore(self, message_id: str, frames: list[dict]) -> None:
         """Put back the frames a writer sent, if the log lost them (Redis restarted without its data)."""
-        _, _, restore = self._client()
+        _, restore = self._client().scripts
         ttl = settings.CHAT_FRAME_LOG_TTL_SECONDS
         await restore(keys=[self.key(message_id)], args=[ttl, *(protocol.encode(f) for f in frames)])
 
     async def read(self, message_id: str, after: int) -> list[dict]:
-        client, _, _ = self._client()
-        raw = await client.lrange(self.key(message_id), after, -1)
+        raw = await self._client().client.lrange(self.key(message_id), after, -1)
         return [json.loads(item) for item in raw]
 
     def _sync_client(self):
@@ -207,4 +195,3 @@ def frame_log() -> MemoryFrameLog | RedisFrameLog:
     if key not in _redis_logs:
         _redis_logs[key] = RedisFrameLog(settings.REDIS_URL, prefix)
     return _redis_logs[key]
-
