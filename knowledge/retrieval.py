@@ -9,19 +9,13 @@ calibration between cosine similarities and ``ts_rank_cd`` values:
     rrf(chunk) = sum over the lists the chunk is in of 1 / (RETRIEVAL_RRF_K + rank)
 
 The database part is one SQL statement (two CTEs + fusion + the join to documents) sent in one
-round trip together with the ``SET LOCAL`` planner settings for the HNSW scan.
-
-Chinese, Japanese and Korean have no spaces between words and PostgreSQL no parser for them, so
-both sides of the full-text match go through the SQL functions of migration 0002: chunks are
-indexed with their CJK runs as character bigrams (``cjk_bigrams``), and a query's CJK bigrams are
-OR-ed (``cjk_websearch_to_tsquery``, which is plain ``websearch_to_tsquery`` for a query without
-CJK, so English search is unchanged). ts_headline runs over the bigram text and
-``undo_cjk_bigrams`` turns the snippet back into the original characters.
+round trip; its text is written in knowledge/retrieval_sql.py. This module decides what a search
+reads (the reader's knowledge bases, the question's language and vector), sends the statement, and
+turns its rows into passages (``undo_cjk_bigrams``: a CJK snippet back in its own characters).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,14 +34,13 @@ from knowledge.embeddings import get_embedder
 from knowledge.inference import aquery_vector, query_vector
 from knowledge.language import detect as detect_language
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.retrieval_sql import bind_params, build_sql, session_settings
 from knowledge.sentences import LIST_MARKER
 from knowledge.visibility import EVERYTHING, Reader, visible_knowledge_bases
 
 MODES = ("hybrid", "vector", "keyword")
 SNIPPET_CHARS = 200
 _BIGRAM_JOINT = re.compile("\x1f.", re.S)  # see undo_cjk_bigrams
-#: ts_headline options: plain text (no markup to escape downstream), a couple of short fragments.
-HEADLINE_OPTIONS = 'MaxFragments=2, MaxWords=30, MinWords=12, FragmentDelimiter=" … ", StartSel="", StopSel=""'
 
 
 class UnknownKnowledgeBase(LookupError):
@@ -91,138 +84,6 @@ class SearchResult:
     mode: str
     passages: list[Passage]
     timings: dict[str, float] = field(default_factory=dict)  # embed_ms, db_ms, total_ms
-
-
-# --- SQL ------------------------------------------------------------------------------------------
-# Each side orders and limits in an inner query (so the HNSW / GIN index drives it), then numbers
-# its rows. With hnsw.iterative_scan = relaxed_order the index may return rows slightly out of
-# order; row_number() OVER (ORDER BY distance) re-sorts the few candidates exactly.
-
-_VECTOR_CTE = """
-vector_hits AS (
-    SELECT id, vector_score, row_number() OVER (ORDER BY vector_score DESC, id) AS vector_rank
-    FROM (
-        SELECT id, 1 - distance + COALESCE((%(shifts)s::jsonb ->> language)::float8, 0) AS vector_score
-        FROM (
-            (SELECT c.id, c.language, c.embedding <=> %(embedding)s::vector AS distance
-             FROM knowledge_chunk c
-             WHERE c.embedding IS NOT NULL {kb_filter}
-             ORDER BY distance
-             LIMIT %(candidates)s)
-            {other_languages}
-        ) AS nearest
-    ) AS calibrated
-)"""
-
-#: The nearest passages in languages other than the question's, searched apart (knowledge/cross_lingual.py): a
-#: question's own language is closer to it whatever the topic, so its passages alone could fill the candidates.
-#: Only when the scope holds other languages (a one-time filter: no index scan at all otherwise).
-_OTHER_LANGUAGES = """
-            UNION
-            (SELECT c.id, c.language, c.embedding <=> %(embedding)s::vector AS distance
-             FROM knowledge_chunk c
-             WHERE c.embedding IS NOT NULL {kb_filter} AND c.language <> %(language)s
-                   AND (SELECT share FROM language_share) < 1
-             ORDER BY distance
-             LIMIT %(candidates)s)"""
-
-#: The share of the scope's passages written in the question's language: what the lexical side can see. A
-#: Chinese question's words match only Chinese passages, so its full-text ranks say nothing about the English
-#: ones; in reciprocal rank fusion even a small weight on them lifts one Chinese article over every English one.
-#: The full-text ranks count fully when the whole scope is in the question's language and not at all when half
-#: of it or less is: ``lexical_weight = max(0, 2 * share - 1)`` (knowledge/cross_lingual.py). An unknown
-#: language ("E42?") counts as seeing everything.
-_SHARE_CTE = """
-language_share AS (
-    SELECT CASE WHEN %(language)s::text IS NULL THEN 1.0
-                ELSE count(*) FILTER (WHERE c.language = %(language)s)::float8 / GREATEST(count(*), 1) END AS share
-    FROM knowledge_chunk c
-    WHERE TRUE {kb_filter}
-), lexical AS (
-    SELECT GREATEST(0.0, 2 * share - 1) AS weight FROM language_share
-)"""
-
-#: The full-text query: ``websearch_to_tsquery`` ANDs the question's terms. OR-ing them (ranked by ``ts_rank_cd``)
-#: was measured: retrieval hit@1 0.70 -> 0.80 on the answer set's dev part but 24 -> 21 of 28 on the demo
-#: query table (docs/demo_kb.md) with multilingual-e5 and 26 -> 24 with MiniLM, and no better answers; kept AND.
-_TSQUERY = "cjk_websearch_to_tsquery('english', %(query)s)"
-
-_KEYWORD_CTE = """
-keyword_hits AS (
-    SELECT id, keyword_score, row_number() OVER (ORDER BY keyword_score DESC, id) AS keyword_rank
-    FROM (
-        SELECT c.id, ts_rank_cd(c.search_vector, {tsquery}) AS keyword_score
-        FROM knowledge_chunk c
-        WHERE c.search_vector @@ {tsquery} {kb_filter}
-        ORDER BY keyword_score DESC
-        LIMIT %(candidates)s
-    ) AS matching
-)"""
-
-_FUSED = {
-    "hybrid": """
-fused AS (
-    SELECT COALESCE(v.id, kw.id) AS id, v.vector_score, v.vector_rank, kw.keyword_score, kw.keyword_rank,
-           COALESCE(1.0 / (%(rrf_k)s + v.vector_rank), 0)
-               + COALESCE(1.0 / (%(rrf_k)s + kw.keyword_rank), 0) * (SELECT weight FROM lexical) AS rrf_score
-    FROM vector_hits v FULL OUTER JOIN keyword_hits kw ON kw.id = v.id
-    ORDER BY rrf_score DESC, v.vector_rank NULLS LAST, kw.keyword_rank NULLS LAST
-    LIMIT %(k)s
-)""",
-    "vector": """
-fused AS (
-    SELECT id, vector_score, vector_rank, NULL::real AS keyword_score, NULL::bigint AS keyword_rank,
-           NULL::numeric AS rrf_score
-    FROM vector_hits ORDER BY vector_rank LIMIT %(k)s
-)""",
-    "keyword": """
-fused AS (
-    SELECT id, NULL::double precision AS vector_score, NULL::bigint AS vector_rank, keyword_score, keyword_rank,
-           NULL::numeric AS rrf_score
-    FROM keyword_hits ORDER BY keyword_rank LIMIT %(k)s
-)""",
-}
-
-_SELECT = """
-SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.heading_path, c.page, c.text, c.language,
-       CASE WHEN f.keyword_rank IS NOT NULL
-            THEN ts_headline('english', cjk_bigrams(c.text), {tsquery},
-                             %(headline)s)
-       END AS headline,
-       f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank
-FROM fused f
-JOIN knowledge_chunk c ON c.id = f.id
-JOIN knowledge_document d ON d.id = c.document_id
-ORDER BY f.rrf_score DESC NULLS LAST, f.vector_rank NULLS LAST, f.keyword_rank NULLS LAST"""
-
-
-def build_sql(mode: str, *, filtered: bool, several: bool = False, other_languages: bool = False) -> str:
-    """The one statement for ``mode``; the KB filter is spliced in only when used (no `$1 IS NULL OR`).
-
-    ``several``: ``%(kb_id)s`` is a list of knowledge-base ids (the ones a reader may see), not one id.
-    ``other_languages``: the question's language is known, so passages in other languages are also searched apart.
-    """
-    kb_filter = ""
-    if filtered:
-        kb_filter = "AND c.knowledge_base_id = ANY(%(kb_id)s::bigint[])" if several else "AND c.knowledge_base_id = %(kb_id)s"
-    ctes = [_SHARE_CTE.replace("{kb_filter}", kb_filter)]
-    if mode in ("hybrid", "vector"):
-        other = _OTHER_LANGUAGES.replace("{kb_filter}", kb_filter) if other_languages else ""
-        ctes.append(_VECTOR_CTE.replace("{other_languages}", other).replace("{kb_filter}", kb_filter))
-    if mode in ("hybrid", "keyword"):
-        ctes.append(_KEYWORD_CTE.replace("{kb_filter}", kb_filter))
-    ctes.append(_FUSED[mode])
-    return ("WITH" + ",".join(ctes) + _SELECT).replace("{tsquery}", _TSQUERY)
-
-
-def _session_settings(ef_search: int, iterative_scan: str) -> list[str]:
-    """The SET LOCAL statements; they cannot take bind parameters, so the values are validated here."""
-    statements = [f"SET LOCAL hnsw.ef_search = {int(ef_search)}"]
-    if iterative_scan:  # empty: leave it unset (pgvector < 0.8 does not know the setting)
-        if iterative_scan not in ("off", "relaxed_order", "strict_order"):
-            raise ValueError(f"hnsw.iterative_scan must be off, relaxed_order or strict_order, not {iterative_scan!r}")
-        statements.append(f"SET LOCAL hnsw.iterative_scan = {iterative_scan}")
-    return statements
 
 
 # --- Public API -----------------------------------------------------------------------------------
@@ -309,18 +170,17 @@ def fetch_passages(
         raise ValueError(f"mode {mode!r} needs the query embedding")
     if isinstance(kb_id, list) and not kb_id:
         return [], 0.0  # no knowledge base this reader may see: nothing to search
-    params = {
-        "query": query,
-        "embedding": _vector_literal(embedding) if embedding is not None else None,
-        "kb_id": kb_id,
-        "k": int(k),
-        "candidates": max(int(candidates or settings.RETRIEVAL_CANDIDATES), int(k)),
-        "rrf_k": int(settings.RETRIEVAL_RRF_K),
-        "headline": HEADLINE_OPTIONS,
-        "language": language,
-        "shifts": json.dumps(shifts or {}),
-    }
-    prelude = _session_settings(
+    params = bind_params(
+        query,
+        embedding,
+        kb_id=kb_id,
+        k=int(k),
+        candidates=max(int(candidates or settings.RETRIEVAL_CANDIDATES), int(k)),
+        rrf_k=int(settings.RETRIEVAL_RRF_K),
+        language=language,
+        shifts=shifts,
+    )
+    prelude = session_settings(
         ef_search or settings.HNSW_EF_SEARCH,
         settings.HNSW_ITERATIVE_SCAN if iterative_scan is None else iterative_scan,
     )
@@ -433,10 +293,6 @@ def _top_k(k: int | None) -> int:
 def _timings(started: float, embed_ms: float, db_ms: float) -> dict[str, float]:
     total = (time.perf_counter() - started) * 1000
     return {"embed_ms": round(embed_ms, 2), "db_ms": round(db_ms, 2), "total_ms": round(total, 2)}
-
-
-def _vector_literal(embedding: list[float]) -> str:
-    return "[" + ",".join(f"{x:.7g}" for x in embedding) + "]"
 
 
 def undo_cjk_bigrams(text: str) -> str:
