@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from knowledge.answering import FinalEvent, answer
 from knowledge.answering.scoring import Question, terms
 from knowledge.ingest import pipeline
-from tests.test_table_ingestion import corpus_file
+from tests.corpora import corpus_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,10 +16,9 @@ import pytest
 
 from knowledge import cross_lingual, retrieval
 from knowledge.embeddings import get_embedder
-from knowledge.ingest import pipeline
 from knowledge.models import Chunk, LanguageCentroid
 from knowledge.visibility import EVERYTHING
-from tests.test_table_ingestion import corpus_file
+from tests.corpora import ingested
 
 ARTICLES = [
     "zh-cn-remittance-to-china.md",
@@ -46,12 +45,7 @@ QUESTIONS = [
 def bank_kb(django_db_blocker):
     """Six of the bank's articles, one of them in Chinese, ingested through the real path once for the module."""
     with django_db_blocker.unblock():
-        kb_name = "Language-fair retrieval"
-        results = pipeline.ingest_path([corpus_file("kestrel", name) for name in ARTICLES], kb_name)
-        assert all(r.status in {"ok", "skipped"} for r in results), [(r.path, r.error) for r in results]
-        kb = pipeline.get_or_create_knowledge_base(kb_name)
-        yield kb
-        kb.delete()
+        yield from ingested("kestrel", ARTICLES, "Language-fair retrieval")
 
 
 def first_source(question: str, kb, mode: str = "hybrid") -> str:

@@ -293,7 +293,7 @@ async def test_the_model_reads_the_passages_of_the_language_fair_search(llm):
     freezing a card gets the English card article's passages in its prompt, not the Chinese article's, and the
     prompt asks for the answer in the customer's language."""
     from knowledge.ingest import pipeline
-    from tests.test_table_ingestion import corpus_file
+    from tests.corpora import corpus_file
 
     names = ["zh-cn-remittance-to-china.md", "freeze-and-replace-card.md", "card-limits.html", "sending-money.md"]
     results = await database_sync_to_async(pipeline.ingest_path)([corpus_file("kestrel", n) for n in names], "Bank")

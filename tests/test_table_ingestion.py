@@ -21,20 +21,10 @@ from knowledge.ingest.parsers import Section, parse_file
 from knowledge.models import Document
 from knowledge.sentences import ROW, is_table_row, is_table_rule, units
 from tests import pdf_files
+from tests.corpora import corpus_file
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "answer-corpora"
 DEMO_KB = ROOT / "knowledge" / "demo_kb"
-
-
-def corpus_file(corpus: str, name: str) -> Path:
-    path = CORPORA / corpus / "kb" / name
-    if not path.is_file():
-        pytest.fail(
-            f"{path} is missing: these tests read the answer corpora bench/answers.py measures. Put the shared "
-            f"checkout next to this one (../shared/answer-corpora/<company>/kb/, see ../shared/README.md)."
-        )
-    return path
 
 
 def ingest(path: Path) -> list[dict]:

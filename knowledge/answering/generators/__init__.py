@@ -41,7 +41,8 @@ class Generator(Protocol):
     """Writes an answer from numbered passages (``knowledge.retrieval.Passage``; source n = index + 1).
 
     Everything ``knowledge.answering.pipeline`` and ``grounding`` rely on is declared here; each generator defines
-    each member itself (``isinstance(generator, Generator)`` checks that they are all there).
+    each member (``isinstance(generator, Generator)`` checks that they are all there), ``composition`` by deriving
+    from ``extractive.ComposesVerdict``, since every generator's verdict is the same extractive composition.
     """
 
     name: str

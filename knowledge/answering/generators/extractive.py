@@ -307,7 +307,32 @@ def _number_sources(chosen: list[Scored], passages: Sequence[Any], reading: list
     return sources
 
 
-class ExtractiveGenerator:
+class ComposesVerdict:
+    """``Generator.composition`` for every generator: ``compose`` with the generator's limits (None: the
+    settings'). The extractive composition is the relevance verdict whatever writes the answer, so a question
+    nothing answers is refused the same way, without a model call."""
+
+    max_sentences: int | None = None
+    min_similarity: float | None = None
+
+    def composition(
+        self,
+        question: str,
+        passages: Sequence[Any],
+        *,
+        whole_documents: bool = True,
+        focus: str | None = None,
+        context: str | None = None,
+        requester: str | None = None,
+    ) -> Composition:
+        """``compose`` with this generator's limits (synchronous: it reads the database)."""
+        return compose(
+            question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
+            whole_documents=whole_documents, focus=focus, context=context, requester=requester,
+        )
+
+
+class ExtractiveGenerator(ComposesVerdict):
     """Grounded extractive answers: the passages' own sentences, steps and table rows that answer, each cited.
 
     See ``compose``. No model work per question beyond the query's embedding (shared with retrieval): the units'
@@ -342,22 +367,6 @@ class ExtractiveGenerator:
         words = re.findall(r"[\w'-]+", question.lower())
         extra = [t for t in key_terms(previous) if t not in words]
         return f"{question} {' '.join(extra)}".strip() if extra else question
-
-    def composition(
-        self,
-        question: str,
-        passages: Sequence[Any],
-        *,
-        whole_documents: bool = True,
-        focus: str | None = None,
-        context: str | None = None,
-        requester: str | None = None,
-    ) -> Composition:
-        """``compose`` with this generator's limits (synchronous): the verdict and, as it ``composes``, the answer."""
-        return compose(
-            question, passages, max_sentences=self.max_sentences, threshold=self.min_similarity,
-            whole_documents=whole_documents, focus=focus, context=context, requester=requester,
-        )
 
     def compose(self, question: str, passages: Sequence[Any]) -> str:
         """The answer text over exactly these passages, its citations numbering them (synchronous: reads the

@@ -12,8 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from knowledge.answering.events import AnswerBackendError
-from knowledge.answering.generators import Composition
-from knowledge.answering.generators.extractive import compose
+from knowledge.answering.generators.extractive import ComposesVerdict
 from knowledge.answering.rendering import CITATION
 
 SYSTEM_PROMPT = """You are the customer support assistant of this company. Answer the customer's question \
@@ -119,7 +118,7 @@ def shared_client(base_url: str, api_key: str, timeout: float, max_retries: int)
     return client
 
 
-class OpenAIChatGenerator:
+class OpenAIChatGenerator(ComposesVerdict):
     """Any OpenAI-compatible chat endpoint (OpenAI, Azure, Ollama, vLLM, llama.cpp) via the official SDK.
 
     The HTTP client is shared per event loop and settings (``shared_client``); each answer closes only its own
@@ -151,22 +150,6 @@ class OpenAIChatGenerator:
                 "ANSWER_GENERATOR=openai needs LLM_BASE_URL (e.g. http://localhost:11434/v1) and LLM_MODEL."
             )
         self.name = f"openai:{self.model}"
-
-    def composition(
-        self,
-        question: str,
-        passages: Sequence[Any],
-        *,
-        whole_documents: bool = True,
-        focus: str | None = None,
-        context: str | None = None,
-        requester: str | None = None,
-    ) -> Composition:
-        """``compose`` with the settings' limits (synchronous): the verdict whether the passages answer at all, so a
-        question nothing answers is refused without a model call."""
-        return compose(
-            question, passages, whole_documents=whole_documents, focus=focus, context=context, requester=requester
-        )
 
     def pace(self) -> float:
         """``ANSWER_WORDS_PER_SECOND``: the model's tokens come at its own pace; this paces only the refusal."""
