@@ -138,13 +138,14 @@ async def test_the_english_only_model_holds_its_figures_on_the_question_set(demo
 
 #: The offline default on the other companies' help centres of ../shared/answer-corpora (whole sets, dev and
 #: check), floors about one question below the figures measured 2026-12-06 (docs/benchmarks.md "Four companies
-#: (issue 18), after points 2 and 4"). Measured: first-turn facts 0.67 / 0.65 / 0.68, off-topic declined 0.50 /
-#: 0.63 / 0.25, answerable declined 2 / 2 / 1, follow-ups 0.50 / 0.80 / 0.55, non-English 0.46 / 0.54 / 0.54
-#: (kestrel / planbase / skyvale). Raise them as the answerer gets better; never lower them to let a change in.
+#: (issue 18), after points 3 and 5"). Measured: first-turn facts 0.67 / 0.65 / 0.68, off-topic declined 0.88 /
+#: 0.63 / 0.63 (near misses: ``near_misses``), answerable declined 2 / 2 / 1, follow-ups 0.60 / 0.70 / 0.73,
+#: non-English 0.46 / 0.54 / 0.54 (kestrel / planbase / skyvale). Raise them as the answerer gets better; never
+#: lower them to let a change in.
 COMPANY_FLOORS = {
-    "kestrel": {"first_turn_facts": 0.62, "decline_accuracy": 0.37, "follow_ups": 0.40, "non_english": 0.38},
+    "kestrel": {"first_turn_facts": 0.62, "decline_accuracy": 0.75, "follow_ups": 0.50, "non_english": 0.38},
     "planbase": {"first_turn_facts": 0.60, "decline_accuracy": 0.50, "follow_ups": 0.70, "non_english": 0.46},
-    "skyvale": {"first_turn_facts": 0.63, "decline_accuracy": 0.12, "follow_ups": 0.45, "non_english": 0.46},
+    "skyvale": {"first_turn_facts": 0.63, "decline_accuracy": 0.50, "follow_ups": 0.63, "non_english": 0.46},
 }
 MAX_FALSE_DECLINES = {"kestrel": 3, "planbase": 3, "skyvale": 2}
 

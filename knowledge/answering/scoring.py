@@ -127,7 +127,9 @@ INTENTS = (
 )
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A lower-case word without its English inflection ("discounts", "charges", "charging" -> "discount",
+    "charg", "charg"): a word and its forms compare equal, or as a prefix of the other."""
     for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)] + keep
@@ -140,7 +142,7 @@ def terms(text: str) -> set[str]:
     Latin words written into Chinese without spaces ("我是Basic套餐", "App显示KS-701") are words of their own."""
     found = set()
     for piece in _CJK_RUN.split(text):  # the text between CJK runs: its words
-        found |= {_stem(w) for w in (m.lower() for m in _WORD.findall(piece)) if w not in _STOPWORDS and len(w) > 1}
+        found |= {stem(w) for w in (m.lower() for m in _WORD.findall(piece)) if w not in _STOPWORDS and len(w) > 1}
     for run in _CJK_RUN.findall(text):
         found.update(run[i : i + 2] for i in range(max(1, len(run) - 1)))
     return found

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 
 from knowledge import cross_lingual, sentence_vectors
-from knowledge.answering import rows
+from knowledge.answering import near_misses, rows
 from knowledge.answering.followups import previous_question
 from knowledge.answering.generators import Composition
 from knowledge.answering.scoring import INTENTS, Question, Scored, document_priors, score_units, terms
@@ -224,8 +224,9 @@ def compose(
 
     Units are ranked by ``scoring.score_units``; the answer quotes the best ones from the one or two documents
     that answer, keeps a procedure's steps together and in order, follows a "see X" pointer to X when X was
-    retrieved, and declines when even the best unit is not close enough in meaning to the question or the
-    question names a product or error code the passages never mention. With
+    retrieved, and declines when even the best unit is not close enough in meaning to the question, the
+    question names a product or error code the passages never mention, or it asks whether the company has or
+    offers a thing they never name (``near_misses``). With
     ``whole_documents`` it also reads the other chunks of the best documents; those it quotes are appended to
     ``Composition.passages`` (the sources its citations number). For a follow-up searched as a rewrite,
     ``question`` is the rewrite, ``focus`` what the customer wrote and ``context`` the previous question
@@ -253,6 +254,9 @@ def compose(
     if unknown := asked.unknown_codes([p.text for p in reading]):
         # "my Bosch shows E24": close in meaning to the KB's own error codes, but about one it never names.
         return Composition(nothing_found(), True, {**report, "reason": f"unknown code {sorted(unknown)[0]}"}, [])
+    if missing := near_misses.unnamed(focus or question, reading):
+        # "do you do a student discount?": close to the KB's prices and discounts, about one it never names.
+        return Composition(nothing_found(), True, {**report, "reason": f"asks for {missing!r}, named nowhere"}, [])
 
     documents = _documents(ranked, asked)
     floor = ranked[0].score * settings.ANSWER_RELATIVE_SIMILARITY
