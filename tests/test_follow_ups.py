@@ -30,11 +30,6 @@ def airline_kb(django_db_blocker):
         yield from ingested("skyvale", ARTICLES, "Follow-ups")
 
 
-@pytest.fixture
-def extractive(settings):
-    settings.ANSWER_GENERATOR, settings.ANSWER_WORDS_PER_SECOND = "extractive", 0
-
-
 async def converse(kb, *questions: str) -> tuple[FinalEvent, list[str]]:
     """Ask each question in turn in one conversation; the last answer and the titles of the documents it cites."""
     history: list[dict] = []
@@ -50,10 +45,9 @@ def final_sources(events: list) -> list[dict]:
     return next(event.items for event in reversed(events) if isinstance(event, SourcesEvent))
 
 
-
 @pytest.mark.django_db
 async def test_a_follow_up_about_a_person_is_answered_from_the_article_the_conversation_was_on(airline_kb, extractive):
-    """"she" points back, so the question is also searched with the conversation's words, and that search wins:
+    """ "she" points back, so the question is also searched with the conversation's words, and that search wins:
     the unaccompanied-minors article's 90 minutes, not the pets article's "at the desk at least 60 minutes"."""
     question = "Does she need to be at the desk early?"
     final, titles = await converse(airline_kb, "Can my 10 year old daughter fly on her own?", question)

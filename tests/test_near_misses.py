@@ -26,11 +26,6 @@ def bank_kb(django_db_blocker):
         yield from ingested("kestrel", ARTICLES, "Near misses")
 
 
-@pytest.fixture
-def extractive(settings):
-    settings.ANSWER_GENERATOR, settings.ANSWER_WORDS_PER_SECOND = "extractive", 0
-
-
 async def ask(question: str, kb) -> FinalEvent:
     events = [event async for event in answer(question, kb=kb)]
     assert isinstance(events[-1], FinalEvent)

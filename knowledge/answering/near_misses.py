@@ -41,8 +41,11 @@ _ASKS_FOR = {
         r"|bieten\s+sie)\s+",
         re.IGNORECASE,
     ),
-    "fr": re.compile(r"(?:^|[.?!,;:]\s*)(?:y\s+a-t-il|avez-vous|vendez-vous|proposez-vous"
-                     r"|(?:est-ce\s+que\s+)?vous\s+(?:avez|vendez|proposez))\s+", re.IGNORECASE),  # fmt: skip
+    "fr": re.compile(
+        r"(?:^|[.?!,;:]\s*)(?:y\s+a-t-il|avez-vous|vendez-vous|proposez-vous"
+        r"|(?:est-ce\s+que\s+)?vous\s+(?:avez|vendez|proposez))\s+",
+        re.IGNORECASE,
+    ),  # fmt: skip
     "es": re.compile(r"(?:^|[.?!,;:¿]\s*)(?:hay|tenéis|tienen|vendéis|venden|ofrecéis|ofrecen)\s+", re.IGNORECASE),
 }
 _OBJECT_END = re.compile(
@@ -83,10 +86,10 @@ def asked_object(question: str) -> tuple[list[str], str | None]:
     match = pattern.search(question) if pattern else None
     if match is None:
         return [], None
-    rest = question[match.end():]
+    rest = question[match.end() :]
     for _ in range(2):  # "a fee | for express delivery": past a kind of fact to the thing it is of
         end = _OBJECT_END.search(rest)
-        phrase, rest = (rest[: end.start()], rest[end.end():]) if end else (rest, "")
+        phrase, rest = (rest[: end.start()], rest[end.end() :]) if end else (rest, "")
         words = [w for w in _WORD.findall(phrase)[:4] if w.lower() not in _EMPTY and len(w) > 2]
         if any(w.lower() not in _KIND_OF_FACT for w in words):
             return [w for w in words if w.lower() not in _KIND_OF_FACT], language
