@@ -306,3 +306,19 @@ async def test_the_model_reads_the_passages_of_the_language_fair_search(llm):
     assert "Answer in the customer's language" in prompt
     first = re.search(r'<passage id="1" source="([^"]*)">', prompt)
     assert first and "freez" in first.group(1).lower(), first
+
+
+async def test_a_near_miss_is_refused_without_a_model_call(llm):
+    """The near-miss verdict (knowledge/answering/near_misses.py) is the composition's, which every generator
+    shares: a bank's help centre that never names PayPal refuses "do you support PayPal?" before any request."""
+    from knowledge.ingest import pipeline
+    from tests.corpora import corpus_file
+
+    names = ["kestrel-plans.md", "savings-pockets.md", "overdraft.md", "freeze-and-replace-card.md"]
+    results = await database_sync_to_async(pipeline.ingest_path)([corpus_file("kestrel", n) for n in names], "Bank")
+    assert all(r.status == "ok" for r in results), [(r.path, r.error) for r in results]
+    bank = await database_sync_to_async(pipeline.get_or_create_knowledge_base)("Bank")
+    final = (await collect("你们支持PayPal付款吗？", bank))[-1]
+    assert isinstance(final, FinalEvent) and final.offer_handoff, final.text
+    assert final.trace["answer"]["reason"] == "asks for 'PayPal', named nowhere", final.trace["answer"]
+    assert llm.requests == []
