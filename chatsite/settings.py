@@ -326,6 +326,13 @@ LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 0)  # retries multiply the wait the
 # the trace (trace.grounding.cited = false), or "replace" it by the extractive answer over the same passages.
 LLM_UNCITED_ANSWER = os.environ.get("LLM_UNCITED_ANSWER", "mark")
 
+# --- Tools (knowledge/tools/): the company's own APIs the assistant calls mid-answer ------------------------------
+# Every address a tool's host resolves to must be public: private, loopback, link-local (the cloud metadata
+# service), reserved, multicast and unspecified ones are refused, so no question reaches the intranet through a
+# tool, unless this is on (a demo API on 127.0.0.1, a company API inside the same private network).
+TOOLS_ALLOW_PRIVATE_ADDRESSES = env_bool("TOOLS_ALLOW_PRIVATE_ADDRESSES", False)
+TOOLS_MAX_RESPONSE_BYTES = env_int("TOOLS_MAX_RESPONSE_BYTES", 256 * 1024)  # a longer body: too_large, not read on
+
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for
 # PROCRASTINATE_STALLED_AFTER_SECONDS is retried by the periodic `retry_stalled_jobs` task, which every worker

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 from django.core.files.base import ContentFile
 
+from tests.tool_api import tool_api  # noqa: F401 - a company's API (tool calls), for any test to ask for
+
 if TYPE_CHECKING:
     from knowledge.ingest.pipeline import PreparedDocument
 

@@ -26,11 +26,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.local_http import LocalHTTPServer
 
-class LLMStandin:
+
+class LLMStandin(LocalHTTPServer):
     def __init__(
         self,
         *,
@@ -52,13 +54,7 @@ class LLMStandin:
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
         self.stream_finished = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(_handler_for(self))
 
     @property
     def base_url(self) -> str:
@@ -69,21 +65,6 @@ class LLMStandin:
 
     def plain_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if not r.get("stream")]
-
-    def start(self) -> LLMStandin:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="llm-standin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> LLMStandin:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
