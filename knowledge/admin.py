@@ -19,6 +19,7 @@ from knowledge import retrieval, tasks
 from knowledge.admin_forms import KnowledgeBaseForm, SearchForm, UploadForm
 from knowledge.embeddings import EmbeddingError
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.tools.admin import ToolAdmin  # noqa: F401  (the tools' screen, registered where it is defined)
 
 #: Statuses after which nothing changes until someone acts; the progress poller stops on these.
 IN_PROGRESS = {Document.Status.PENDING, Document.Status.PROCESSING}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Func
 from django.utils import timezone
 from django.utils.text import slugify
 from pgvector.django import HnswIndex, VectorField
+
+from knowledge.tools.calling import ParameterSpec, ToolSpec
 
 
 class KnowledgeBase(models.Model):
@@ -38,7 +43,7 @@ class KnowledgeBase(models.Model):
         "auth.Group",
         blank=True,
         related_name="knowledge_bases",
-        help_text="With the visibility \"Chosen groups\": the groups whose members may use it.",
+        help_text='With the visibility "Chosen groups": the groups whose members may use it.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -186,3 +191,115 @@ class LanguageCentroid(models.Model):
     def __str__(self) -> str:
         return f"{self.model} · {self.language}"
 
+
+class Tool(models.Model):
+    """A company's HTTP API the assistant may call mid-answer to look something up (an order, a refund).
+
+    Defined by staff in the admin. The call itself (``knowledge.tools.calling``) knows nothing of the ORM:
+    ``spec()`` hands it plain data. Header values and the signing secret are write-only in the admin: never shown
+    again, and never in frames, traces or logs. Who is asking travels signed (``knowledge.tools.signing``), so a
+    customer cannot read another customer's order by typing its number.
+    """
+
+    class Method(models.TextChoices):
+        GET = "GET", "GET"
+        POST = "POST", "POST"
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(
+        help_text="What it does and when to use it, for the assistant (and an LLM's function description)."
+    )
+    examples = models.TextField(
+        blank=True,
+        help_text="Example questions that need this tool, one per line, in every language customers ask in.",
+    )
+    method = models.CharField(max_length=4, choices=Method.choices, default=Method.GET)
+    base_url = models.URLField(
+        help_text="Scheme, host, port and path prefix of the API (https://api.example.com/support). Requests go "
+        "nowhere else: redirects are not followed."
+    )
+    path_template = models.CharField(
+        max_length=300, help_text="Under the base URL, with {parameter} placeholders: /orders/{order_number}"
+    )
+    parameters = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='[{"name": "order_number", "type": "string", "pattern": "\\\\d{5}", "description": "…", '
+        '"ask": {"en": "What is your order number?"}}]: each value must match its pattern before any request.',
+    )
+    headers = models.JSONField(
+        default=dict, blank=True, help_text="Sent with every call (an API key). Write-only: never shown again."
+    )
+    secret = models.CharField(
+        max_length=200, blank=True, help_text="Signs who is asking (HMAC-SHA256, docs/tools.md). Write-only."
+    )
+    timeout_seconds = models.FloatField(default=5.0)
+    visible_fields = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Response fields the customer may see, as dotted paths: ["status", "delivery.eta"].',
+    )
+    answer_templates = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per language, with {field} placeholders: {"en": "Order {order_number} is {status}."}',
+    )
+    knowledge_bases = models.ManyToManyField(
+        KnowledgeBase, blank=True, related_name="tools", help_text="Where the assistant may use it."
+    )
+    enabled = models.BooleanField(default=True)
+    needs_signed_in = models.BooleanField(
+        default=True,
+        verbose_name="needs a signed-in customer",
+        help_text="Never called for an anonymous visitor: the answer asks them to sign in or offers a person.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Every parameter has a pattern its values must match, a GET tool's path names each parameter, and the
+        rest is what ``ToolSpec`` checks (an http(s) base URL without credentials, a secret, headers the call does
+        not set itself): a tool that could never be called, or could be called with an unchecked value, is
+        refused when it is saved, not when a customer asks."""
+        if not isinstance(self.parameters, list) or not all(isinstance(p, dict) for p in self.parameters):
+            raise ValidationError({"parameters": "A list of objects, one per parameter."})
+        for parameter in self.parameters:
+            name = parameter.get("name")
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValidationError({"parameters": f"Parameter name {name!r}: lower-case letters, digits and _."})
+            if not isinstance(parameter.get("pattern"), str) or not parameter["pattern"]:
+                raise ValidationError({"parameters": f"Parameter {name}: a pattern is required (values are checked)."})
+        placeholders = set(re.findall(r"{(\w+)}", self.path_template or ""))
+        names = {p["name"] for p in self.parameters}
+        if self.method == self.Method.GET and placeholders != names:
+            raise ValidationError({"path_template": f"A GET tool's path names each parameter once: placeholders "
+                                                    f"{sorted(placeholders)}, parameters {sorted(names)}."})  # fmt: skip
+        if not isinstance(self.headers, dict) or not all(isinstance(v, str) for v in self.headers.values()):
+            raise ValidationError({"headers": "An object of header names and text values."})
+        try:
+            self.spec()
+        except ValueError as exc:
+            raise ValidationError(str(exc).split(": ", 1)[-1].capitalize() + ".") from exc
+
+    def spec(self) -> ToolSpec:
+        """The plain data a call needs (``knowledge.tools.calling``); ``ValueError`` when it could not be called."""
+        return ToolSpec(
+            name=self.name,
+            method=self.method,
+            base_url=self.base_url,
+            path_template=self.path_template,
+            parameters=[
+                ParameterSpec(p["name"], p.get("type", "string"), p.get("pattern", ""), p.get("description", ""))
+                for p in self.parameters
+            ],
+            headers=dict(self.headers),
+            secret=self.secret,
+            timeout_seconds=self.timeout_seconds,
+            visible_fields=list(self.visible_fields),
+        )
