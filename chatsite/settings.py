@@ -332,9 +332,6 @@ LLM_UNCITED_ANSWER = os.environ.get("LLM_UNCITED_ANSWER", "mark")
 # tool, unless this is on (a demo API on 127.0.0.1, a company API inside the same private network).
 TOOLS_ALLOW_PRIVATE_ADDRESSES = env_bool("TOOLS_ALLOW_PRIVATE_ADDRESSES", False)
 TOOLS_MAX_RESPONSE_BYTES = env_int("TOOLS_MAX_RESPONSE_BYTES", 256 * 1024)  # a longer body: too_large, not read on
-# How close a question must be to one of a tool's example questions for the offline answerer to use the tool
-# (knowledge/tools/choosing.py); unset: the embedding model's answer threshold plus a margin.
-TOOLS_MIN_SIMILARITY = env_float("TOOLS_MIN_SIMILARITY", None)
 
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for

@@ -9,6 +9,5 @@ question supplies is validated and encoded before any request, and the request g
 - ``calling``: ``ToolSpec`` (plain data; the ``Tool`` model converts itself to one) and ``call``, one HTTP
   request with its gates (arguments, URL, address, size, time) and a ``ToolResult`` naming its outcome, with the
   request redacted for traces.
-- ``choosing``: which tool a question needs and its arguments, for the offline answerer.
 - ``admin``: the tools' admin screen, with write-only secrets.
 """
