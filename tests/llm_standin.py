@@ -13,6 +13,17 @@ Every request body is recorded in ``requests`` so tests can check the prompt. Be
 this HTTP status and an OpenAI-style error body), ``hang_seconds`` (sleep before responding).
 ``disconnected`` is set when the client goes away in the middle of a stream.
 
+Function calling, as OpenAI streams it. With ``tool_calls`` (``[{"name": ..., "arguments": "<JSON text>"}, ...]``;
+``"id"`` optional), a streamed request that offers ``tools`` with ``tool_choice`` other than ``"none"`` gets those
+calls: ``tool_preamble`` (if any) as content first, then for each call a fragment with its ``index``, ``id``,
+``type`` and ``function.name`` and then its ``function.arguments`` a few characters per chunk, and
+``finish_reason: "tool_calls"``. It asks in the first ``tool_rounds`` rounds (an assistant ``tool_calls`` message
+in the request is one round done); after that, or with ``tool_choice: "none"``, it answers. The follow-up must
+answer every call with a ``tool`` message of the same ``tool_call_id``, as OpenAI requires (else HTTP 400); its
+answer is ``tool_reply`` formatted with the fields of the tool results' JSON (``"Order {status} [{cite_as}]."``).
+``cut_tool_call`` ends the stream halfway through the first call's arguments, without ``finish_reason`` or
+``[DONE]``.
+
 Usage (also from consumer and browser tests):
 
     with LLMStandin(reply="Hello [1].") as llm:
@@ -43,6 +54,11 @@ class LLMStandin(LocalHTTPServer):
         hang_seconds: float = 0.0,
         model: str = "standin-model",
         embed: Callable[[list[str]], list[list[float]]] | None = None,
+        tool_calls: list[dict[str, str]] | None = None,
+        tool_rounds: int = 1,
+        tool_preamble: str = "",
+        tool_reply: str = "Here is what I found [1].",
+        cut_tool_call: bool = False,
     ) -> None:
         self.reply = reply
         self.rewrite_reply = rewrite_reply
@@ -51,6 +67,11 @@ class LLMStandin(LocalHTTPServer):
         self.hang_seconds = hang_seconds
         self.model = model
         self.embed = embed
+        self.tool_calls = tool_calls or []
+        self.tool_rounds = tool_rounds
+        self.tool_preamble = tool_preamble
+        self.tool_reply = tool_reply
+        self.cut_tool_call = cut_tool_call
         self.requests: list[dict[str, Any]] = []
         self.disconnected = threading.Event()
         self.stream_finished = threading.Event()
@@ -76,6 +97,48 @@ def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) 
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*", text)
+
+
+def _unanswered_calls(messages: list[dict[str, Any]]) -> list[str]:
+    """Ids of assistant ``tool_calls`` not followed by a ``tool`` message answering them (OpenAI refuses those)."""
+    missing = []
+    for i, message in enumerate(messages):
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            answered = {m.get("tool_call_id") for m in messages[i + 1 :] if m.get("role") == "tool"}
+            missing += [call["id"] for call in message["tool_calls"] if call["id"] not in answered]
+    return missing
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fields of every ``tool`` message's JSON content, merged (what ``tool_reply`` is formatted with)."""
+    fields: dict[str, Any] = {}
+    for message in messages:
+        if message.get("role") == "tool":
+            content = json.loads(message["content"])
+            fields.update(content if isinstance(content, dict) else {})
+    return fields
+
+
+def _tool_call_chunks(model: str, calls: list[dict[str, str]], round_number: int, cut: bool) -> list[bytes]:
+    """The calls as OpenAI streams them: per call, the fragment naming it, then its arguments in small pieces."""
+    pieces = []
+    for index, call in enumerate(calls):
+        call_id = call.get("id") or f"call_standin_{round_number}_{index}"
+        head = {"index": index, "id": call_id, "type": "function", "function": {"name": call["name"], "arguments": ""}}
+        pieces.append(_chunk(model, {"tool_calls": [head]}))
+        arguments = call["arguments"]
+        if cut:
+            arguments = arguments[: len(arguments) // 2]
+        for start in range(0, len(arguments), 4):
+            fragment = {"index": index, "function": {"arguments": arguments[start : start + 4]}}
+            pieces.append(_chunk(model, {"tool_calls": [fragment]}))
+        if cut:
+            return pieces
+    return [*pieces, _chunk(model, {}, "tool_calls"), b"data: [DONE]\n\n"]
 
 
 def _handler_for(standin: LLMStandin) -> type[BaseHTTPRequestHandler]:
@@ -112,6 +175,14 @@ def _handler_for(standin: LLMStandin) -> type[BaseHTTPRequestHandler]:
                     standin.fail_status,
                     {"error": {"message": "The stand-in model is overloaded", "type": "server_error", "code": None}},
                 )
+                return
+            missing = _unanswered_calls(body.get("messages", []))
+            if missing:
+                message = (
+                    "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+                    f"'tool_call_id'. The following tool_call_ids did not have response messages: {missing[0]}"
+                )
+                self._json(400, {"error": {"message": message, "type": "invalid_request_error", "param": "messages"}})
                 return
             if body.get("stream"):
                 self._stream(body)
@@ -157,9 +228,23 @@ def _handler_for(standin: LLMStandin) -> type[BaseHTTPRequestHandler]:
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
-            pieces = [_chunk(model, {"role": "assistant", "content": ""})]
-            pieces += [_chunk(model, {"content": word}) for word in re.findall(r"\S+\s*", standin.reply)]
-            pieces += [_chunk(model, {}, "stop"), b"data: [DONE]\n\n"]
+            messages = body.get("messages", [])
+            rounds_done = sum(1 for m in messages if m.get("role") == "assistant" and m.get("tool_calls"))
+            asks_tools = (
+                standin.tool_calls
+                and body.get("tools")
+                and body.get("tool_choice") != "none"
+                and rounds_done < standin.tool_rounds
+            )
+            if asks_tools:
+                pieces = [_chunk(model, {"role": "assistant", "content": None})]
+                pieces += [_chunk(model, {"content": word}) for word in _words(standin.tool_preamble)]
+                pieces += _tool_call_chunks(model, standin.tool_calls, rounds_done, standin.cut_tool_call)
+            else:
+                reply = standin.tool_reply.format(**_tool_results(messages)) if rounds_done else standin.reply
+                pieces = [_chunk(model, {"role": "assistant", "content": ""})]
+                pieces += [_chunk(model, {"content": word}) for word in _words(reply)]
+                pieces += [_chunk(model, {}, "stop"), b"data: [DONE]\n\n"]
             try:
                 for piece in pieces:
                     self.wfile.write(piece)
