@@ -66,6 +66,14 @@ EMBEDDING_BATCH = Histogram(
     "knowledge_embedding_batch_size", "Texts per call to the embedding model.", ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )  # fmt: skip
+TOOL_CALLS = Counter(
+    "knowledge_tool_calls_total", "Tool runs by tool and outcome (ok, a refusal before any request, or how the "
+    "company's API failed: knowledge/tools/running.py).", ["tool", "outcome"],
+)  # fmt: skip
+TOOL_LATENCY = Histogram(
+    "knowledge_tool_call_seconds", "One tool call to the company's API, resolving to the last byte.", ["tool"],
+    buckets=_LATENCY,
+)  # fmt: skip
 ANSWERS_WAITING = Gauge("chat_answers_waiting", "Answers queued behind another in their conversation (database).")
 INGESTION_QUEUE = Gauge("knowledge_ingestion_queue", "Documents waiting for or in ingestion (database).")
 INGESTION_FAILED = Gauge("knowledge_documents_failed", "Documents whose last ingestion failed (database).")

@@ -332,6 +332,15 @@ LLM_UNCITED_ANSWER = os.environ.get("LLM_UNCITED_ANSWER", "mark")
 # tool, unless this is on (a demo API on 127.0.0.1, a company API inside the same private network).
 TOOLS_ALLOW_PRIVATE_ADDRESSES = env_bool("TOOLS_ALLOW_PRIVATE_ADDRESSES", False)
 TOOLS_MAX_RESPONSE_BYTES = env_int("TOOLS_MAX_RESPONSE_BYTES", 256 * 1024)  # a longer body: too_large, not read on
+# The offline answerer chooses a tool when a question comes this close to one of its examples and names a value for
+# it ("where is my order 10432?"); without a value it must come 0.085 closer (knowledge/tools/choosing.py). Unset:
+# the embedding model's answer threshold.
+TOOLS_MIN_SIMILARITY = env_float("TOOLS_MIN_SIMILARITY", None)
+# Calls each tool may make per minute in all, and for one customer (cluster-wide, counted in Redis): a customer who
+# types one order number after another, or a flood of questions, cannot turn the assistant into a scraper of the
+# company's API.
+TOOLS_CALLS_PER_MINUTE = env_int("TOOLS_CALLS_PER_MINUTE", 600)
+TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE = env_int("TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE", 10)
 
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for

@@ -77,6 +77,8 @@ class ToolAPI(LocalHTTPServer):
         self.slow_seconds = slow_seconds
         self.huge_bytes = huge_bytes
         self.requests: list[Received] = []
+        #: user id -> order number -> order: ``ORDERS``, or a test's own users (``orders[str(user.pk)] = ...``).
+        self.orders: dict[str, dict[str, dict[str, Any]]] = dict(ORDERS)
         self.stopping = threading.Event()
         super().__init__(_handler_for(self))
 
@@ -90,7 +92,7 @@ class ToolAPI(LocalHTTPServer):
 
     def answer(self, method: str, route: str, body: bytes, identity: Identity) -> tuple[int, Any]:
         """(status, JSON) of a signed request for ``identity`` to ``route`` (the path under ``/api``)."""
-        orders = ORDERS.get(identity.user_id, {})
+        orders = self.orders.get(identity.user_id, {})
         order = re.fullmatch(r"/orders/([^/]+)", route)
         if method == "GET" and order:
             found = orders.get(unquote(order[1]))

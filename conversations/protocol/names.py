@@ -19,6 +19,7 @@ ACK = "ack"
 QUESTION = "question"
 STATUS = "status"
 SOURCES = "sources"
+TOOL_RESULT = "tool_result"  # what a tool (the company's API) answered, for a card; cited like a source
 TOKEN = "token"
 FINAL = "final"
 ERROR = "error"
@@ -31,7 +32,7 @@ AGENT_LEFT = "agent_left"
 NUDGE = "nudge"  # also console -> server
 REMINDER = "reminder"
 # Frames that belong to one assistant message and carry ``message`` + ``seq`` (1, 2, 3… without gaps).
-STREAM_TYPES = (STATUS, SOURCES, TOKEN, ERROR, FINAL)
+STREAM_TYPES = (STATUS, SOURCES, TOOL_RESULT, TOKEN, ERROR, FINAL)
 # The status stage an answer waiting for a free slot on its node starts with (its text: place in line, estimate);
 # the answer pipeline's own stages follow (retrieving, retrieved, generating).
 QUEUED = "queued"

@@ -29,6 +29,7 @@ from conversations.protocol.names import (
     SOURCES,
     STATUS,
     TOKEN,
+    TOOL_RESULT,
     TRACE,
 )
 
@@ -68,6 +69,13 @@ def status_frame(message: uuid.UUID, seq: int, stage: str, text: str) -> dict[st
 
 def sources_frame(message: uuid.UUID, seq: int, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": SOURCES, "message": _hex(message), "seq": seq, "items": items}
+
+
+def tool_result_frame(message: uuid.UUID, seq: int, tool: dict[str, Any]) -> dict[str, Any]:
+    """What a tool answered for this message, shown as a card: ``tool`` = {n, name, outcome, ok, fields: [{name,
+    value}]} (only the tool's visible fields; ``n`` is the source number the answer cites it by, null when the call
+    failed and nothing can be cited)."""
+    return {"type": TOOL_RESULT, "message": _hex(message), "seq": seq, "tool": tool}
 
 
 def token_frame(message: uuid.UUID, seq: int, text: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from conversations import protocol
 from conversations.models import Message
 from conversations.streaming import admission
 from conversations.streaming.stream import LeaseLost, MessageStream
+from conversations.tool_askers import ConversationAsker
 from knowledge import answering
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,15 @@ async def _run_pipeline(
         # Searched with the owner's eyes, as they are now (knowledge/visibility.py; None: an anonymous visitor).
         reader = msg.conversation.owner_id
         answers = answering.answer(question, kb=kb, history=history, language=hint, reader=reader,
-                                   requester=msg.conversation.requester)
+                                   requester=msg.conversation.requester,
+                                   asker=ConversationAsker.of(msg.conversation))
         async for event in coalesced(answers, tokens):
             if isinstance(event, answering.StatusEvent):
                 await stream.emit(protocol.status_frame, event.stage, event.text)
             elif isinstance(event, answering.SourcesEvent):
                 await stream.emit(protocol.sources_frame, list(event.items))
+            elif isinstance(event, answering.ToolResultEvent):
+                await stream.emit(protocol.tool_result_frame, dict(event.tool))
             elif isinstance(event, answering.FinalEvent):
                 final_event = event
                 break

@@ -13,6 +13,7 @@ from knowledge.answering.events import (
     SourcesEvent,
     StatusEvent,
     TokenEvent,
+    ToolResultEvent,
 )
 from knowledge.answering.generators import GENERATORS, Generator, get_generator
 from knowledge.answering.pipeline import answer, retrieved_text, source_items
@@ -27,6 +28,7 @@ __all__ = [
     "SourcesEvent",
     "StatusEvent",
     "TokenEvent",
+    "ToolResultEvent",
     "answer",
     "cited_sources",
     "get_generator",

@@ -1,6 +1,8 @@
 """What the answer pipeline yields: typed events the chat streaming layer turns into frames.
 
-Order: status(retrieving) -> status(retrieved) -> sources -> status(generating) -> token... -> final.
+Order: status(retrieving) -> status(retrieved) -> sources -> status(generating) -> token... -> final. A tool step
+(knowledge/answering/tool_answers.py) adds status(tool) "Checking …", status(tool) "Found it" and a tool_result
+before the sources (with an LLM, mid-answer, followed by the sources again with the tool's result among them).
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ class SourcesEvent:
 
 
 @dataclass(frozen=True)
+class ToolResultEvent:
+    """What a tool answered, for the customer's card: ``tool`` = {n, name, outcome, ok, text, fields: [{name,
+    value}]}, only the tool's visible fields (``knowledge.tools.running.ToolRun.card``)."""
+
+    type: ClassVar[str] = "tool_result"
+    tool: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """A piece of answer text; the final text is exactly the concatenation of these."""
 
@@ -60,4 +71,4 @@ class FinalEvent:
     offer_handoff: bool = False  # nothing in the knowledge base answers: the client offers a person
 
 
-Event = StatusEvent | SourcesEvent | TokenEvent | FinalEvent
+Event = StatusEvent | SourcesEvent | ToolResultEvent | TokenEvent | FinalEvent

@@ -157,6 +157,9 @@ class Guard:
     async def _filtered(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
         try:
             async for piece in stream:
+                if not isinstance(piece, str):  # a ToolRequest: the pipeline's, not text to check
+                    yield piece
+                    continue
                 text = self.filter.feed(piece)
                 if text:
                     yield text

@@ -26,6 +26,7 @@ from django.utils import translation
 from django.utils.translation import gettext, gettext_noop, ngettext
 
 from knowledge import inference
+from knowledge.answering import tool_answers
 from knowledge.answering.events import (
     AnswerBackendError,
     Event,
@@ -41,14 +42,16 @@ from knowledge.answering.followups import (
     refers_back,
     rewrite_margin,
 )
-from knowledge.answering.generators import Composition, Generator, get_generator
+from knowledge.answering.generators import Composition, Generator, ToolRequest, get_generator
 from knowledge.answering.generators.extractive import lead_in, min_similarity, pace_words
 from knowledge.answering.grounding import Guard
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.answering.subquestions import split as split_question
 from knowledge.language import detect as detect_language
-from knowledge.models import KnowledgeBase
+from knowledge.models import KnowledgeBase, Tool
 from knowledge.retrieval import SearchResult, asearch
+from knowledge.tools import running
+from knowledge.tools.running import Asker, ToolRun
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +178,7 @@ async def answer(
     language: str | None = None,
     reader: Any = None,
     requester: str | None = None,
+    asker: Asker | None = None,
 ) -> AsyncIterator[Event]:
     """Answer ``question`` from ``kb`` as a stream of events (``kb=None`` searches every knowledge base).
 
@@ -186,13 +190,38 @@ async def answer(
     ``requester`` is the customer asking (``Conversation.requester``): the embedding model serves customers in
     turn (knowledge/inference.py), so one customer's many questions cannot hold up another's; None: a turn of its
     own.
+
+    ``asker`` is who the answer is for, as the server knows them: with one, the tools switched on for ``kb`` may be
+    used for them (knowledge/answering/tool_answers.py); without one (the bench, ``manage.py search``), none is.
     """
-    started = time.perf_counter()
     generator = generator or get_generator()
     turns = _prior_turns(question, history)
-
     # The customer's language: the answer's own words, status lines and a refusal are in it.
     language = detect_language(question) or language or translation.get_language() or settings.LANGUAGE_CODE
+    tools = await running.usable_tools(kb) if asker is not None else []
+    plan = await tool_answers.plan(question, turns, tools, requester) if tools and generator.composes else None
+
+    def from_knowledge(asked: str, offered: dict[str, Tool] | None = None) -> AsyncIterator[Event]:
+        return _from_knowledge(asked, kb=kb, turns=turns, generator=generator, language=language, reader=reader,
+                               requester=requester, asker=asker, offered=offered or {})  # fmt: skip
+
+    if plan is None:
+        offered = tool_answers.offers(tools) if tools and not generator.composes else {}
+        async for event in from_knowledge(question, offered):
+            yield event
+        return
+    events = tool_answers.answer(plan, asker, language, question=question, pace=generator.pace(),
+                                 generator_name=generator.name, knowledge=from_knowledge)  # fmt: skip
+    async for event in events:
+        yield event
+
+
+async def _from_knowledge(
+    question: str, *, kb: KnowledgeBase | None, turns: list[dict], generator: Generator, language: str, reader: Any,
+    requester: str | None, asker: Asker | None, offered: dict[str, Tool],
+) -> AsyncIterator[Event]:  # fmt: skip
+    """The answer from the articles (``answer``); with ``offered`` tools, the LLM may call them mid-answer."""
+    started = time.perf_counter()
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
     yield StatusEvent("retrieving", _translated(language, gettext, SEARCHING))
     result = await _search(question, kb, reader, requester)
@@ -255,18 +284,49 @@ async def answer(
     # A generator that cannot read the conversation itself (extractive) answers the query that was searched.
     asked = query if generator.answers_searched_query else question
     guard = Guard(generator, passages)  # LLM answers: citations of unlisted sources never reach a token
-    if offer_handoff or generator.composes:
+    offers = [tool_answers.offer(name, tool) for name, tool in offered.items()]
+    # Nothing in the articles, but tools to offer: the model may still look the customer's own data up. Its words
+    # wait until it asks for a tool; an answer without one is the refusal, as without tools.
+    model_decides = bool(offers) and offer_handoff and not generator.composes
+    if (offer_handoff and not model_decides) or generator.composes:
         stream = pace_words(composition.text, generator.pace())
     else:
-        stream = guard.wrap(generator.stream(asked, passages, turns))
+        stream = guard.wrap(generator.stream(asked, passages, turns, offers))
+    held: list[str] | None = [] if model_decides else None
+    runs: list[ToolRun] = []
+    extra: list[dict[str, Any]] = []  # the tools' results, numbered after the passages
     try:
         async for piece in stream:
+            if isinstance(piece, ToolRequest):
+                assert asker is not None  # tools are offered only with an asker
+                n = len(passages) + len(extra) + 1
+                async for item in tool_answers.serve(piece, offered, asker, language, n):
+                    if isinstance(item, ToolRun):
+                        runs.append(item)
+                        if item.ok:
+                            extra.append(item.source(n))
+                            guard.filter.source_count += 1
+                            yield SourcesEvent(source_items(passages) + extra)
+                    else:
+                        yield item
+                if held is not None:
+                    piece, held = "".join(held), None
+                else:
+                    continue
             if not piece:
+                continue
+            if held is not None:
+                held.append(piece)
                 continue
             if first_token_ms is None:
                 first_token_ms = _ms(time.perf_counter() - started)
             pieces.append(piece)
             yield TokenEvent(piece)
+        if held is not None:  # the model asked for no tool: the refusal, as without tools
+            async for piece in pace_words(composition.text, generator.pace()):
+                first_token_ms = first_token_ms or _ms(time.perf_counter() - started)
+                pieces.append(piece)
+                yield TokenEvent(piece)
     except AnswerBackendError:
         raise
     except Exception as exc:  # a bug or unexpected failure in a generator must still end the message clearly
@@ -276,9 +336,11 @@ async def answer(
         # Also on cancel / aclose(): close the generator now (for the LLM: the HTTP stream), not at GC time.
         if hasattr(stream, "aclose"):
             await stream.aclose()
+    if model_decides and runs:
+        offer_handoff = not any(run.ok for run in runs)
     generate_ms = _ms(time.perf_counter() - generate_started)
 
-    grounded = await guard.check("".join(pieces), query) if not offer_handoff else None  # uncited: marked, or replaced by the extractive answer
+    grounded = await guard.check("".join(pieces), query) if not offer_handoff and not runs else None  # uncited: marked, or replaced by the extractive answer
     text = grounded.text if grounded else "".join(pieces)
     timings = {
         "rewrite_ms": rewrite_ms,
@@ -315,13 +377,14 @@ async def answer(
         "generator": generator.name,
         "language": language,
         "answer": composition.report,
+        "tools": [run.traced() for run in runs],
     }
     if grounded and grounded.report is not None:
         trace["grounding"] = grounded.report
     yield FinalEvent(
         text=text,
-        html=render_answer_html(text, len(passages)),
-        citations=cited_sources(text, len(passages)),
+        html=render_answer_html(text, len(passages) + len(extra)),
+        citations=cited_sources(text, len(passages) + len(extra)),
         state="complete",
         timings=timings,
         trace=trace,

@@ -16,6 +16,7 @@ export const FRAME = Object.freeze({
   QUESTION: "question",
   STATUS: "status",
   SOURCES: "sources",
+  TOOL_RESULT: "tool_result", // what a tool answered, for a card; cited like a source
   TOKEN: "token",
   FINAL: "final",
   ERROR: "error",
@@ -71,7 +72,7 @@ export const SIGNED_OUT_CLOSES = new Set([CLOSE.REVOKED, CLOSE.UNAUTHENTICATED, 
 export const DISPLACED_CLOSES = new Set([CLOSE.TOO_MANY_SOCKETS]);
 
 // Frames that belong to one assistant message and carry `message` + `seq` (an `error` only when it has them).
-export const STREAM_TYPES = new Set([FRAME.STATUS, FRAME.SOURCES, FRAME.TOKEN, FRAME.FINAL, FRAME.ERROR]);
+export const STREAM_TYPES = new Set([FRAME.STATUS, FRAME.SOURCES, FRAME.TOOL_RESULT, FRAME.TOKEN, FRAME.FINAL, FRAME.ERROR]);
 
 export const CONVERSATION_STATUS = Object.freeze({
   BOT: "bot",

@@ -36,6 +36,29 @@ class Composition:
     passages: list[Any] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ToolOffer:
+    """A tool the model may ask for (OpenAI function calling's ``tools`` entry): ``name`` as the model must write
+    it (``^[A-Za-z0-9_-]{1,64}$``), what it does and when to use it, and its arguments as a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass
+class ToolRequest:
+    """The model asks for a tool mid-answer. ``Generator.stream`` yields it; the pipeline runs the tool (checks,
+    signed identity, the company's API: knowledge/tools/) and sets ``result`` — a JSON-able object for the model's
+    ``tool`` message — before it asks the stream for its next piece, so the generator reads ``result`` on resuming.
+    ``arguments`` is what the model wrote, parsed (``{}`` when it was not a JSON object): nothing in it is trusted."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+
+
 @runtime_checkable
 class Generator(Protocol):
     """Writes an answer from numbered passages (``knowledge.retrieval.Passage``; source n = index + 1).
@@ -85,8 +108,11 @@ class Generator(Protocol):
         """Words per second a composed answer, or the refusal when nothing answers, is streamed at (0: no delay)."""
         ...
 
-    def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
-        """Text pieces of the answer, citing passages as [n]."""
+    def stream(
+        self, question: str, passages: Sequence[Any], history: list[dict], tools: Sequence[ToolOffer] = ()
+    ) -> AsyncIterator[str | ToolRequest]:
+        """Text pieces of the answer, citing passages as [n]; with ``tools``, a ``ToolRequest`` for each tool the
+        model asks for (see there), after which the answer goes on with the tool's result."""
         ...
 
     async def rewrite(self, question: str, history: list[dict]) -> str:

@@ -14,7 +14,7 @@ from django.utils.translation import gettext
 from knowledge import cross_lingual, sentence_vectors
 from knowledge.answering import near_misses, rows
 from knowledge.answering.followups import previous_question
-from knowledge.answering.generators import Composition
+from knowledge.answering.generators import Composition, ToolOffer
 from knowledge.answering.scoring import INTENTS, Question, Scored, document_priors, score_units, terms
 from knowledge.embeddings import BACKENDS
 from knowledge.inference import answer_work, query_vector
@@ -381,7 +381,10 @@ class ExtractiveGenerator(ComposesVerdict):
         """Its own pace when given one, else ``ANSWER_WORDS_PER_SECOND``."""
         return self.words_per_second if self.words_per_second is not None else settings.ANSWER_WORDS_PER_SECOND
 
-    async def stream(self, question: str, passages: Sequence[Any], history: list[dict]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, passages: Sequence[Any], history: list[dict], tools: Sequence[ToolOffer] = ()
+    ) -> AsyncIterator[str]:
+        """The composition, paced; ``tools`` are not offered to it (the pipeline chooses them: knowledge/tools/)."""
         text = await answer_work(self.compose, question, passages)
         async for word in pace_words(text, self.pace()):
             yield word
