@@ -7,6 +7,8 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 TCP_DB_PORT ?= 0
 LLM_PORT ?= 0
+# The demo order API `make run` starts beside Daphne (knowledge/tools/demo_api.py), which the demo tools call.
+DEMO_API_PORT ?= 8001
 # The slowest tests at the end of every run: where the suite's time goes (keep it under ~20 min on 2 cores).
 PYTEST_ARGS ?= --durations=20
 export HF_HUB_OFFLINE := 1
@@ -45,21 +47,27 @@ BACKLOG ?= 1024
 DAPHNE = $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACKLOG) --ping-interval 20 \
 	--ping-timeout 30 --websocket_connect_timeout 10 --websocket_timeout 3600 chatsite.asgi:application
 
-# Single node: migrate, load the demo KB once, start a worker and serve with Daphne.
+# What `run` and `run-llm` share: the demo tools point at the demo API on DEMO_API_PORT (127.0.0.1, so tools may
+# reach private addresses here), and the demo API runs beside the worker, both killed when Daphne exits.
+DEMO_ENV = DEMO_API_URL=http://127.0.0.1:$(DEMO_API_PORT)/api TOOLS_ALLOW_PRIVATE_ADDRESSES=1
+START_DEMO = export $(DEMO_ENV); \
+	$(PY) -m knowledge.tools.demo_api --port $(DEMO_API_PORT) & demo=$$!; \
+	$(PY) manage.py supervise_worker & worker=$$!; \
+	trap 'kill $$worker $$demo 2>/dev/null' EXIT INT TERM
+
+# Single node: migrate, load the demo KB once, start the demo order API and a worker, and serve with Daphne.
 run: venv translations
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	$(PY) manage.py supervise_worker & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(DEMO_ENV) $(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
+	$(START_DEMO); \
 	$(DAPHNE)
 
 # The same, with answers written by a real local LLM: llama.cpp (xllamacpp) serving SmolLM2-135M-Instruct beside
 # Daphne, which gets ANSWER_GENERATOR=openai, LLM_BASE_URL and LLM_MODEL pointing at it (chatsite/local_llm.py).
 run-llm: venv translations
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
-	$(PY) manage.py supervise_worker & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(DEMO_ENV) $(PY) manage.py bootstrap_demo --url http://$(HOST):$(PORT)/
+	$(START_DEMO); \
 	$(PY) -m chatsite.local_llm run --port $(LLM_PORT) -- \
 		$(DAPHNE)
 

@@ -341,6 +341,10 @@ TOOLS_MIN_SIMILARITY = env_float("TOOLS_MIN_SIMILARITY", None)
 # company's API.
 TOOLS_CALLS_PER_MINUTE = env_int("TOOLS_CALLS_PER_MINUTE", 600)
 TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE = env_int("TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE", 10)
+# The demo order API `make run` starts (knowledge/tools/demo_api.py) and the secret its two tools sign with; the
+# tools bootstrap_demo creates (DEBUG only) point at DEMO_API_URL.
+DEMO_API_URL = os.environ.get("DEMO_API_URL", "http://127.0.0.1:8001/api")
+DEMO_TOOLS_SECRET = os.environ.get("DEMO_TOOLS_SECRET", "northwind-demo-tools-secret")
 
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for
