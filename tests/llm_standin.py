@@ -114,12 +114,15 @@ def _unanswered_calls(messages: list[dict[str, Any]]) -> list[str]:
 
 
 def _tool_results(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fields of every ``tool`` message's JSON content, merged (what ``tool_reply`` is formatted with)."""
+    """The fields of every ``tool`` message's JSON content, merged with the ``fields`` object inside it (what
+    ``tool_reply`` is formatted with: ``{cite_as}``, ``{status}``)."""
     fields: dict[str, Any] = {}
     for message in messages:
         if message.get("role") == "tool":
             content = json.loads(message["content"])
-            fields.update(content if isinstance(content, dict) else {})
+            if isinstance(content, dict):
+                fields.update(content)
+                fields.update(content.get("fields") if isinstance(content.get("fields"), dict) else {})
     return fields
 
 

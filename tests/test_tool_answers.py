@@ -7,6 +7,8 @@ as ``conversations.tool_askers`` vouches for them.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -16,6 +18,7 @@ from conversations.tool_askers import ConversationAsker
 from knowledge.answering import FinalEvent, SourcesEvent, StatusEvent, TokenEvent, ToolResultEvent, answer
 from knowledge.models import Tool
 from tests.answering_kb import build_kb
+from tests.llm_standin import LLMStandin
 from tests.tool_api import ORDERS, SECRET
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the pipeline reads on other threads' connections
@@ -251,3 +254,76 @@ async def test_a_question_for_the_articles_uses_no_tool(kb, tool_api, people):
     final = final_of(await ask("How long do refunds take?", kb, chat))
 
     assert "5 business days" in final.text and final.trace["tools"] == [] and tool_api.requests == []
+
+
+# --- With the LLM generator: OpenAI function calling, against the stand-in speaking the real wire format --------
+@pytest.fixture
+def llm(settings):
+    def start(**knobs) -> LLMStandin:
+        standin = LLMStandin(**knobs).__enter__()
+        started.append(standin)
+        settings.ANSWER_GENERATOR = "openai"
+        settings.LLM_BASE_URL, settings.LLM_MODEL, settings.LLM_API_KEY = standin.base_url, "standin-model", "sk-test"
+        settings.LLM_TIMEOUT, settings.LLM_MAX_RETRIES = 5.0, 0
+        return standin
+
+    started: list[LLMStandin] = []
+    yield start
+    for standin in started:
+        standin.__exit__(None, None, None)
+
+
+async def test_the_model_calls_the_tool_and_cites_its_result(kb, tool_api, people, llm):
+    alice, _ = people
+    await sync_to_async(order_tool)(kb, tool_api)
+    chat = await sync_to_async(conversation)(kb, alice)
+    standin = llm(tool_calls=[{"name": "Order_status", "arguments": '{"order_number": "10432"}'}],
+                  tool_reply="Your order is {status} [{cite_as}].")  # fmt: skip
+
+    events = await ask("Where is my order 10432?", kb, chat)
+
+    offered = standin.streamed_requests()[0]["tools"]
+    assert [t["function"]["name"] for t in offered] == ["Order_status"]
+    assert offered[0]["function"]["parameters"]["properties"]["order_number"]["pattern"] == r"^(?:\d{5})$"
+    (card,) = [e.tool for e in events if isinstance(e, ToolResultEvent)]
+    assert card["ok"] and card["fields"][0] == {"name": "status", "value": "shipped"}
+    final = final_of(events)
+    n = card["n"]
+    assert final.text == f"Your order is shipped [{n}]." and final.citations == [n]
+    sources = [e for e in events if isinstance(e, SourcesEvent)][-1].items
+    assert sources[n - 1]["kind"] == "tool" and len(sources) == n
+    # The model got the visible fields only, and the number to cite them by.
+    (tool_message,) = [m for m in standin.streamed_requests()[-1]["messages"] if m["role"] == "tool"]
+    assert json.loads(tool_message["content"]) == {"ok": True, "cite_as": n,
+                                                   "fields": {"status": "shipped", "delivery.eta": "2025-06-03"}}
+    assert tool_api.requests[0].identity.user_id == str(alice.pk)
+
+
+async def test_the_model_cannot_name_another_value_shape_or_a_tool_it_was_not_offered(kb, tool_api, people, llm):
+    alice, _ = people
+    await sync_to_async(order_tool)(kb, tool_api)
+    chat = await sync_to_async(conversation)(kb, alice)
+    standin = llm(tool_calls=[{"name": "Order_status", "arguments": '{"order_number": "../../admin"}'},
+                              {"name": "delete_everything", "arguments": "{}"}],
+                  tool_reply="Sorry.")  # fmt: skip
+
+    final = final_of(await ask("Where is my order 10432?", kb, chat))
+
+    assert tool_api.requests == []
+    results = [json.loads(m["content"]) for m in standin.streamed_requests()[-1]["messages"] if m["role"] == "tool"]
+    assert [r["ok"] for r in results] == [False, False]
+    assert final.trace["tools"][0]["outcome"] == "invalid_argument"
+
+
+async def test_the_model_may_look_up_an_order_the_articles_know_nothing_about(kb, tool_api, people, llm):
+    """Nothing in the articles answers "where is my order?": without tools that is the refusal, with one the model
+    still looks it up."""
+    alice, _ = people
+    await sync_to_async(order_tool)(kb, tool_api)
+    chat = await sync_to_async(conversation)(kb, alice)
+    llm(tool_calls=[{"name": "Order_status", "arguments": '{"order_number": "10432"}'}],
+        tool_reply="It is {status} [{cite_as}].")
+
+    final = final_of(await ask("Where is my parcel 10432 right now?", kb, chat))
+
+    assert final.text == "It is shipped [1]." and final.citations == [1] and not final.offer_handoff
