@@ -388,6 +388,10 @@ CHAT_HANDSHAKE_THREADS = env_int("CHAT_HANDSHAKE_THREADS", 1)  # the sign-in loo
 # wait in line (the customer sees their place); at most CHAT_NODE_QUEUE_LIMIT wait, then asks get `busy`.
 CHAT_MAX_CONCURRENT_ANSWERS = env_int("CHAT_MAX_CONCURRENT_ANSWERS", 8)
 CHAT_NODE_QUEUE_LIMIT = env_int("CHAT_NODE_QUEUE_LIMIT", 2000)
+# Answers of one customer (user or anonymous visitor) generating at once, across all their conversations and every
+# node (counted in Redis, leases of CHAT_LEASE_SECONDS); the rest wait with status(queued) and start as one ends
+# (conversations/streaming/customer_streams.py). 0: no bound.
+CHAT_MAX_STREAMS_PER_USER = env_int("CHAT_MAX_STREAMS_PER_USER", 2)
 # Token text arriving within this many ms of the last token frame goes out in the next one (0: a frame per token).
 CHAT_TOKEN_COALESCE_MS = env_float("CHAT_TOKEN_COALESCE_MS", 40.0)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/

@@ -7,6 +7,9 @@ Why: answers are CPU work. Started all at once on a saturated node they all slow
 after 110 s at 1 000 customers, answers reaped, handshakes timing out); in line, the first ones finish at full
 speed and the others know how long they wait. The line is bounded by ``CHAT_NODE_QUEUE_LIMIT``: a question asked
 when it is full is refused with ``busy`` and a ``retry_after`` (chat.ask, before anything is saved).
+
+Before it enters this line an answer takes one of its customer's streams: at most ``CHAT_MAX_STREAMS_PER_USER``
+answers of one customer generate at once across every node (customer_streams.py; ``Slot`` takes both).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 
 from django.conf import settings
+
+from conversations.streaming import customer_streams
 
 POSITION_EVERY_SECONDS = 3.0  # a waiting answer hears about its place at most this often (and when it changes)
 _SMOOTHING = 0.2  # weight of the newest answer in the running average of answer durations
@@ -129,27 +134,55 @@ def admission() -> Admission:
 
 
 class Slot:
-    """``async with Slot(told, requester) as slot:`` — hold one of the node's answer slots until ``slot.release()``
-    (the answer's first token: retrieval and composing are the work a slot bounds; streaming a paced answer costs
-    little) or the end of the body, whichever comes first. ``requester``: whose share of the slots it counts
-    against (``Conversation.requester``); None: a requester of its own."""
+    """``async with Slot(told, requester) as slot:`` — hold one of the customer's streams (customer_streams.py) for
+    the whole body, and one of the node's answer slots until ``slot.release()`` (the answer's first token: retrieval
+    and composing are the work a node slot bounds; streaming a paced answer costs little) or the end of the body,
+    whichever comes first. ``requester``: whose share of the slots it counts against (``Conversation.requester``);
+    None: a requester of its own, bound by neither.
 
-    def __init__(self, told: Callable[[int, float], Awaitable[None]], requester: Hashable | None = None) -> None:
+    The customer's stream is taken first: an answer waiting for its customer's other answers holds no node slot, so
+    one customer's many questions never keep another customer's from starting. While it waits, ``told_own()`` says
+    so once (its ``status(queued)`` frame, text ``customer_streams.waiting_text()``); without it, ``told`` hears the
+    answer's place in its customer's line.
+    """
+
+    def __init__(
+        self,
+        told: Callable[[int, float], Awaitable[None]],
+        requester: Hashable | None = None,
+        *,
+        told_own: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.told = told
+        self.told_own = told_own
         self.requester = requester if requester is not None else object()
+        self.stream = customer_streams.stream_for(requester)
         self.started = 0.0
         self.held = False
 
+    async def _waits_for_own(self, position: int) -> None:
+        if self.told_own is not None:
+            await self.told_own()
+        elif self.told is not None:
+            await self.told(position, admission().average_seconds * position)
+
     async def __aenter__(self) -> Slot:
-        await admission().enter(self.told, self.requester)
+        await self.stream.enter(self._waits_for_own)
+        try:
+            await admission().enter(self.told, self.requester)
+        except BaseException:
+            await asyncio.shield(self.stream.leave())
+            raise
         self.started = time.monotonic()
         self.held = True
         return self
 
     def release(self) -> None:
+        """The node's slot goes to the next in line (the customer's stream is kept until the body ends)."""
         if self.held:
             self.held = False
             admission().leave(time.monotonic() - self.started, self.requester)
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+        await asyncio.shield(self.stream.leave())
