@@ -2,16 +2,29 @@
 
 Header values and the signing secret are write-only: the form never renders them (not even masked, so the page's
 HTML holds nothing to copy), shows only which headers are set, and keeps them unless new values are typed.
+
+"Try it" (a saved tool's change page) runs the tool for a customer staff choose and shows the redacted request
+and the visible response fields (``trying.py``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import path
 
 from knowledge.models import Tool
+from knowledge.tools import calling, trying
+
+logger = logging.getLogger(__name__)
 
 #: What the admin shows in place of a stored secret value.
 HIDDEN = "•••"
@@ -111,3 +124,48 @@ class ToolAdmin(admin.ModelAdmin):
     def headers_set(self, tool: Tool) -> str:
         """Which headers are set, never their values."""
         return ", ".join(sorted(tool.headers)) or "—"
+
+    def get_urls(self):
+        urls = [path("<int:pk>/try/", self.admin_site.admin_view(self.try_view), name="knowledge_tool_try")]
+        return urls + super().get_urls()
+
+    def try_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """ "Try it": the form (GET), or the call for the chosen customer and what it sent and got (POST)."""
+        tool = self.get_object(request, str(pk))
+        if tool is None:
+            raise Http404("No such tool.")
+        if not self.has_change_permission(request, tool):
+            raise PermissionDenied
+        try:
+            spec = tool.spec()
+        except ValueError as exc:  # saved before a check existed: say why it cannot be called
+            spec, problem = None, str(exc)
+        else:
+            problem = ""
+        form = trying.TryForm(spec, request.POST if request.method == "POST" else None) if spec else None
+        result = identity = None
+        if form is not None and form.is_valid():
+            customer = form.cleaned_data["customer"]
+            identity = trying.identity_of(customer)
+            result = async_to_sync(calling.call)(spec, form.arguments(), identity)
+            outcome = f"{result.outcome} (HTTP {result.status})" if result.status else result.outcome
+            self.log_change(request, tool, f"Tried it for {customer.get_username()} (user {customer.pk}): {outcome}.")
+            logger.info(
+                "tool %r tried by %s for user %s: %s", tool.name, request.user.get_username(), customer.pk, outcome
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Try {tool.name}",
+            "tool": tool,
+            "problem": problem,
+            "form": form,
+            "result": result,
+            "identity": identity,
+            "outcome_text": trying.OUTCOME_TEXT.get(result.outcome, "") if result else "",
+            "fields": [(name, trying.shown(value)) for name, value in result.fields.items()] if result else [],
+            "body": json.dumps(result.request["body"], indent=2, ensure_ascii=False)
+            if result and "body" in result.request
+            else "",
+        }
+        return render(request, "admin/knowledge/tool/try.html", context)
