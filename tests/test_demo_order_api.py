@@ -6,18 +6,13 @@ tools that bootstrap_demo creates call it for the signed-in demo customer and sh
 from __future__ import annotations
 
 import asyncio
-import http.client
 import io
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -28,65 +23,20 @@ from knowledge.ingest.pipeline import get_or_create_knowledge_base
 from knowledge.models import KnowledgeBase, Tool
 from knowledge.tools import calling, demo_api, signing
 from knowledge.tools.signing import Identity
-from tests.daphne_process import free_port
+from tests.demo_api_process import SECRET, RunningAPI, running_demo_api
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "demo-api-test-secret-41c7"
 CHRIS = Identity(user_id="101", email="chris.miller@example.com", name="Chris Miller", kind="user")
 ALEX = Identity(user_id="102", email="alex.weber@example.com", name="Alex Weber", kind="user")
 VISITOR = Identity(user_id="visitor:9c1e", email="", name="", kind="visitor")
 LANGUAGES = {"en", "de", "fr", "es", "zh-hans"}
 
 
-@dataclass
-class RunningAPI:
-    url: str
-    port: int
-    log: Path
-
-    def get(self, path: str, identity: Identity | None, *, secret: str = SECRET, **sign: Any) -> tuple[int, dict]:
-        """GET ``/api<path>``, signed for ``identity`` (unsigned when None); ``sign`` overrides what is signed."""
-        wire_path = demo_api.PREFIX + path
-        headers = {}
-        if identity is not None:
-            signed = {"method": "GET", "path_with_query": wire_path, "body": b"", "identity": identity, **sign}
-            headers = signing.signed_headers(secret, **signed)
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            connection.request("GET", wire_path, headers=headers)
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[RunningAPI]:
     """``python -m knowledge.tools.demo_api`` on a free port, as `make run` starts it; stopped after the module."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("demo-api") / "demo-api.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "knowledge.tools.demo_api", "--port", str(port), "--secret", SECRET],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    running = RunningAPI(f"http://127.0.0.1:{port}{demo_api.PREFIX}", port, log)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert process.poll() is None, f"the demo API exited: {log.read_text()}"
-            try:
-                running.get("/orders/10432", None)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"the demo API did not answer in 10 s: {log.read_text()}"
-                time.sleep(0.05)
+    with running_demo_api(tmp_path_factory.mktemp("demo-api"), SECRET) as running:
         yield running
-    finally:
-        process.kill()
-        process.wait(5)
 
 
 def test_it_prints_its_url_and_the_demo_customers_orders(api):
