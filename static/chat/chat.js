@@ -17,20 +17,8 @@ import {
   handoffAvailable,
 } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
-import {
-  Typewriter,
-  agentMessage,
-  assistantMessage,
-  linkCitations,
-  markUsedSources,
-  renderSources,
-  setStateNote,
-  setUserPending,
-  showFinalHtml,
-  showHandoffOffer,
-  systemMessage,
-  userMessage,
-} from "./render.js";
+import { agentMessage, setUserPending, systemMessage, userMessage } from "./render.js";
+import { AnswerStream, ORDER } from "./stream.js";
 
 
 const CONVERSATION_NOTES = {
@@ -75,7 +63,7 @@ class ChatPage {
     this.titleEl = root.querySelector("[data-title]");
     this.status = config.status || CONVERSATION_STATUS.BOT;
     this.asks = new Map(); // client id -> {id, text, acked, messageId, userEl}
-    this.messages = new Map(); // assistant message id -> {lastSeq, done, el, text, typewriter, resuming}
+    this.messages = new Map(); // assistant message id -> its AnswerStream (stream.js)
     this.connectedOnce = false;
     this.following = true; // keep the newest content in view until the reader scrolls up
 
@@ -100,26 +88,16 @@ class ChatPage {
   /** Messages the server rendered. Unfinished ones (page reloaded mid-answer) are resumed from seq 0. */
   _adoptServerHistory() {
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
-      const key = msgEl.dataset.message;
-      const answer = msgEl.querySelector(".answer");
-      if (msgEl.dataset.state === "streaming") {
-        answer.textContent = "";
-        answer.classList.add("streaming");
-        answer.setAttribute("aria-busy", "true");
-        msgEl.dataset.text = "";
-        msgEl.dataset.streamed = "";
-        msgEl.querySelector(".msg-actions").hidden = true;
-        this.messages.set(key, this._entry(msgEl, false));
-      } else {
-        linkCitations(answer, key);
-        this.messages.set(key, this._entry(msgEl, true));
-      }
+      this.messages.set(msgEl.dataset.message, AnswerStream.adopt(msgEl, { offerHandoff: true }));
     }
     this._scrollToEnd({ force: true });
   }
 
-  _entry(el, done) {
-    return { lastSeq: 0, done, el, text: "", typewriter: new Typewriter(el.querySelector(".answer")), resuming: false };
+  /** A new answer's bubble, placed by `place(el)`. */
+  _newAnswer(messageId, question, place) {
+    const entry = AnswerStream.create({ messageId, question }, { offerHandoff: true });
+    place(entry.el);
+    this.messages.set(messageId, entry);
   }
 
   // ---- connection -------------------------------------------------------------------------------------
@@ -251,9 +229,7 @@ class ChatPage {
     ask.messageId = frame.message;
     ask.userEl.dataset.message = frame.question;
     if (frame.message && !this.messages.has(frame.message)) {
-      const msgEl = assistantMessage({ messageId: frame.message, question: ask.text });
-      ask.userEl.after(msgEl);
-      this.messages.set(frame.message, this._entry(msgEl, false));
+      this._newAnswer(frame.message, ask.text, (el) => ask.userEl.after(el));
     }
     const waiting = [...this.messages.values()].some((e) => !e.done && e.el.dataset.message !== frame.message);
     setUserPending(ask.userEl, waiting ? gettext("Queued — answered next") : "");
@@ -264,36 +240,19 @@ class ChatPage {
   _onStreamFrame(frame) {
     const entry = this.messages.get(frame.message);
     if (!entry) return; // a message this page does not show
-    if (frame.seq <= entry.lastSeq) return; // already applied (replay after resume)
-    if (frame.seq !== entry.lastSeq + 1) {
-      // A gap: ask for everything after what we have; the replay fills it in order.
+    const order = entry.order(frame);
+    if (order === ORDER.SEEN) return; // already applied (replay after resume)
+    if (order === ORDER.GAP) {
+      // Ask for everything after what we have; the replay fills it in order.
       if (!entry.resuming) {
         entry.resuming = true;
         this.socket.send({ type: FRAME.RESUME, message: frame.message, after: entry.lastSeq });
       }
       return;
     }
-    entry.lastSeq = frame.seq;
+    entry.apply(frame);
     if (entry.lastSeq === 1) this._clearQueuedNote(frame.message);
-    const el = entry.el;
-    const status = el.querySelector(".status");
-    if (frame.type === FRAME.STATUS) {
-      // "Found 3 passages in 2 documents" is worth keeping visible while the answer is written.
-      if (frame.stage === "retrieved") entry.found = frame.text;
-      status.textContent = frame.stage === "generating" && entry.found ? `${entry.found} · ${frame.text}` : frame.text;
-      status.classList.add("busy");
-    } else if (frame.type === FRAME.SOURCES) {
-      renderSources(el.querySelector(".sources"), frame.items || [], frame.message);
-    } else if (frame.type === FRAME.TOKEN) {
-      entry.text += frame.text;
-      el.dataset.streamed = entry.text;
-      el.dataset.text = entry.text;
-      entry.typewriter.push(frame.text);
-    } else if (frame.type === FRAME.ERROR) {
-      setStateNote(el, "failed", frame.detail);
-    } else if (frame.type === FRAME.FINAL) {
-      this._finish(entry, frame);
-    }
+    if (frame.type === FRAME.FINAL) this._finished();
   }
 
   /** A question asked on another socket of this conversation (another tab or device). */
@@ -303,11 +262,7 @@ class ChatPage {
     const userEl = userMessage(frame.text);
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
-    if (frame.message) {
-      const msgEl = assistantMessage({ messageId: frame.message, question: frame.text });
-      this.log.append(msgEl);
-      this.messages.set(frame.message, this._entry(msgEl, false));
-    }
+    if (frame.message) this._newAnswer(frame.message, frame.text, (el) => this.log.append(el));
     this._updateControls();
     this._scrollToEnd();
   }
@@ -332,33 +287,8 @@ class ChatPage {
     }
   }
 
-  _finish(entry, frame) {
-    const el = entry.el;
-    entry.done = true;
-    entry.resuming = false;
-    entry.typewriter.stop();
-    el.dataset.state = frame.state;
-    el.dataset.text = frame.text;
-    // final.replaced: the server's grounding guard swapped an uncited answer for the knowledge base's own
-    // sentences after streaming it; the bubble shows final.html below, the streamed draft is dropped.
-    el.dataset.replaced = String(Boolean(frame.replaced));
-    if (frame.replaced) {
-      entry.text = frame.text;
-    } else if (frame.text !== entry.text) {
-      console.warn("chat: final text differs from the streamed tokens", { streamed: entry.text, final: frame.text });
-    }
-    const status = el.querySelector(".status");
-    status.textContent = "";
-    status.classList.remove("busy");
-    showFinalHtml(el, frame.html, frame.message);
-    const citations = frame.citations || [];
-    // Nothing found: no chips (the passages did not answer it), and "Talk to a person" in the answer itself.
-    const offered = frame.state === "complete" && Boolean(frame.offer_handoff);
-    if (offered && !citations.length) el.querySelector(".sources").replaceChildren();
-    markUsedSources(el.querySelector(".sources"), citations);
-    showHandoffOffer(el, offered);
-    setStateNote(el, frame.state === "complete" ? "" : frame.state);
-    el.querySelector(".msg-actions").hidden = false;
+  /** An answer finished: Stop and the handoff buttons follow; "Talk to a person" of a nothing-found answer too. */
+  _finished() {
     this._updateControls();
     this._scrollToEnd(); // the whole finished bubble, chips and buttons included, above the input
   }
@@ -400,7 +330,8 @@ class ChatPage {
     const entry = frame.message ? this.messages.get(frame.message) : null;
     if (entry && !entry.done && frame.code === "not_found") {
       // The server does not know this message any more: stop waiting for it.
-      this._finish(entry, { message: frame.message, state: "failed", text: entry.text, html: "", citations: [] });
+      entry.finish({ message: frame.message, state: "failed", text: entry.text, html: "", citations: [] });
+      this._finished();
       return;
     }
     this._showNotice(frame.detail || `Error: ${frame.code}`);
@@ -552,14 +483,20 @@ class ChatPage {
     const cite = event.target.closest(".cite a");
     if (cite) {
       event.preventDefault();
+      // A cited tool result: its card in the same bubble flashes too.
+      const card = cite.closest(".bubble")?.querySelector(`.tool-card[data-n="${cite.dataset.n}"]`);
+      if (card) {
+        card.classList.add("pulse");
+        setTimeout(() => card.classList.remove("pulse"), 1200);
+      }
       const target = document.getElementById(cite.getAttribute("href").slice(1));
       if (target) {
         this._closePopovers({ except: target });
         target.classList.remove("dismissed");
         target.querySelector(".chip").setAttribute("aria-expanded", "true");
-        target.classList.add("open", "flash");
+        target.classList.add("open", "pulse");
         target.scrollIntoView({ block: "nearest", behavior: "smooth" });
-        setTimeout(() => target.classList.remove("flash"), 1200);
+        setTimeout(() => target.classList.remove("pulse"), 1200);
       }
       return;
     }

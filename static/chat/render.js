@@ -107,13 +107,15 @@ export function chipLabel(item) {
   return section || item.title || gettext("Source");
 }
 
-/** Source chips: numbered, the passage on hover/focus/tap, a link to the document page. */
+/** Source chips: numbered, the passage on hover/focus/tap, a link to the document page. A tool's result
+ * (kind "tool") is a source too, cited the same way, but has no page to open. */
 export function renderSources(container, items, messageKey, citations = []) {
   container.replaceChildren();
   for (const item of items) {
     const wrap = el("span", "source");
     wrap.id = `src-${messageKey}-${item.n}`;
     wrap.dataset.n = item.n;
+    wrap.dataset.kind = item.kind || "document";
     const chip = el("button", "chip");
     chip.type = "button";
     chip.setAttribute("aria-expanded", "false");
@@ -123,14 +125,47 @@ export function renderSources(container, items, messageKey, citations = []) {
     pop.setAttribute("role", "note");
     const heading = [item.heading || item.title, item.page ? `page ${item.page}` : ""].filter(Boolean).join(" · ");
     pop.append(el("span", "h", heading), el("span", "snippet", item.snippet || ""));
-    const link = el("a", "open-doc", "Open document ↗");
-    link.href = item.url;
-    link.target = "_blank";
-    link.rel = "noopener";
-    pop.append(link);
+    if (item.url) {
+      const link = el("a", "open-doc", `${gettext("Open document")} ↗`);
+      link.href = item.url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      pop.append(link);
+    }
     wrap.append(chip, pop);
     container.append(wrap);
   }
+}
+
+/**
+ * What a tool (the company's API) answered, as a compact card in the answer's bubble: the tool's name, its number
+ * when the answer cites it ("[1]"), a short line in the customer's language and the fields the customer may see; a
+ * failed call (data-ok="false") shows only its line, marked. From a `tool_result` frame's `tool`; the same markup as
+ * templates/conversations/_tool_card.html.
+ */
+export function toolCard(tool) {
+  const card = el("section", "tool-card");
+  const cited = tool.n !== null && tool.n !== undefined;
+  card.dataset.ok = String(Boolean(tool.ok));
+  card.dataset.outcome = tool.outcome || "";
+  if (cited) card.dataset.n = tool.n;
+  card.setAttribute("aria-label", tool.name || "");
+  const head = el("div", "tool-head");
+  if (cited) head.append(el("span", "n", `[${tool.n}]`));
+  head.append(el("span", "tool-name", tool.name || ""));
+  if (tool.text) head.append(el("span", "tool-text", tool.text));
+  card.append(head);
+  const fields = tool.fields || [];
+  if (fields.length) {
+    const list = el("dl", "tool-fields");
+    for (const field of fields) {
+      const row = el("div");
+      row.append(el("dt", "", field.name), el("dd", "", String(field.value ?? "")));
+      list.append(row);
+    }
+    card.append(list);
+  }
+  return card;
 }
 
 /** Mark the chips whose numbers the final answer actually cites. */
@@ -224,7 +259,7 @@ export function assistantMessage({ messageId, question }) {
   note.hidden = true;
   const sources = el("div", "sources");
   sources.setAttribute("aria-label", gettext("Sources"));
-  bubble.append(answer, note, sources);
+  bubble.append(el("div", "tools"), answer, note, sources);
   msg.append(el("div", "who", gettext("Assistant")), status, bubble, actionBar());
   msg.querySelector(".msg-actions").hidden = true;
   return msg;

@@ -1,22 +1,13 @@
 // The staff support console: the live conversation list (/console/) and one conversation (/console/c/<id>/).
 //
-// Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping)
-// and its message rendering (render.js), so an answer looks here exactly as the customer sees it.
+// Speaks /ws/console/ (docs/protocol.md, "Console"). Reuses the chat page's socket (reconnect, backoff, ping),
+// its stream renderer (stream.js) and its message markup (render.js), so an answer looks here exactly as the
+// customer sees it. List rows are cloned from the server's own row (templates/console/_row.html).
 
 import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, TOO_MANY_SOCKETS_ERROR } from "../chat/protocol.js";
+import { agentMessage, systemMessage, userMessage } from "../chat/render.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
-import {
-  Typewriter,
-  agentMessage,
-  assistantMessage,
-  linkCitations,
-  markUsedSources,
-  renderSources,
-  setStateNote,
-  showFinalHtml,
-  systemMessage,
-  userMessage,
-} from "../chat/render.js";
+import { AnswerStream, ORDER } from "../chat/stream.js";
 
 const STATUS_LABELS = {
   [CONVERSATION_STATUS.BOT]: "Answered by the assistant",
@@ -62,6 +53,59 @@ function searchList(searches, fmt) {
     mark.title = s.used ? "used for the answer" : "not used";
     item.append(mark, " ", el("span", "query", `“${s.query ?? ""}”`), " ", el("span", "sim", `best ${fmt(s.best_similarity)}`));
     if (s.why) item.append(el("div", "why", s.why));
+    list.append(item);
+  }
+  return list;
+}
+
+/** "12.3 ms": a latency, to a tenth of a millisecond; "–" when unknown. */
+function millis(value) {
+  return typeof value === "number" ? `${Math.round(value * 10) / 10} ms` : "–";
+}
+
+/** `name: value` lines of a flat object (a call's arguments, its visible fields, its redacted headers). */
+function pairs(className, object) {
+  const list = el("dl", className);
+  for (const [name, value] of Object.entries(object || {})) {
+    const text = value !== null && typeof value === "object" ? JSON.stringify(value) : String(value ?? "");
+    list.append(el("dt", "", name), el("dd", "", text));
+  }
+  return list;
+}
+
+/** Every tool call of an answer (trace.tools): ✓ or ✕, name, outcome, HTTP status, latency, then its arguments, the
+ * fields the customer may see and the request as sent, secrets redacted by the server; a failed call is marked. */
+function toolCalls(calls) {
+  const list = el("ul", "tool-calls");
+  for (const call of calls) {
+    const item = el("li", "tool-call");
+    item.dataset.ok = call.ok ? "true" : "false";
+    item.dataset.outcome = call.outcome || "";
+    const head = el("div", "call-head");
+    const mark = el("span", "mark", call.ok ? "✓" : "✕");
+    mark.title = call.ok ? "answered" : "failed";
+    head.append(
+      mark,
+      el("strong", "call-name", call.name || "tool"),
+      el("span", `badge outcome ${call.ok ? "ok" : "failed"}`, call.outcome || (call.ok ? "ok" : "failed")),
+      el("span", "call-status", call.status ? `HTTP ${call.status}` : "no response"),
+      el("span", "call-latency", millis(call.latency_ms)),
+    );
+    item.append(head);
+    const sections = [
+      ["arguments", pairs("call-args", call.arguments)],
+      ["fields", pairs("call-fields", call.fields)],
+    ];
+    for (const [label, list] of sections) {
+      if (list.childElementCount) item.append(el("div", "call-label muted", label), list);
+    }
+    const request = call.request;
+    if (request) {
+      const line = `${request.method || ""} ${request.url || ""}`.trim();
+      item.append(el("div", "call-label muted", "request"), el("code", "call-request", line));
+      const headers = pairs("call-headers", request.headers);
+      if (headers.childElementCount) item.append(headers);
+    }
     list.append(item);
   }
   return list;
@@ -116,29 +160,22 @@ function openSocket(handlers, connectionEl) {
 
 // ---- the list ----------------------------------------------------------------------------------------------
 
-/** The same markup as templates/console/_row.html. */
+/** A live row (a `conversation_update` item, the same fields as the server's rows): a clone of the empty row the
+ * server rendered from templates/console/_row.html into the list page's <template>, filled in. */
 function rowElement(item) {
-  const li = el("li", "console-row");
+  const li = document.querySelector("template[data-row-template]").content.firstElementChild.cloneNode(true);
   li.dataset.conversation = item.conversation;
-  const main = el("div", "row-main");
-  const link = el("a", "row-title", item.title);
+  const link = li.querySelector(".row-title");
   link.href = item.url;
-  const unread = el("span", "unread", String(item.unread));
-  unread.dataset.unread = "";
-  unread.setAttribute("aria-label", "unread customer messages");
-  main.append(link, " ", el("span", "row-customer", item.customer), " ", unread);
-  const meta = el("div", "row-meta");
-  const badge = el("span", `badge ${item.status}`, item.status_label || STATUS_LABELS[item.status]);
-  badge.dataset.badge = "";
-  const holder = el("span", "row-holder", item.holder ? `held by ${item.holder.name}` : "");
-  holder.dataset.holder = "";
-  const waited = el("span", "row-waited");
-  waited.dataset.waited = "";
-  meta.append(badge, " ", holder, " ", waited);
-  const last = el("div", "row-last");
-  last.dataset.last = "";
-  if (item.last_message) last.append(el("span", "role", `${item.last_message.role}:`), ` ${item.last_message.text}`);
-  li.append(main, meta, last);
+  link.textContent = item.title;
+  li.querySelector("[data-customer]").textContent = item.customer;
+  li.querySelector("[data-unread]").textContent = String(item.unread);
+  const badge = li.querySelector("[data-badge]");
+  badge.className = `badge ${item.status}`;
+  badge.textContent = item.status_label || STATUS_LABELS[item.status];
+  li.querySelector("[data-holder]").textContent = item.holder ? `held by ${item.holder.name}` : "";
+  li.querySelector("[data-last-role]").textContent = item.last_message ? `${item.last_message.role}:` : "";
+  li.querySelector("[data-last-text]").textContent = item.last_message ? item.last_message.text : "";
   applyRowData(li, item);
   return li;
 }
@@ -189,8 +226,8 @@ class ConsoleList {
     const list = this.sections[item.section].querySelector("ul");
     const before = [...list.children].find((other) => rowOrder(row, other) < 0);
     list.insertBefore(row, before || null);
-    row.classList.add("flash");
-    setTimeout(() => row.classList.remove("flash"), 1200);
+    row.classList.add("pulse");
+    setTimeout(() => row.classList.remove("pulse"), 1200);
     for (const section of Object.values(this.sections)) {
       section.querySelector("[data-count]").textContent = section.querySelectorAll(".console-row").length;
     }
@@ -218,7 +255,7 @@ class ConsoleConversation {
     this.notes = root.querySelector("[data-notes]");
     this.composer = root.querySelector("[data-agent-composer]");
     this.noteForm = root.querySelector("[data-note-form]");
-    this.messages = new Map(); // assistant message id -> {lastSeq, done, el, text, typewriter}
+    this.messages = new Map(); // assistant message id -> its AnswerStream (stream.js)
     this.pending = new Map(); // agent_message id -> text, until the server confirms it
     this.adoptHistory();
     this.bind();
@@ -231,17 +268,18 @@ class ConsoleConversation {
 
   adoptHistory() {
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
-      const answer = msgEl.querySelector(".answer");
-      const done = msgEl.dataset.state !== "streaming";
-      if (done) linkCitations(answer, msgEl.dataset.message);
-      else answer.textContent = ""; // replayed from seq 1 after `watch`
-      this.messages.set(msgEl.dataset.message, this.entry(msgEl, done));
+      // An unfinished answer is emptied: `watch` replays its frames from seq 1.
+      this.messages.set(msgEl.dataset.message, AnswerStream.adopt(msgEl));
     }
     this.scroll();
   }
 
-  entry(msgEl, done) {
-    return { lastSeq: 0, done, el: msgEl, text: "", typewriter: new Typewriter(msgEl.querySelector(".answer")) };
+  /** A new answer's bubble at the end of the transcript. */
+  newAnswer(messageId, question) {
+    const entry = AnswerStream.create({ messageId, question });
+    this.log.append(entry.el);
+    this.messages.set(messageId, entry);
+    return entry;
   }
 
   onOpen() {
@@ -315,48 +353,19 @@ class ConsoleConversation {
     userEl.querySelector(".who").textContent = "Customer";
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
-    if (frame.message && !this.messages.has(frame.message)) {
-      const msgEl = assistantMessage({ messageId: frame.message, question: frame.text });
-      this.log.append(msgEl);
-      this.messages.set(frame.message, this.entry(msgEl, false));
-    }
+    if (frame.message && !this.messages.has(frame.message)) this.newAnswer(frame.message, frame.text);
     this.scroll();
   }
 
   onStream(frame) {
-    let entry = this.messages.get(frame.message);
-    if (!entry) {
-      const msgEl = assistantMessage({ messageId: frame.message, question: "" });
-      this.log.append(msgEl);
-      entry = this.entry(msgEl, false);
-      this.messages.set(frame.message, entry);
-    }
-    if (frame.seq <= entry.lastSeq) return;
-    entry.lastSeq = frame.seq;
-    const msgEl = entry.el;
-    const status = msgEl.querySelector(".status");
-    if (frame.type === FRAME.STATUS) {
-      status.textContent = frame.text;
-      status.classList.add("busy");
-    } else if (frame.type === FRAME.SOURCES) {
-      renderSources(msgEl.querySelector(".sources"), frame.items || [], frame.message);
+    const entry = this.messages.get(frame.message) || this.newAnswer(frame.message, "");
+    // No `resume` here: `watch` replays an answer from seq 1, so a gap is drawn as it comes.
+    if (entry.order(frame) === ORDER.SEEN) return;
+    entry.apply(frame);
+    if (frame.type === FRAME.SOURCES) {
       // Live trace: the passages and their scores are known before the answer is written.
-      this.renderTrace(frame.message, { passages: frame.items, timings: {}, query: msgEl.dataset.question }, "streaming");
-    } else if (frame.type === FRAME.TOKEN) {
-      entry.text += frame.text;
-      entry.typewriter.push(frame.text);
-    } else if (frame.type === FRAME.ERROR) {
-      setStateNote(msgEl, "failed", frame.detail);
-    } else if (frame.type === FRAME.FINAL) {
-      entry.done = true;
-      entry.typewriter.stop();
-      msgEl.dataset.state = frame.state;
-      msgEl.dataset.text = frame.text;
-      status.textContent = "";
-      status.classList.remove("busy");
-      showFinalHtml(msgEl, frame.html, frame.message);
-      markUsedSources(msgEl.querySelector(".sources"), frame.citations || []);
-      setStateNote(msgEl, frame.state === "complete" ? "" : frame.state);
+      const trace = { passages: frame.items, timings: {}, query: entry.el.dataset.question };
+      this.renderTrace(frame.message, trace, "streaming");
     }
     this.scroll();
   }
@@ -406,7 +415,10 @@ class ConsoleConversation {
     }
     const generator = el("div", "generator", trace.generator ? `generator: ${trace.generator}` : "");
     const offer = el("div", "muted", trace.offer_handoff ? "Nothing relevant found: offered the customer a person." : "");
-    card.replaceChildren(head, table, timings, generator, offer);
+    const tools = Array.isArray(trace.tools) && trace.tools.length ? [toolCalls(trace.tools)] : [];
+    // An answer from tools alone searched nothing: no empty passage table under its calls.
+    const passages = (trace.passages || []).length || !tools.length ? [table] : [];
+    card.replaceChildren(head, ...tools, ...passages, timings, generator, offer);
   }
 
   renderPresence(watchers) {
