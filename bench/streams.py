@@ -50,6 +50,8 @@ PRODUCTION_ENV = {
     # Every simulated customer signs in as the one demo customer: thousands of sockets of ONE user, which the
     # per-user bound (20, conversations/open_sockets.py) would close but the oldest 20 of.
     "CHAT_MAX_SOCKETS_PER_USER": "0",
+    # ...and whose answers, as one customer's, would otherwise generate two at a time (customer_streams.py).
+    "CHAT_MAX_STREAMS_PER_USER": "0",
 }
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -199,7 +199,7 @@ async def test_three_questions_in_three_conversations_run_two_at_a_time_and_anot
     queued = [m for m in messages if firsts[m]["stage"] == "queued"]
     assert len(queued) == 1, firsts  # two answers generate, one waits
     waiting = queued[0]
-    assert firsts[waiting]["seq"] == 1
+    assert firsts[waiting]["seq"] == 1 and firsts[waiting]["text"] == customer_streams.waiting_text()
     order = [(f["message"], f["type"]) for f in frames]
     first_final = min(order.index((m, "final")) for m in messages if m != waiting)
     assert order.index((waiting, "token")) > first_final  # it started after one of the others ended

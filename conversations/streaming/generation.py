@@ -16,7 +16,7 @@ from django.utils.translation import gettext
 from chatsite import metrics, outages
 from conversations import protocol
 from conversations.models import Message
-from conversations.streaming import admission
+from conversations.streaming import admission, customer_streams
 from conversations.streaming.stream import LeaseLost, MessageStream
 from conversations.tool_askers import ConversationAsker
 from knowledge import answering
@@ -56,7 +56,14 @@ async def generate(stream: MessageStream, history: list[dict]) -> None:
             }
         await stream.emit(protocol.status_frame, protocol.QUEUED, text)
 
-    async with admission.Slot(told, stream.message.conversation.requester) as slot:
+    async def told_own() -> None:
+        """The customer's other answers are generating (``CHAT_MAX_STREAMS_PER_USER``): this one waits for them."""
+        language = (stream.message.trace or {}).get("language_hint") or settings.LANGUAGE_CODE
+        with translation.override(language):
+            text = customer_streams.waiting_text()
+        await stream.emit(protocol.status_frame, protocol.QUEUED, text)
+
+    async with admission.Slot(told, stream.message.conversation.requester, told_own=told_own) as slot:
         metrics.ANSWERS_STREAMING.inc()
         try:
             await _run_pipeline(stream, history, on_first_token=slot.release)
