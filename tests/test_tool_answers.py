@@ -327,3 +327,14 @@ async def test_the_model_may_look_up_an_order_the_articles_know_nothing_about(kb
     final = final_of(await ask("Where is my parcel 10432 right now?", kb, chat))
 
     assert final.text == "It is shipped [1]." and final.citations == [1] and not final.offer_handoff
+
+
+async def test_progress_and_answer_are_in_the_customers_language(kb, tool_api, people):
+    alice, _ = people
+    await sync_to_async(order_tool)(kb, tool_api)
+    chat = await sync_to_async(conversation)(kb, alice)
+
+    events = await ask("Wo ist meine Bestellung 10432?", kb, chat)
+
+    assert [e.text for e in events if isinstance(e, StatusEvent)][:2] == ["Prüfe Order status: 10432…", "Gefunden"]
+    assert final_of(events).text == "Bestellung 10432: shipped, Lieferung am 2025-06-03. [1]"
