@@ -12,6 +12,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from prometheus_client import REGISTRY
 
 from conversations.models import Conversation
 from conversations.tool_askers import ConversationAsker
@@ -74,6 +75,13 @@ async def ask(question: str, kb, chat: Conversation, history=None) -> list:
     return [e async for e in answer(question, kb=kb, history=history, asker=asker, requester=chat.requester)]
 
 
+def counted(outcome: str | None, tool: str = "Order status") -> float:
+    """/metrics: the tool's calls with ``outcome``, or (None) the latency histogram's count."""
+    if outcome is None:
+        return REGISTRY.get_sample_value("knowledge_tool_call_seconds_count", {"tool": tool}) or 0.0
+    return REGISTRY.get_sample_value("knowledge_tool_calls_total", {"tool": tool, "outcome": outcome}) or 0.0
+
+
 def final_of(events) -> FinalEvent:
     assert isinstance(events[-1], FinalEvent), events[-1]
     return events[-1]
@@ -83,9 +91,12 @@ async def test_an_order_is_looked_up_for_its_owner_and_cited(kb, tool_api, peopl
     alice, _ = people
     await sync_to_async(order_tool)(kb, tool_api)
     chat = await sync_to_async(conversation)(kb, alice)
+    calls, timed = counted("ok"), counted(None)
 
     events = await ask("Where is my order 10432?", kb, chat)
 
+    # /metrics counts it by tool and outcome, with its latency.
+    assert counted("ok") == calls + 1 and counted(None) == timed + 1
     statuses = [e.text for e in events if isinstance(e, StatusEvent)]
     assert statuses[:2] == ["Checking Order status: 10432…", "Found it"]
     (card,) = [e.tool for e in events if isinstance(e, ToolResultEvent)]
@@ -157,8 +168,11 @@ async def test_a_deactivated_customer_gets_no_call_made_for_them(kb, tool_api, p
     await sync_to_async(order_tool)(kb, tool_api)
     chat = await sync_to_async(conversation)(kb, alice)
     await get_user_model().objects.filter(pk=alice.pk).aupdate(is_active=False)
+    revoked = counted("revoked")
 
     final = final_of(await ask("Where is my order 10432?", kb, chat))
+
+    assert counted("revoked") == revoked + 1
 
     assert final.trace["tools"][0]["outcome"] == "revoked" and final.offer_handoff
     assert tool_api.requests == []
