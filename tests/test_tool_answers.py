@@ -8,8 +8,10 @@ as ``conversations.tool_askers`` vouches for them.
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from prometheus_client import REGISTRY
@@ -352,3 +354,25 @@ async def test_progress_and_answer_are_in_the_customers_language(kb, tool_api, p
 
     assert [e.text for e in events if isinstance(e, StatusEvent)][:2] == ["Prüfe Order status: 10432…", "Gefunden"]
     assert final_of(events).text == "Bestellung 10432: shipped, Lieferung am 2025-06-03. [1]"
+
+
+async def test_the_limits_hold_across_nodes_through_redis(kb, tool_api, people, settings):
+    """The counters live in Redis when there is one: what one node counted, another sees (here: the per-tool limit
+    of all customers together)."""
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    settings.CHANNEL_PREFIX = f"test-tools-{uuid.uuid4().hex[:8]}"
+    settings.TOOLS_CALLS_PER_MINUTE = 2
+    alice, bob = people
+    tool = await sync_to_async(order_tool)(kb, tool_api)
+    alices = ConversationAsker.of(await sync_to_async(conversation)(kb, alice))
+    bobs = ConversationAsker.of(await sync_to_async(conversation)(kb, bob))
+
+    assert [await alices.within_limits(tool), await bobs.within_limits(tool), await bobs.within_limits(tool)] == [
+        True, True, False]  # fmt: skip
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = client.keys(f"{settings.CHANNEL_PREFIX}:tools:*")
+        assert len(keys) == 3 and all(0 < client.ttl(key) <= 120 for key in keys)
+    finally:
+        client.delete(*client.keys(f"{settings.CHANNEL_PREFIX}:tools:*"))
+        client.close()

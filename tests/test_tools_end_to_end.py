@@ -9,12 +9,16 @@ frame log, so a resume replays them.
 from __future__ import annotations
 
 import asyncio
+from importlib import import_module
 
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.test import RequestFactory
+from websockets.asyncio.client import connect as ws_connect
 
+from conversations.access import ensure_session
 from conversations.models import Message
 from knowledge.models import KnowledgeBase, Tool
 from knowledge.tools import demo_api
@@ -167,3 +171,27 @@ async def test_a_failing_or_refused_api_gets_could_not_check_and_a_person(daphne
     (card,) = [f["tool"] for f in frames if f["type"] == "tool_result"]
     assert card["outcome"] == "refused_address" and frames[-1]["offer_handoff"]
     await chris.close()
+
+
+async def test_an_anonymous_visitor_is_asked_to_sign_in_and_the_api_is_never_called(daphne_server, customers, api):
+    node = daphne_server(**NODE, CHAT_ALLOW_ANONYMOUS="1")
+    session = await database_sync_to_async(visitor_session)()
+    ws = await ws_connect(node.url.replace("http://", "ws://") + "/ws/chat/", origin=node.url,
+                          additional_headers={"Cookie": f"sessionid={session}"})  # fmt: skip
+    visitor = Client(ws, node)
+
+    frames = await answer_to(visitor, "Where is my order 10432?")
+
+    assert text_of(frames) == "Please sign in so that I can look this up for you, or talk to a person."
+    assert frames[-1]["offer_handoff"]
+    (card,) = [f["tool"] for f in frames if f["type"] == "tool_result"]
+    assert card["outcome"] == "sign_in_required" and card["fields"] == []
+    assert api.log.read_text().count("/api/orders/") == 1  # only the fixture's start-up probe reached it
+    await visitor.close()
+
+
+def visitor_session() -> str:
+    """A visitor's session, as the chat page creates it (``access.ensure_session``)."""
+    request = RequestFactory().get("/")
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore()
+    return ensure_session(request)
