@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 
 from conversations import inbox
 from conversations.models import Conversation
+from conversations.views import chip_label
 
 SECTION_TITLES = {
     "waiting": "Waiting for a person",
@@ -59,6 +60,9 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent"), pk=conversation_id)
     history = list(conversation.messages.select_related("reply_to", "author").order_by("created_at"))
+    # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
+    for message in history:
+        message.sources = [{**item, "label": chip_label(item)} for item in message.sources or []]
     config = {
         **_config(request),
         "conversation": str(conversation.pk),
