@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 
 from conversations import inbox
 from conversations.models import Conversation
-from conversations.views import chip_label
+from conversations.views import labelled_sources
 
 SECTION_TITLES = {
     "waiting": "Waiting for a person",
@@ -62,7 +62,7 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     history = list(conversation.messages.select_related("reply_to", "author").order_by("created_at"))
     # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
     for message in history:
-        message.sources = [{**item, "label": chip_label(item)} for item in message.sources or []]
+        message.sources = labelled_sources(message.sources)
     config = {
         **_config(request),
         "conversation": str(conversation.pk),

@@ -68,7 +68,7 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
     ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
     for message in history:
         message.my_rating = ratings.get(message.pk, 0)
-        message.sources = [{**item, "label": chip_label(item)} for item in message.sources or []]
+        message.sources = labelled_sources(message.sources)
     sample_url = reverse("conversations:detail", args=[uuid.UUID(int=0)])
     config = {
         "conversation": str(conversation.pk),
@@ -94,6 +94,12 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
 def handoff_available(status: str) -> bool:
     """Whether the customer may ask for a person. Mirrors handoffAvailable() in static/chat/chat.js."""
     return status not in (Conversation.Status.WAITING_FOR_AGENT, Conversation.Status.AGENT)
+
+
+def labelled_sources(items: list[dict] | None) -> list[dict]:
+    """A stored answer's sources with each chip's words (``label``), as ``conversations/_sources.html`` reads them:
+    the chat page and the console show the same chips."""
+    return [{**item, "label": chip_label(item)} for item in items or []]
 
 
 def chip_label(item: dict) -> str:

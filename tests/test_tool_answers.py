@@ -111,6 +111,7 @@ async def test_an_order_is_looked_up_for_its_owner_and_cited(kb, tool_api, peopl
     assert final.text == "".join(e.text for e in events if isinstance(e, TokenEvent))
     assert final.citations == [1] and 'href="#source-1"' in final.html
     assert not final.offer_handoff
+    assert final.timings["first_token_ms"] >= final.timings["tool_ms"] > 0
     # What the company's API keeps to itself never leaves the call: not in the card, the answer or the trace.
     assert "Leipzig" not in repr(events) and "customer called twice" not in repr(events)
     (traced,) = final.trace["tools"]

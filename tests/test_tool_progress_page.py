@@ -268,6 +268,8 @@ def test_another_customers_order_gets_a_failed_card_and_a_person_and_the_console
     )
     assert call.locator(".call-status").inner_text() == "HTTP 404"
     assert not call.locator(".call-fields").count()
+    # Why a person was offered: the call failed, not "nothing relevant found".
+    assert "A tool call failed or was refused: offered the customer a person." in staff.locator(".trace").first.inner_text()
     assert Conversation.objects.get(pk=conversation).owner.username == "alex"
     shoot_at_each_width(staff, "live-console-tool-refused-trace", staff.locator(".trace").first)
 

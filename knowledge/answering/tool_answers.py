@@ -231,16 +231,18 @@ async def answer(
             if isinstance(event, SourcesEvent):
                 count = len(event.items)
             yield event
+    first_token_ms = 0.0
     if kb_final is None:
         yield SourcesEvent(sources)
         async for word in pace_words(text, pace):
+            first_token_ms = first_token_ms or round((time.perf_counter() - started) * 1000, 1)
             yield TokenEvent(word)
     else:
         text = f"{text}\n\n{_shifted(kb_final.text, len(sources))}"
         trace = {**kb_final.trace, "mode": f"tool+{kb_final.trace.get('mode', '')}", "tool_choice": plan.trace,
                  "tools": trace["tools"]}  # fmt: skip
     total_ms = round((time.perf_counter() - started) * 1000, 1)
-    timings = dict(kb_final.timings) if kb_final else {"total_ms": total_ms, "first_token_ms": 0.0}
+    timings = dict(kb_final.timings) if kb_final else {"total_ms": total_ms, "first_token_ms": first_token_ms}
     timings["tool_ms"] = round(sum(t["latency_ms"] for t in trace["tools"]), 1)
     trace["timings"] = timings
     trace["offer_handoff"] = offer_handoff

@@ -414,7 +414,9 @@ class ConsoleConversation {
       timings.append(el("dt", "", key.replace(/_ms$/, "")), el("dd", "", `${value} ms`));
     }
     const generator = el("div", "generator", trace.generator ? `generator: ${trace.generator}` : "");
-    const offer = el("div", "muted", trace.offer_handoff ? "Nothing relevant found: offered the customer a person." : "");
+    const failedCall = (trace.tools || []).some((call) => !call.ok);
+    const why = failedCall ? "A tool call failed or was refused" : "Nothing relevant found";
+    const offer = el("div", "muted", trace.offer_handoff ? `${why}: offered the customer a person.` : "");
     const tools = Array.isArray(trace.tools) && trace.tools.length ? [toolCalls(trace.tools)] : [];
     // An answer from tools alone searched nothing: no empty passage table under its calls.
     const passages = (trace.passages || []).length || !tools.length ? [table] : [];
