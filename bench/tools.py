@@ -257,9 +257,14 @@ def trace_latencies(messages: list[str]) -> list[float]:
 
 
 def set_tools(tool_ids: list[int], enabled: bool) -> None:
+    """Switch the tools on or off, then wait until the node no longer uses the list it read before
+    (``TOOLS_CACHE_SECONDS``: a node reads a knowledge base's tools at most that often)."""
+    from django.conf import settings
+
     from knowledge.models import Tool
 
     Tool.objects.filter(pk__in=tool_ids).update(enabled=enabled)
+    time.sleep(settings.TOOLS_CACHE_SECONDS + 0.5)
 
 
 def start_api(secret: str) -> tuple[subprocess.Popen, str]:

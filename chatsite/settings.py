@@ -341,6 +341,9 @@ TOOLS_MIN_SIMILARITY = env_float("TOOLS_MIN_SIMILARITY", None)
 # company's API.
 TOOLS_CALLS_PER_MINUTE = env_int("TOOLS_CALLS_PER_MINUTE", 600)
 TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE = env_int("TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE", 10)
+# How long a process reuses a knowledge base's list of tools: an answer costs no query for it, and a change made in
+# the admin reaches every node within this time (at once in the process that saved it). 0: read for every answer.
+TOOLS_CACHE_SECONDS = env_float("TOOLS_CACHE_SECONDS", 5.0)
 # The demo order API `make run` starts (knowledge/tools/demo_api.py) and the secret its two tools sign with; the
 # tools bootstrap_demo creates (DEBUG only) point at DEMO_API_URL.
 DEMO_API_URL = os.environ.get("DEMO_API_URL", "http://127.0.0.1:8001/api")

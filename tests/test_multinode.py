@@ -235,8 +235,8 @@ LOAD_QUESTIONS = (
 
 @pytest.fixture
 def loaded_nodes(demo_kb, daphne_server, redis_available):
-    """Two nodes as in ``two_nodes`` (short 4 s leases), without the per-user rate limit and socket bound: one
-    account asks for all the customers."""
+    """Two nodes as in ``two_nodes`` (short 4 s leases), without the per-user rate limit, socket bound and stream
+    bound: one account asks for all the customers."""
     env = {
         "REDIS_URL": REDIS,
         "CHANNEL_PREFIX": f"load-{uuid.uuid4().hex[:10]}",
@@ -245,6 +245,7 @@ def loaded_nodes(demo_kb, daphne_server, redis_available):
         "CHAT_REAPER_INTERVAL_SECONDS": str(REAPER_SECONDS),
         "CHAT_RATE_LIMIT": "0",
         "CHAT_MAX_SOCKETS_PER_USER": "0",  # one account holds all the customers' sockets
+        "CHAT_MAX_STREAMS_PER_USER": "0",  # ...and all their answers generating at once
     }
     return daphne_server(**env), daphne_server(**env)
 

@@ -314,6 +314,7 @@ async def test_the_model_calls_the_tool_and_cites_its_result(kb, tool_api, peopl
     assert json.loads(tool_message["content"]) == {"ok": True, "cite_as": n,
                                                    "fields": {"status": "shipped", "delivery.eta": "2025-06-03"}}
     assert tool_api.requests[0].identity.user_id == str(alice.pk)
+    assert final.timings["tool_ms"] > 0 and final.trace["tools"][0]["outcome"] == "ok"
 
 
 async def test_the_model_cannot_name_another_value_shape_or_a_tool_it_was_not_offered(kb, tool_api, people, llm):
@@ -377,3 +378,18 @@ async def test_the_limits_hold_across_nodes_through_redis(kb, tool_api, people, 
     finally:
         client.delete(*client.keys(f"{settings.CHANNEL_PREFIX}:tools:*"))
         client.close()
+
+
+async def test_a_tool_switched_off_in_the_admin_is_not_used_for_the_next_answer(kb, tool_api, people):
+    """A node reuses the list of tools for a few seconds (TOOLS_CACHE_SECONDS), but a change saved in the same
+    process is seen at once."""
+    alice, _ = people
+    tool = await sync_to_async(order_tool)(kb, tool_api)
+    chat = await sync_to_async(conversation)(kb, alice)
+    assert final_of(await ask("Where is my order 10432?", kb, chat)).trace["tools"]
+
+    tool.enabled = False
+    await tool.asave()
+
+    final = final_of(await ask("Where is my order 10432?", kb, chat))
+    assert not final.trace.get("tools") and len(tool_api.requests) == 1

@@ -31,7 +31,9 @@ from tests.tool_api import ToolAPI
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "pw-tools-e2e-7"
-NODE = {"TOOLS_ALLOW_PRIVATE_ADDRESSES": "1", "ANSWER_WORDS_PER_SECOND": "0", "CHAT_RATE_LIMIT": "0"}
+#: The faults test changes a tool between questions: the node reads the tools for every answer.
+NODE = {"TOOLS_ALLOW_PRIVATE_ADDRESSES": "1", "ANSWER_WORDS_PER_SECOND": "0", "CHAT_RATE_LIMIT": "0",
+        "TOOLS_CACHE_SECONDS": "0"}  # fmt: skip
 
 
 @pytest.fixture

@@ -351,6 +351,8 @@ async def _from_knowledge(
         "first_token_ms": first_token_ms if first_token_ms is not None else 0.0,
         "total_ms": _ms(time.perf_counter() - started),
     }
+    if runs:
+        timings["tool_ms"] = round(sum(run.latency_ms for run in runs), 1)
     trace = {
         "query": question,
         "rewritten_query": query if query != question else None,

@@ -309,8 +309,9 @@ async def serve(
 ) -> AsyncIterator[Event | ToolRun]:
     """Run the tool an LLM asked for (``request``), with the customer's progress and card, and set
     ``request.result`` for the model: the visible fields and the source number to cite (``cite_as``), or that it
-    could not be checked. An unknown tool or a value that is not the parameter's is refused before any request;
-    the last item is the ``ToolRun`` (None-free: a refused request is a run with its outcome)."""
+    could not be checked. A value that is not the parameter's is refused before any request (a run with outcome
+    ``invalid_argument``, the last item); a tool that was not offered is not run at all (no item: the model is told
+    there is no such tool)."""
     tool = named.get(request.name)
     if tool is None:
         request.result = {"ok": False, "error": "There is no such tool."}

@@ -14,9 +14,14 @@ Each run is counted in ``/metrics`` by tool and outcome, with its latency.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from django.conf import settings
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
 
 from chatsite import metrics
 from knowledge.inference import answer_work
@@ -101,6 +106,10 @@ def shown(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+#: A knowledge base's tools as this process last read them (``TOOLS_CACHE_SECONDS``), and when that ends.
+_usable: dict[int | None, tuple[float, list[Tool]]] = {}
+
+
 def _usable_tools(kb_id: int | None) -> list[Tool]:
     tools = Tool.objects.filter(enabled=True)
     if kb_id is not None:
@@ -109,8 +118,23 @@ def _usable_tools(kb_id: int | None) -> list[Tool]:
 
 
 async def usable_tools(kb: KnowledgeBase | None) -> list[Tool]:
-    """The tools switched on for ``kb`` (``kb=None``, every knowledge base: every tool that is on)."""
-    return await answer_work(_usable_tools, kb.pk if kb is not None else None)
+    """The tools switched on for ``kb`` (``kb=None``, every knowledge base: every tool that is on), as this process
+    last read them (``TOOLS_CACHE_SECONDS``)."""
+    key = kb.pk if kb is not None else None
+    cached = _usable.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    tools = await answer_work(_usable_tools, key)
+    _usable[key] = (time.monotonic() + settings.TOOLS_CACHE_SECONDS, tools)
+    return tools
+
+
+@receiver(post_save, sender=Tool)
+@receiver(post_delete, sender=Tool)
+@receiver(m2m_changed, sender=Tool.knowledge_bases.through)
+def forget_usable_tools(**kwargs: Any) -> None:
+    """A tool changed in this process: the next answer reads the tools again."""
+    _usable.clear()
 
 
 async def run(tool: Tool, arguments: Mapping[str, Any], asker: Asker) -> ToolRun:
