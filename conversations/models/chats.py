@@ -1,18 +1,13 @@
-"""What a chat is made of: conversations, their messages (questions, answers, agents' replies) and feedback, and
-the sites customers chat from (the embeddable widget's ``Site``)."""
+"""What a chat is made of: conversations, their messages (questions, answers, agents' replies), feedback and
+staff's internal notes."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from datetime import datetime
 
 from django.conf import settings
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.db.models import Q
-
-from conversations import sites
 
 
 def default_knowledge_base_id() -> int:
@@ -24,7 +19,9 @@ def default_knowledge_base_id() -> int:
 
 
 class Conversation(models.Model):
-    """One customer's thread. Owned by a user, or by an anonymous visitor's session when that is allowed."""
+    """One customer's thread. Owned by a user, or by an anonymous visitor: a session of our chat page (when
+    ``CHAT_ALLOW_ANONYMOUS``) or a widget visitor (``anonymous_session_key`` "visitor-<id>", conversations/visitors.py).
+    """
 
     class Status(models.TextChoices):
         BOT = "bot", "Answered by the assistant"
@@ -53,6 +50,18 @@ class Conversation(models.Model):
     taken_over_at = models.DateTimeField(null=True, blank=True)
     waiting_since = models.DateTimeField(null=True, blank=True, help_text="When the customer asked for a person.")
     agent_read_at = models.DateTimeField(null=True, blank=True, help_text="Staff have seen everything up to here.")
+    # The widget (docs/widget.md): the site a visitor or verified customer chats from, and the host page they were
+    # last on (what the console shows: "Visitor on <site> · <page URL>").
+    site = models.ForeignKey(
+        "conversations.Site", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    page_url = models.URLField(max_length=2000, blank=True, help_text="The host page the customer chats from.")
+    # Leave a message: nobody could answer when the customer asked for a person, so they left an address and a
+    # staff reply is sent there (conversations/leave_message.py).
+    contact_email = models.EmailField(blank=True, help_text="Where a staff reply goes while the customer is away.")
+    left_message_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the customer left a message (marked 'customer offline')."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -209,150 +218,3 @@ class InternalNote(models.Model):
 
     def __str__(self) -> str:
         return f"note on {self.conversation_id}: {self.text[:60]}"
-
-
-class TokenGeneration(models.Model):
-    """A user's bearer-token generation: "sign out everywhere" (``POST /api/token/revoke/``) adds one, and every
-    token issued before carries the old number in its ``ver`` claim, so it stops working at once
-    (``conversations.auth.user_for_token``; ``conversations/revocation.py``). No row: generation 0."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, primary_key=True, on_delete=models.CASCADE, related_name="token_generation"
-    )
-    generation = models.PositiveIntegerField(default=0)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"tokens of user {self.user_id}: generation {self.generation}"
-
-
-def new_identity_secret() -> str:
-    """A fresh site identity secret: 256 random bits, URL-safe so it pastes into any server's configuration."""
-    return secrets.token_urlsafe(32)
-
-
-class Site(models.Model):
-    """A company website the chat widget may be embedded on (``data-site="<slug>"``), and what it may use there.
-
-    The server enforces it, not the widget's script: a page on an origin not in ``allowed_origins`` gets no widget
-    and no socket (``allows_origin``). The identity secret verifies the host site's signed-in customers (HMAC, like
-    a tool's secret it is write-only in the admin); business hours say when a person may be asked for
-    (``is_open``). The rules themselves are plain functions in ``conversations/sites.py``.
-    """
-
-    #: A secret typed by staff must be at least this long: it is all that stands between a forged identity and a
-    #: customer's orders.
-    MIN_SECRET_LENGTH = 32
-
-    name = models.CharField(max_length=200, unique=True)
-    slug = models.SlugField(
-        max_length=100,
-        unique=True,
-        help_text='What the embed tag names: data-site="<slug>". Changed, the tags already on pages stop working.',
-    )
-    enabled = models.BooleanField(default=True, help_text="Off: the widget loads nowhere and its sockets are refused.")
-    allowed_origins = models.TextField(
-        blank=True,
-        help_text="The pages' origins, one per line, as https://shop.example.com[:port] (no path, no wildcard). "
-        "http:// only for localhost, 127.0.0.1 and [::1]. Nowhere else may embed the widget.",
-    )
-    knowledge_bases = models.ManyToManyField(
-        "knowledge.KnowledgeBase", related_name="sites", help_text="What the assistant answers from on this site."
-    )
-    tools = models.ManyToManyField(
-        "knowledge.Tool",
-        blank=True,
-        related_name="sites",
-        help_text="Which of its knowledge bases' tools the assistant may call here (each needs one of them).",
-    )
-    greeting = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text='The widget’s first words, per language: {"en": "Hi! How can we help?", "de": "Hallo! …"}. '
-        "A page's data-greeting overrides it; data-language (else the visitor's browser) picks one.",
-    )
-    identity_secret = models.CharField(
-        max_length=200,
-        blank=True,
-        help_text="Signs the host site's signed-in customer (HMAC-SHA256, docs/widget.md). Write-only.",
-    )
-    business_hours = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text='When staff answer, per weekday: {"mon": [["09:00", "12:30"], ["13:30", "17:00"]], …}; a day '
-        "left out is closed, {} is always open. Outside them a customer asking for a person may leave a message.",
-    )
-    time_zone = models.CharField(
-        max_length=64, default="UTC", help_text="Of the business hours, as Europe/Berlin or America/New_York."
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def save(self, *args, **kwargs) -> None:
-        if not self.identity_secret:  # every site can verify customers from the start
-            self.identity_secret = new_identity_secret()
-        super().save(*args, **kwargs)
-
-    @property
-    def origins(self) -> list[str]:
-        """The allowed origins, normalised (saved ones already are; a bad line, only possible for a row written
-        without ``clean``, allows nothing rather than failing the caller)."""
-        try:
-            return sites.normalise_origins(self.allowed_origins)
-        except ValidationError:
-            return []
-
-    def allows_origin(self, origin: str) -> bool:
-        """Whether a page whose ``Origin`` header is ``origin`` may embed this site's widget: an exact match after
-        normalisation, and never while the site is off."""
-        candidate = sites.header_origin(origin)
-        return self.enabled and candidate is not None and candidate in self.origins
-
-    def is_open(self, at: datetime) -> bool:
-        """Whether ``at`` (aware) is within the business hours, on the wall clock of the site's time zone."""
-        return sites.is_open(self.business_hours, self.time_zone, at)
-
-    def greeting_for(self, language: str) -> str:
-        """The greeting in ``language`` (``de``, or ``de-CH`` falling back to ``de``), else the site's default
-        language's, else "" (the widget's own)."""
-        for code in (language.lower(), language.lower().split("-")[0], settings.LANGUAGE_CODE):
-            if self.greeting.get(code):
-                return self.greeting[code]
-        return ""
-
-    def clean(self) -> None:
-        """Every origin, the time zone, the business hours and the greeting's languages are checked when the site
-        is saved, and the origins are stored normalised, so the socket compares strings and a typo is a message
-        to staff rather than a widget that silently never loads."""
-        errors: dict[str, list[str]] = {}
-        # An emptied box in the admin is None: the same as the default, {}.
-        self.greeting = {} if self.greeting is None else self.greeting
-        self.business_hours = {} if self.business_hours is None else self.business_hours
-        try:
-            self.allowed_origins = "\n".join(sites.normalise_origins(self.allowed_origins))
-        except ValidationError as exc:
-            errors["allowed_origins"] = exc.messages
-        try:
-            sites.check_time_zone(self.time_zone)
-        except ValidationError as exc:
-            errors["time_zone"] = exc.messages
-        try:
-            sites.check_business_hours(self.business_hours)
-        except ValidationError as exc:
-            errors["business_hours"] = exc.messages
-        languages = dict(settings.LANGUAGES)
-        if not isinstance(self.greeting, dict) or not all(isinstance(v, str) for v in self.greeting.values()):
-            errors["greeting"] = ['An object of languages and texts: {"en": "Hi! How can we help?"}.']
-        elif unknown := sorted(set(self.greeting) - set(languages)):
-            errors["greeting"] = [f"Languages {', '.join(unknown)}: use {', '.join(languages)}."]
-        if self.identity_secret and len(self.identity_secret) < self.MIN_SECRET_LENGTH:
-            # Not under the field's name: the admin's form has no such field (it is write-only there).
-            errors[NON_FIELD_ERRORS] = [f"The identity secret needs at least {self.MIN_SECRET_LENGTH} characters."]
-        if errors:
-            raise ValidationError(errors)

@@ -1,0 +1,18 @@
+"""The conversations app's models, one module per concern: chats (conversations, messages, feedback, notes),
+tokens (bearer-token generations) and sites (where the widget is embedded, and the customers they verify)."""
+
+from conversations.models.chats import Conversation, Feedback, InternalNote, Message, default_knowledge_base_id
+from conversations.models.sites import Site, SiteCustomer, new_identity_secret
+from conversations.models.tokens import TokenGeneration
+
+__all__ = [
+    "Conversation",
+    "Feedback",
+    "InternalNote",
+    "Message",
+    "Site",
+    "SiteCustomer",
+    "TokenGeneration",
+    "default_knowledge_base_id",
+    "new_identity_secret",
+]
