@@ -278,6 +278,19 @@ UPLOAD_ALLOWED_EXTENSIONS = env_list("UPLOAD_ALLOWED_EXTENSIONS", [".txt", ".md"
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+# Customers' photos and screenshots in the chat (conversations/images.py, docs/security.md "Customers' images"):
+# PNG, JPEG or WebP of at most ATTACHMENT_MAX_BYTES and ATTACHMENT_MAX_PIXELS (checked from the header, before any
+# pixel is decoded), re-encoded no larger than ATTACHMENT_MAX_SIDE px a side; at most ATTACHMENT_MAX_PER_MESSAGE per
+# question and ATTACHMENT_MAX_UNSENT uploaded but not sent per customer (unsent ones are deleted after
+# ATTACHMENT_UNSENT_HOURS); ATTACHMENT_THREADS images decoded at once per node (each may take ~4 bytes a pixel).
+ATTACHMENT_MAX_BYTES = env_int("ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+ATTACHMENT_MAX_PIXELS = env_int("ATTACHMENT_MAX_PIXELS", 40_000_000)
+ATTACHMENT_MAX_SIDE = env_int("ATTACHMENT_MAX_SIDE", 2560)
+ATTACHMENT_MAX_PER_MESSAGE = env_int("ATTACHMENT_MAX_PER_MESSAGE", 4)
+ATTACHMENT_MAX_UNSENT = env_int("ATTACHMENT_MAX_UNSENT", 20)
+ATTACHMENT_UNSENT_HOURS = env_int("ATTACHMENT_UNSENT_HOURS", 24)
+ATTACHMENT_THREADS = env_int("ATTACHMENT_THREADS", 2)
+
 # What one document may cost to ingest (knowledge/ingest/limits.py, docs/security.md "Hostile documents"): checked
 # before the work where the file says it (a zip's directory, a PDF's page count, a text file's size), and enforced
 # while it runs: parsing and chunking run in a child process with an address-space and a wall-clock limit.

@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/token/", conversations_api.token, name="api-token"),
     path("api/token/revoke/", conversations_api.revoke, name="api-token-revoke"),  # "sign out everywhere"
     path("console/", include("conversations.console_urls")),  # the staff support console
+    path("attachments/", include("conversations.attachment_urls")),  # customers' images (conversations/attachments.py)
     path("", include("conversations.urls")),
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import inbox, protocol, streaming
+from conversations import attachments, inbox, protocol, streaming
 from conversations.access import Requester, aget_conversation, aget_message, ensure_may_act
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
@@ -37,6 +37,7 @@ class AskResult:
     answer: Message | None
     created: bool  # False: the same ask id was seen before (idempotent re-send)
     console_row: dict | None = None  # the console list's row after a new question, built in its transaction
+    attachments: list[dict] = field(default_factory=list)  # the images sent with a new question (``described``)
 
     def ack(self) -> dict:
         return protocol.ack_frame(
@@ -50,6 +51,7 @@ class AskResult:
             self.answer.pk if self.answer else None,
             self.question.client_id,
             self.question.text,
+            self.attachments,
         )
 
 
@@ -106,6 +108,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
             state=Message.State.COMPLETE,
             completed_at=timezone.now(),
         )
+        sent = attachments.send_with(requester, frame, question)  # not_found: nothing of this ask is saved
         answer = None
         if conversation.status == Conversation.Status.RESOLVED:
             conversation.status = Conversation.Status.BOT  # a new question reopens it
@@ -118,7 +121,8 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 trace={"language_hint": requester.language} if requester.language else {},
             )
         conversation.save(update_fields=["status", "title", "updated_at"])
-        return AskResult(conversation, question, answer, created=True, console_row=inbox.list_item(conversation.pk))
+        row = inbox.list_item(conversation.pk)
+        return AskResult(conversation, question, answer, created=True, console_row=row, attachments=sent)
 
 
 def _existing_ask(

@@ -59,7 +59,8 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 @staff_only
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent"), pk=conversation_id)
-    history = list(conversation.messages.select_related("reply_to", "author").order_by("created_at"))
+    messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
+    history = list(messages.order_by("created_at"))
     # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
     for message in history:
         message.sources = labelled_sources(message.sources)

@@ -16,6 +16,7 @@ from django.contrib import messages as flash
 from django.contrib.auth.views import redirect_to_login
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -64,7 +65,8 @@ def conversation_new(request: HttpRequest, requester: Requester) -> HttpResponse
 @_with_requester
 def conversation_detail(request: HttpRequest, requester: Requester, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(requester.conversations().select_related("knowledge_base"), pk=conversation_id)
-    history = list(conversation.messages.select_related("reply_to", "author").order_by("created_at"))
+    messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
+    history = list(messages.order_by("created_at"))
     ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
     for message in history:
         message.my_rating = ratings.get(message.pk, 0)
@@ -76,6 +78,10 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
         # Only a knowledge base the requester may see is named on the page (knowledge/visibility.py).
         "kb": conversation.knowledge_base.slug if may_read(requester.user_id, conversation.knowledge_base_id) else "",
         "conversationUrl": sample_url.replace(str(uuid.UUID(int=0)), _ID_PLACEHOLDER),
+        # Images: uploaded with the session and this CSRF token (static/chat/attach.js, conversations/attachments.py).
+        "uploadUrl": reverse("attachments:upload"),
+        "csrfToken": get_token(request),
+        "maxImages": settings.ATTACHMENT_MAX_PER_MESSAGE,
     }
     first_question = next((m.text for m in history if m.role == Message.Role.USER), "")
     context = {

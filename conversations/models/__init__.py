@@ -1,11 +1,14 @@
 """The conversations app's models, one module per concern: chats (conversations, messages, feedback, notes),
-tokens (bearer-token generations) and sites (where the widget is embedded, and the customers they verify)."""
+tokens (bearer-token generations), sites (where the widget is embedded, and the customers they verify) and
+attachments (customers' images)."""
 
+from conversations.models.attachments import Attachment
 from conversations.models.chats import Conversation, Feedback, InternalNote, Message, default_knowledge_base_id
 from conversations.models.sites import Site, SiteCustomer, new_identity_secret
 from conversations.models.tokens import TokenGeneration
 
 __all__ = [
+    "Attachment",
     "Conversation",
     "Feedback",
     "InternalNote",

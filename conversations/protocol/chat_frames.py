@@ -15,22 +15,28 @@ from conversations.protocol.registry import ClientFrame, Registry
 
 @dataclass(frozen=True)
 class Ask(ClientFrame):
-    """A question. ``id`` is the client's idempotency key: the same id again returns the same ``ack``."""
+    """A question. ``id`` is the client's idempotency key: the same id again returns the same ``ack``.
+
+    ``attachments``: images uploaded before (``POST /attachments/``, conversations/attachments.py) sent with it; a
+    question with images may have no text."""
 
     TYPE = names.ASK
     id: str
     text: str
     conversation: uuid.UUID | None = None
     kb: str | None = None
+    attachments: tuple[uuid.UUID, ...] = ()
 
     @classmethod
     def from_fields(cls, fields: Fields) -> Ask:
         id = fields.client_id()
+        attachments = fields.uuid_list("attachments", settings.ATTACHMENT_MAX_PER_MESSAGE)
         return cls(
             id=id,
-            text=fields.text("text", settings.CHAT_MAX_QUESTION_CHARS),
+            text=fields.text("text", settings.CHAT_MAX_QUESTION_CHARS, required=not attachments),
             conversation=fields.optional_uuid("conversation"),
             kb=fields.optional_name("kb", "a knowledge base name or slug"),
+            attachments=attachments,
         )
 
 

@@ -47,6 +47,17 @@ class Fields:
         except ValueError:
             raise self.error(INVALID, name, f"is not a valid UUID: {value[:40]!r}.") from None
 
+    def uuid_list(self, name: str, limit: int) -> tuple[uuid.UUID, ...]:
+        """Distinct UUIDs, in the order given, at most ``limit`` of them (absent: none)."""
+        value = self.data.get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error(INVALID, name, "must be a list of UUID strings.")
+        if len(value) > limit:
+            raise self.error(TOO_LARGE, name, f"has {len(value)} items; the limit is {limit}. Nothing was saved.")
+        return tuple(dict.fromkeys(self._as_uuid(name, item) for item in value))
+
     def text(self, name: str, limit: int, *, required: bool = True) -> str:
         """Stripped text of at most ``limit`` characters (empty only when not ``required``)."""
         value = self.data.get(name, None if required else "")

@@ -50,9 +50,15 @@ def ack_frame(id: str, conversation: uuid.UUID, question: uuid.UUID, message: uu
 
 
 def question_frame(
-    conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID | None, id: str, text: str
+    conversation: uuid.UUID,
+    question: uuid.UUID,
+    message: uuid.UUID | None,
+    id: str,
+    text: str,
+    attachments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A question was added to the conversation (for the other sockets showing it)."""
+    """A question was added to the conversation (for the other sockets showing it). ``attachments``: the images sent
+    with it, [{id, url, content_type, width, height}] (conversations/attachments.py ``described``)."""
     return {
         "type": QUESTION,
         "conversation": _hex(conversation),
@@ -60,6 +66,7 @@ def question_frame(
         "message": _hex(message),
         "id": id,
         "text": text,
+        "attachments": attachments or [],
     }
 
 

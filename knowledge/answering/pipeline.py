@@ -26,7 +26,7 @@ from django.utils import translation
 from django.utils.translation import gettext, gettext_noop, ngettext
 
 from knowledge import inference
-from knowledge.answering import tool_answers
+from knowledge.answering import tool_answers, wordless
 from knowledge.answering.events import (
     AnswerBackendError,
     Event,
@@ -198,6 +198,10 @@ async def answer(
     turns = _prior_turns(question, history)
     # The customer's language: the answer's own words, status lines and a refusal are in it.
     language = detect_language(question) or language or translation.get_language() or settings.LANGUAGE_CODE
+    if not question.strip():  # an image sent without words: nothing to search (knowledge/answering/wordless.py)
+        async for event in wordless.answer(language, generator.pace(), generator.name):
+            yield event
+        return
     tools = await running.usable_tools(kb) if asker is not None else []
     plan = await tool_answers.plan(question, turns, tools, requester) if tools and generator.composes else None
 
