@@ -119,6 +119,17 @@ def open_new_conversation(page, base_url: str, username: str) -> str:
     return page.url.rstrip("/").rsplit("/", 1)[1]
 
 
+def customer_and_console(browser, errors: list[str], base_url: str, customer: str = "chris"):
+    """The customer's page on a new conversation and Sam's console open on it, both connected: ``((context, page),
+    conversation id, (context, page))``."""
+    chat = new_page(browser, errors, width=1280)
+    conversation = open_new_conversation(chat[1], base_url, customer)
+    console = new_page(browser, errors, width=1280, height=1000)
+    sign_in(console[1], f"{base_url}/console/c/{conversation}/", "sam", STAFF_PASSWORD)
+    console[1].wait_for_function("document.querySelector('[data-connection-state]').dataset.state === 'open'")
+    return chat, conversation, console
+
+
 def shoot_at_each_width(page, name: str, target) -> list[str]:
     """A picture at 1280 and 390 px wide with ``target`` just under the header, nothing sticking out sideways;
     the viewport is left at 1280 px."""
@@ -137,11 +148,7 @@ def test_the_customer_watches_the_order_looked_up_and_cited_and_the_console_trac
 ):
     site = daphne_server(**NODE, ANSWER_WORDS_PER_SECOND="4")
     errors: list[str] = []
-    chat_context, chat = new_page(browser, errors, width=1280)
-    conversation = open_new_conversation(chat, site.url, "chris")
-    console_context, staff = new_page(browser, errors, width=1280, height=1000)
-    sign_in(staff, f"{site.url}/console/c/{conversation}/", "sam", STAFF_PASSWORD)
-    staff.wait_for_function("document.querySelector('[data-connection-state]').dataset.state === 'open'")
+    (chat_context, chat), conversation, (console_context, staff) = customer_and_console(browser, errors, site.url)
 
     # The progress line while the company's API is still answering, in the chat page and the console alike.
     ask(chat, QUESTION)

@@ -17,6 +17,7 @@ import {
   handoffAvailable,
 } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
+import { attachImages, showImages } from "./attach.js";
 import { agentMessage, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
 
@@ -67,6 +68,17 @@ class ChatPage {
     this.connectedOnce = false;
     this.following = true; // keep the newest content in view until the reader scrolls up
 
+    // Images sent with questions (attach.js): uploaded with the page's CSRF token for its session, or with the
+    // widget's own headers (config.uploadHeaders: its visitor token); no uploadUrl, no attach control.
+    this.imageHeaders = config.uploadHeaders || (() => ({ "X-CSRFToken": config.csrfToken || "" }));
+    this.attach = config.uploadUrl
+      ? attachImages(this.form, {
+          uploadUrl: config.uploadUrl,
+          headers: this.imageHeaders,
+          conversation: () => this.conversation,
+          max: config.maxImages,
+        })
+      : null;
     this._adoptServerHistory();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = config.wsUrl || `${scheme}://${location.host}/ws/chat/`;
@@ -87,6 +99,7 @@ class ChatPage {
 
   /** Messages the server rendered. Unfinished ones (page reloaded mid-answer) are resumed from seq 0. */
   _adoptServerHistory() {
+    showImages(this.log, this.imageHeaders());
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
       this.messages.set(msgEl.dataset.message, AnswerStream.adopt(msgEl, { offerHandoff: true }));
     }
@@ -221,7 +234,7 @@ class ChatPage {
     }
     if (ask.acked) return; // the same ack again after a re-send: nothing new
     ask.acked = true;
-    if (this.titleEl && this.titleEl.hasAttribute("data-untitled")) {
+    if (ask.text && this.titleEl && this.titleEl.hasAttribute("data-untitled")) {
       // Same fallback as the server: an untitled conversation is named by its first question.
       this.titleEl.removeAttribute("data-untitled");
       this.titleEl.textContent = ask.text.length > 80 ? `${ask.text.slice(0, 79)}…` : ask.text;
@@ -259,7 +272,8 @@ class ChatPage {
   _onQuestion(frame) {
     if (frame.conversation !== this.conversation || this.asks.has(frame.id)) return;
     if (frame.message && this.messages.has(frame.message)) return;
-    const userEl = userMessage(frame.text);
+    const userEl = userMessage(frame.text, { images: frame.attachments || [] });
+    showImages(userEl, this.imageHeaders());
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
     if (frame.message) this._newAnswer(frame.message, frame.text, (el) => this.log.append(el));
@@ -400,19 +414,21 @@ class ChatPage {
 
   _askFrame(ask) {
     const frame = { type: FRAME.ASK, id: ask.id, text: ask.text };
+    if (ask.images.length) frame.attachments = ask.images.map((image) => image.id);
     if (this.conversation) frame.conversation = this.conversation;
     else if (this.config.kb) frame.kb = this.config.kb;
     return frame;
   }
 
-  ask(text) {
+  ask(text, images = []) {
     const trimmed = text.trim();
-    if (!trimmed) return;
+    if (!trimmed && !images.length) return;
     const id = newId();
     this.log.querySelector("[data-empty]")?.remove();
-    const userEl = userMessage(trimmed, { clientId: id, pending: true });
+    const userEl = userMessage(trimmed, { clientId: id, pending: true, images });
+    showImages(userEl, this.imageHeaders());
     this.log.append(userEl);
-    const ask = { id, text: trimmed, acked: false, failed: false, held: false, messageId: null, userEl };
+    const ask = { id, text: trimmed, images, acked: false, failed: false, held: false, messageId: null, userEl };
     this.asks.set(id, ask);
     this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
     this._scrollToEnd({ force: true }); // asking means "show me the answer": follow it again
@@ -433,10 +449,15 @@ class ChatPage {
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       const text = this.input.value;
-      if (!text.trim()) return;
+      if (this.attach?.busy) {
+        this._showNotice(gettext("Wait for the image to finish uploading."));
+        return;
+      }
+      const images = this.attach ? this.attach.take() : [];
+      if (!text.trim() && !images.length) return;
       this.input.value = "";
       this._autosize();
-      this.ask(text);
+      this.ask(text, images);
       this.input.focus();
     });
     this.input.addEventListener("input", () => this._autosize());

@@ -221,12 +221,37 @@ export function setStateNote(msgEl, state, detail) {
   note.hidden = !note.textContent;
 }
 
-/** A user's question bubble; `pending` while not yet acknowledged by the server. */
-export function userMessage(text, { clientId, pending = false } = {}) {
+/**
+ * The images sent with a question ({id, url, width, height}: a `question` frame's `attachments`), as
+ * templates/conversations/_attachments.html renders them; their addresses wait in `data-src` for attach.js
+ * `showImages`, which knows how the page may fetch them.
+ */
+export function attachmentList(images) {
+  const list = el("div", "attachments");
+  images.forEach((image, i) => {
+    const link = el("a", "attachment");
+    link.href = image.url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    const img = el("img");
+    img.dataset.src = image.url;
+    img.width = image.width;
+    img.height = image.height;
+    img.alt = `${gettext("Image")} ${i + 1}`;
+    img.loading = "lazy";
+    link.append(img);
+    list.append(link);
+  });
+  return list;
+}
+
+/** A user's question bubble (and the images sent with it); `pending` while not yet acknowledged by the server. */
+export function userMessage(text, { clientId, pending = false, images = [] } = {}) {
   const msg = el("article", "msg msg-user");
   msg.dataset.role = "user";
   if (clientId) msg.dataset.clientId = clientId;
   msg.append(el("div", "who", gettext("You")), el("div", "bubble", text));
+  if (images.length) msg.append(attachmentList(images));
   const note = el("div", "pending-note", pending ? gettext("Sending…") : "");
   note.hidden = !pending;
   msg.append(note);

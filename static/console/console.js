@@ -5,6 +5,7 @@
 // customer sees it. List rows are cloned from the server's own row (templates/console/_row.html).
 
 import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, TOO_MANY_SOCKETS_ERROR } from "../chat/protocol.js";
+import { showImages } from "../chat/attach.js";
 import { agentMessage, systemMessage, userMessage } from "../chat/render.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
@@ -349,7 +350,8 @@ class ConsoleConversation {
 
   onQuestion(frame) {
     if (this.log.querySelector(`[data-message="${frame.question}"]`)) return;
-    const userEl = userMessage(frame.text);
+    const userEl = userMessage(frame.text, { images: frame.attachments || [] });
+    showImages(userEl); // staff's session cookie goes with them
     userEl.querySelector(".who").textContent = "Customer";
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
