@@ -361,6 +361,9 @@ TOOLS_CACHE_SECONDS = env_float("TOOLS_CACHE_SECONDS", 5.0)
 # tools bootstrap_demo creates (DEBUG only) point at DEMO_API_URL.
 DEMO_API_URL = os.environ.get("DEMO_API_URL", "http://127.0.0.1:8001/api")
 DEMO_TOOLS_SECRET = os.environ.get("DEMO_TOOLS_SECRET", "northwind-demo-tools-secret")
+# The demo company site with the chat widget on it (conversations/demo_host.py; `make run` serves it on another
+# origin): bootstrap_demo lets the demo widget Site be embedded there.
+DEMO_HOST_URL = os.environ.get("DEMO_HOST_URL", "http://localhost:8002")
 
 # Procrastinate (durable queue in PostgreSQL; tasks in knowledge/tasks.py, worker: `manage.py procrastinate worker`).
 # A worker sends a heartbeat every PROCRASTINATE_HEARTBEAT_SECONDS; a job whose worker has been silent for
@@ -408,6 +411,18 @@ CHAT_NODE_QUEUE_LIMIT = env_int("CHAT_NODE_QUEUE_LIMIT", 2000)
 # node (counted in Redis, leases of CHAT_LEASE_SECONDS); the rest wait with status(queued) and start as one ends
 # (conversations/streaming/customer_streams.py). 0: no bound.
 CHAT_MAX_STREAMS_PER_USER = env_int("CHAT_MAX_STREAMS_PER_USER", 2)
+
+# --- The chat widget on the companies' own sites (docs/widget.md) -----------------------------------------------
+# A visitor keeps their conversations this long after their last page view on the host site (a new token per view).
+WIDGET_VISITOR_TOKEN_DAYS = env_int("WIDGET_VISITOR_TOKEN_DAYS", 30)
+# The frame page's embed ticket: how long after the page loaded its script may still get a visitor token.
+WIDGET_EMBED_TICKET_SECONDS = env_int("WIDGET_EMBED_TICKET_SECONDS", 6 * 3600)
+# A host site's signed identity is accepted this long after its timestamp (a copied page cannot sign in forever).
+WIDGET_IDENTITY_MAX_AGE_SECONDS = env_int("WIDGET_IDENTITY_MAX_AGE_SECONDS", 24 * 3600)
+# New anonymous visitors per network address per hour, and widget questions per address per minute, every node
+# (Redis); 0 switches a limit off. Each visitor also has CHAT_RATE_LIMIT and the socket and stream bounds above.
+WIDGET_NEW_VISITORS_PER_IP_PER_HOUR = env_int("WIDGET_NEW_VISITORS_PER_IP_PER_HOUR", 30)
+WIDGET_QUESTIONS_PER_IP_PER_MINUTE = env_int("WIDGET_QUESTIONS_PER_IP_PER_MINUTE", 40)
 # Token text arriving within this many ms of the last token frame goes out in the next one (0: a frame per token).
 CHAT_TOKEN_COALESCE_MS = env_float("CHAT_TOKEN_COALESCE_MS", 40.0)
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 3600)  # bearer tokens from POST /api/token/

@@ -41,8 +41,13 @@ REDIS_TIMEOUT_SECONDS = 1.0  # a Redis outage must not hang sign-in (it then goe
 
 def client_address(request: HttpRequest) -> str:
     """The address a count is kept for: ``REMOTE_ADDR`` (behind a proxy, Daphne's ``--proxy-headers`` sets it from
-    ``X-Forwarded-For``), an IPv6 client by its /64, since one host usually holds a whole /64."""
-    raw = request.META.get("REMOTE_ADDR") or "unknown"
+    ``X-Forwarded-For``), as ``normalised_address`` counts it."""
+    return normalised_address(request.META.get("REMOTE_ADDR") or "")
+
+
+def normalised_address(raw: str) -> str:
+    """A client address as counts keep it: an IPv6 client by its /64, since one host usually holds a whole /64."""
+    raw = raw or "unknown"
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

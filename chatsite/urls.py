@@ -8,6 +8,7 @@ from chatsite import sign_in
 from chatsite.health import healthz
 from chatsite.metrics import metrics
 from conversations import api as conversations_api
+from conversations import widget_views
 
 # Sign-in is throttled everywhere a password is checked (chatsite/sign_in.py): the admin's form too.
 admin.site.login_form = sign_in.ThrottledAdminAuthenticationForm
@@ -25,6 +26,10 @@ urlpatterns = [
     path("api/token/", conversations_api.token, name="api-token"),
     path("api/token/revoke/", conversations_api.revoke, name="api-token-revoke"),  # "sign out everywhere"
     path("console/", include("conversations.console_urls")),  # the staff support console
+    # The chat widget on the companies' own sites (docs/widget.md): the embed script, its frame, its visitor tokens.
+    path("widget.js", widget_views.widget_script, name="widget-script"),
+    path("widget/<slug:slug>/", widget_views.frame, name="widget-frame"),
+    path("widget/<slug:slug>/visitor/", widget_views.visitor, name="widget-visitor"),
     path("attachments/", include("conversations.attachment_urls")),  # customers' images (conversations/attachments.py)
     path("", include("conversations.urls")),
 ]

@@ -22,8 +22,9 @@ from django.utils.crypto import constant_time_compare
 from django.utils.translation import get_supported_language_variant
 from django.utils.translation.trans_real import parse_accept_lang_header
 
-from conversations import protocol, revocation
-from conversations.models import Conversation, Message
+from chatsite.sign_in import normalised_address
+from conversations import protocol, revocation, visitors
+from conversations.models import Conversation, Message, Site
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Requester:
     #: A socket's sign-in, re-checked by every action; None for an anonymous visitor and for an HTTP request
     #: (Django checks the session of every request itself).
     sign_in: SignIn | None = None
+    #: A widget visitor or verified customer: the site and host page they chat from (conversations/visitors.py).
+    visitor: visitors.Visitor | None = None
 
     @property
     def is_anonymous(self) -> bool:
@@ -75,10 +78,19 @@ class Requester:
             return {"owner_id": self.user_id}
         return {"owner": None, "anonymous_session_key": self.session_key}
 
+    def conversation_fields(self) -> dict:
+        """Fields of a new conversation of this requester: its owner, and for the widget its site and host page."""
+        if self.visitor is None:
+            return self.owner_fields()
+        return {**self.owner_fields(), "site_id": self.visitor.site_id, "page_url": self.visitor.page_url}
+
 
 def requester_from_scope(scope: dict) -> Requester | None:
     """The requester of a WebSocket scope, or None when the handshake must be refused (close 4401)."""
     language = scope_language(scope)
+    found = scope.get("visitor")
+    if isinstance(found, visitors.VisitorToken):  # a widget socket (conversations/auth.py resolved its token)
+        return Requester(user_id=found.user_id, session_key=found.session_key, language=language, visitor=found.visitor)
     user = scope.get("user")
     if user is not None and user.is_authenticated and user.is_active:
         return Requester(user_id=user.pk, language=language, sign_in=_sign_in(scope, user))
@@ -111,7 +123,15 @@ def scope_language(scope: dict) -> str:
 
 
 def requester_from_request(request: HttpRequest) -> Requester | None:
-    """The requester of an HTTP request (for the chat page), or None if it must sign in."""
+    """The requester of an HTTP request (for the chat page), or None if it must sign in. A widget's request
+    (``Authorization: Visitor <token>``) is its visitor's, whatever the cookies say; a bad token is None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme == "Visitor":
+        try:
+            found = visitors.resolve(token.strip(), normalised_address(request.META.get("REMOTE_ADDR", "")))
+        except visitors.Refused:
+            return None
+        return Requester(user_id=found.user_id, session_key=found.session_key, visitor=found.visitor)
     if request.user.is_authenticated:
         return Requester(user_id=request.user.pk)
     if settings.CHAT_ALLOW_ANONYMOUS:
@@ -161,7 +181,12 @@ def ensure_may_act(requester: Requester, *, staff: bool = False) -> None:
 
     Why every action calls it, in its own transaction: the close of a revoked socket can be lost (module docstring)
     and the socket must not act meanwhile. One SELECT (the user row, its token generation and the session row);
-    nothing for an anonymous visitor (nothing to revoke)."""
+    nothing for an anonymous visitor (nothing to revoke). A widget requester's site must still be on and list their
+    host origin (one more SELECT)."""
+    if requester.visitor is not None:
+        site = Site.objects.filter(pk=requester.visitor.site_id).first()
+        if site is None or not site.allows_origin(requester.visitor.origin):
+            raise AccessRevoked(protocol.REVOKED_SITE_CLOSED)
     if requester.user_id is None:
         return
     sign_in = requester.sign_in

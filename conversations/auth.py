@@ -22,7 +22,7 @@ from django.utils.crypto import constant_time_compare
 
 from chatsite import db_threads
 from chatsite.handshakes import refuse_handshake
-from conversations import revocation
+from conversations import revocation, visitors
 
 ALGORITHM = "HS256"
 T = TypeVar("T")
@@ -153,6 +153,9 @@ class TokenOrSessionAuthMiddleware:
     """Channels middleware: ``scope["user"]`` is the bearer token's user when the handshake carries
     ``Authorization: Bearer …`` (other clients), else the session's (browsers; Channels' ``AuthMiddleware``).
 
+    A widget's handshake offers a visitor token as a subprotocol instead (``scope["visitor"]``,
+    conversations/visitors.py); an invalid one is refused like an invalid bearer token.
+
     One database call per handshake either way: the session user is not looked up for a token's handshake
     (that lookup queued on the database thread every socket shares, per handshake, in a connection burst). An
     invalid token leaves the socket anonymous with ``scope["auth_error"]`` set, and the consumer refuses it
@@ -167,9 +170,17 @@ class TokenOrSessionAuthMiddleware:
     async def __call__(self, scope, receive, send):
         started = time.monotonic()
         token = bearer_token(scope)
+        visitor_token = visitors.subprotocol_token(scope)
         scope = dict(scope)
         try:
-            if token is None:
+            if visitor_token is not None:  # the widget (conversations/visitors.py): no cookie is read
+                scope["user"] = AnonymousUser()
+                try:
+                    address = visitors.scope_address(scope)
+                    scope["visitor"] = await LOOKUPS.run(started, visitors.resolve, visitor_token, address)
+                except visitors.Refused:
+                    scope["auth_error"] = "The visitor token is not valid here any more; reload the widget."
+            elif token is None:
                 self.session_auth.populate_scope(scope)
                 scope["user"]._wrapped = await LOOKUPS.run(started, get_user.func, scope)
             else:

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import attachments, inbox, protocol, streaming
+from conversations import attachments, inbox, protocol, streaming, visitors
 from conversations.access import Requester, aget_conversation, aget_message, ensure_may_act
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
@@ -63,6 +63,8 @@ async def ask(requester: Requester, frame: protocol.Ask) -> AskResult:
     """
     line = admission.admission()
     refusal = _node_busy(line, frame) if line.full() else None  # read here, on the node's loop
+    if requester.visitor is not None:
+        await visitors.admit_question(requester.visitor, frame.id)  # per address, across the widget's visitors
     try:
         return await database_sync_to_async(_ask)(requester, frame, refusal)
     except IntegrityError:
@@ -93,12 +95,14 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
             conversation = Conversation.objects.create(
                 knowledge_base=_knowledge_base(requester, frame),
                 title=_title(frame.text),
-                **requester.owner_fields(),
+                **requester.conversation_fields(),
             )
         else:
             _check_queue(conversation, frame)
             if not conversation.title:  # created empty from the page's "New conversation"
                 conversation.title = _title(frame.text)
+            if requester.visitor is not None and requester.visitor.page_url:
+                conversation.page_url = requester.visitor.page_url  # where the customer asks from now
         question = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -120,7 +124,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 state=Message.State.STREAMING,
                 trace={"language_hint": requester.language} if requester.language else {},
             )
-        conversation.save(update_fields=["status", "title", "updated_at"])
+        conversation.save(update_fields=["status", "title", "page_url", "updated_at"])
         row = inbox.list_item(conversation.pk)
         return AskResult(conversation, question, answer, created=True, console_row=row, attachments=sent)
 
@@ -193,6 +197,12 @@ def _knowledge_base(requester: Requester, frame: protocol.Ask) -> KnowledgeBase:
     The default is not checked here: when it is not public, retrieval finds nothing in it for a customer (the
     answer offers a person) and the name the customer never sent is not confirmed or denied.
     """
+    if requester.visitor is not None:  # the widget: one of its site's knowledge bases, the first by default
+        kbs = KnowledgeBase.objects.filter(sites=requester.visitor.site_id).order_by("pk")
+        kb = kbs.filter(Q(slug=frame.kb) | Q(name=frame.kb)).first() if frame.kb is not None else kbs.first()
+        if kb is None:
+            raise protocol.ProtocolError(protocol.NOT_FOUND, f"No knowledge base {frame.kb!r} on this site.", id=frame.id)
+        return kb
     if frame.kb is None:
         kb, _ = KnowledgeBase.objects.get_or_create(name=settings.DEFAULT_KNOWLEDGE_BASE)
         return kb

@@ -83,7 +83,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.delivered: dict[str, int] = {}  # message id -> last seq sent on this socket
         self.following: set[str] = set()  # group names joined
         requester = requester_from_scope(self.scope)
-        await self.accept()
+        # A widget offers its token beside ``chat`` as subprotocols; a browser drops a socket whose answer names none.
+        offered = self.scope.get("subprotocols") or ()
+        await self.accept(protocol.CHAT_SUBPROTOCOL if protocol.CHAT_SUBPROTOCOL in offered else None)
         if requester is None:
             detail = self.scope.get("auth_error") or "Sign in, or send Authorization: Bearer <token> (POST /api/token/)."
             await self.send_frame(protocol.error_frame(protocol.UNAUTHENTICATED, detail))

@@ -65,6 +65,7 @@ DETAILS = {
     protocol.REVOKED_STAFF_REMOVED: "Your staff access was removed.",
     protocol.REVOKED_PASSWORD_CHANGED: "Your password was changed; sign in again with the new one.",
     protocol.REVOKED_SIGNED_OUT_EVERYWHERE: "You were signed out everywhere.",
+    protocol.REVOKED_SITE_CLOSED: "The chat is closed on this website.",
 }
 
 

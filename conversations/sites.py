@@ -170,3 +170,11 @@ def is_open(hours: dict[str, list[list[str]]], time_zone: str, at: datetime) -> 
 def _clock(text: str) -> time:
     hour, minute = text.split(":")
     return time(int(hour), int(minute))
+
+
+_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def is_colour(text: str) -> bool:
+    """Whether a page's ``data-color`` is a colour the widget takes: ``#rrggbb`` only, so nothing else reaches CSS."""
+    return bool(_COLOUR.fullmatch(text))

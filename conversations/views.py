@@ -65,12 +65,7 @@ def conversation_new(request: HttpRequest, requester: Requester) -> HttpResponse
 @_with_requester
 def conversation_detail(request: HttpRequest, requester: Requester, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(requester.conversations().select_related("knowledge_base"), pk=conversation_id)
-    messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
-    history = list(messages.order_by("created_at"))
-    ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
-    for message in history:
-        message.my_rating = ratings.get(message.pk, 0)
-        message.sources = labelled_sources(message.sources)
+    history = saved_history(requester, conversation)
     sample_url = reverse("conversations:detail", args=[uuid.UUID(int=0)])
     config = {
         "conversation": str(conversation.pk),
@@ -95,6 +90,18 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
         "max_question_chars": settings.CHAT_MAX_QUESTION_CHARS,
     }
     return render(request, "conversations/detail.html", context)
+
+
+def saved_history(requester: Requester, conversation: Conversation) -> list[Message]:
+    """A conversation's messages as ``conversations/_message.html`` renders them for its customer (the chat page and
+    the widget): with the requester's own thumbs and the sources' chip labels."""
+    messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
+    history = list(messages.order_by("created_at"))
+    ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
+    for message in history:
+        message.my_rating = ratings.get(message.pk, 0)
+        message.sources = labelled_sources(message.sources)
+    return history
 
 
 def handoff_available(status: str) -> bool:

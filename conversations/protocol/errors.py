@@ -48,8 +48,10 @@ REVOKED_DEACTIVATED = "deactivated"
 REVOKED_STAFF_REMOVED = "staff_removed"  # console sockets only
 REVOKED_PASSWORD_CHANGED = "password_changed"
 REVOKED_SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"  # POST /api/token/revoke/
+REVOKED_SITE_CLOSED = "site_closed"  # widget sockets: the site was switched off or no longer lists the host page
 REVOKED_REASONS = frozenset(
-    {REVOKED_LOGOUT, REVOKED_DEACTIVATED, REVOKED_STAFF_REMOVED, REVOKED_PASSWORD_CHANGED, REVOKED_SIGNED_OUT_EVERYWHERE}
+    {REVOKED_LOGOUT, REVOKED_DEACTIVATED, REVOKED_STAFF_REMOVED, REVOKED_PASSWORD_CHANGED, REVOKED_SIGNED_OUT_EVERYWHERE,
+     REVOKED_SITE_CLOSED}
 )
 # The user (or anonymous visitor) has more than CHAT_MAX_SOCKETS_PER_USER sockets of this kind open across the site:
 # the oldest is closed with this (the HTTP 429 twin, as 4401/4403 are 401/403), after a ``too_many_sockets`` error.

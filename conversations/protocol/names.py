@@ -68,3 +68,8 @@ MAX_NUDGE_CHARS = 500
 MAX_SEQ = 2**31 - 1  # seq is a PostgreSQL integer
 MAX_SAFE_INTEGER = 2**53 - 1  # a number the browser's JSON.parse reads exactly (ping.t is echoed back)
 MAX_DEPTH = 16  # JSON nesting of a client frame (ours are flat objects)
+
+# A widget socket (docs/widget.md) offers its visitor token as the subprotocol ``visitor.<token>`` beside
+# ``chat``, which the server answers with (browsers cannot set headers on a WebSocket, and a URL ends up in logs).
+CHAT_SUBPROTOCOL = "chat"
+VISITOR_TOKEN_SUBPROTOCOL_PREFIX = "visitor."

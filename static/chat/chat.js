@@ -41,6 +41,7 @@ const SIGNED_OUT_REASONS = {
   [REVOKED_REASON.PASSWORD_CHANGED]: gettext("You were signed out because your password was changed."),
   [REVOKED_REASON.SIGNED_OUT_EVERYWHERE]: gettext("You were signed out on every device."),
   [REVOKED_REASON.STAFF_REMOVED]: gettext("You were signed out: your staff access was removed."),
+  [REVOKED_REASON.SITE_CLOSED]: gettext("The chat is closed on this website."),
 };
 // The view follows new content while the reader is within this many pixels of the end of the page.
 const FOLLOW_SLACK_PX = 48;
@@ -83,6 +84,7 @@ class ChatPage {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = config.wsUrl || `${scheme}://${location.host}/ws/chat/`;
     this.socket = new ChatSocket(url, {
+      protocols: config.wsProtocols, // the widget's visitor token (static/widget/frame.js)
       onOpen: () => this._onOpen(),
       onFrame: (frame) => this._onFrame(frame),
       onState: (state, info) => this._onState(state, info),
@@ -132,6 +134,7 @@ class ChatPage {
 
   /** Closed for good (4001 revoked, 4401, 4403): say why, offer to sign in again, stop taking questions. */
   _showSignedOut(code) {
+    if (this.config.onSignedOut && this.config.onSignedOut(code, this.signedOutReason)) return; // the widget's own
     const why =
       SIGNED_OUT_REASONS[this.signedOutReason] ||
       (code === CLOSE.FORBIDDEN ? gettext("You no longer have access to this chat.") : gettext("You are signed out."));
@@ -654,8 +657,10 @@ class ChatPage {
   }
 }
 
+export { ChatPage };
+
 const root = document.querySelector("[data-chat]");
-if (root) {
+if (root && document.getElementById("chat-config")) {
   const config = JSON.parse(document.getElementById("chat-config").textContent);
   const page = new ChatPage(root, config);
   // For debugging in the console and for the browser tests (they cut the connection with it).

@@ -63,7 +63,13 @@ export const REVOKED_REASON = Object.freeze({
   STAFF_REMOVED: "staff_removed",
   PASSWORD_CHANGED: "password_changed",
   SIGNED_OUT_EVERYWHERE: "signed_out_everywhere",
+  SITE_CLOSED: "site_closed",
 });
+
+// A widget socket offers its visitor token as the subprotocol `visitor.<token>` beside this one, which the server
+// answers with (conversations/protocol/names.py CHAT_SUBPROTOCOL; docs/widget.md).
+export const CHAT_SUBPROTOCOL = "chat";
+export const VISITOR_TOKEN_SUBPROTOCOL_PREFIX = "visitor.";
 
 // Closes after which reconnecting cannot help: the person has to sign in (again).
 export const SIGNED_OUT_CLOSES = new Set([CLOSE.REVOKED, CLOSE.UNAUTHENTICATED, CLOSE.FORBIDDEN]);

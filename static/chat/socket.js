@@ -43,7 +43,8 @@ export function backoffDelay(attempt, random = Math.random) {
 export class ChatSocket {
   /**
    * @param {string} url  ws(s)://host/ws/chat/
-   * @param {{onOpen: Function, onFrame: Function, onState: Function, expecting?: Function}} handlers
+   * @param {{onOpen: Function, onFrame: Function, onState: Function, expecting?: Function, protocols?: string[]}} handlers
+   *   protocols: WebSocket subprotocols to offer (a widget's visitor token, docs/widget.md).
    *   onState(state, info) with state in "connecting" | "open" | "reconnecting" | "closed" | "signed_out" |
    *   "displaced" ("signed_out": the server closed with 4001/4401/4403, info.code; no reconnect, a new sign-in is
    *   needed. "displaced": closed with 4429, the user's oldest socket past the bound; no reconnect by itself).
@@ -82,7 +83,7 @@ export class ChatSocket {
     this.handlers.onState(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = new WebSocket(this.url, this.handlers.protocols || []);
     } catch (err) {
       this._scheduleReconnect();
       return;

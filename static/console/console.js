@@ -24,6 +24,7 @@ const SIGNED_OUT_REASONS = {
   [REVOKED_REASON.PASSWORD_CHANGED]: "You were signed out because your password was changed.",
   [REVOKED_REASON.SIGNED_OUT_EVERYWHERE]: "You were signed out on every device.",
   [REVOKED_REASON.STAFF_REMOVED]: "Your staff access was removed.",
+  [REVOKED_REASON.SITE_CLOSED]: "The chat is closed on this website.", // widget sockets; never a console's
 };
 
 const config = JSON.parse(document.getElementById("console-config").textContent);

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from conversations import demo_host
+from conversations.models import Site
 from knowledge.demo import load_demo_knowledge_base
 from knowledge.models import KnowledgeBase, Tool
 from knowledge.tools import demo_api
@@ -58,11 +60,30 @@ class Command(BaseCommand):
             role = "staff   " if is_staff else "customer"
             lines.append(f"  {role}  {username} / {password}" + (f"   orders {orders}" if orders else ""))
         tools = self.demo_tools(kb)
+        site = self.demo_site(kb)
         self.stdout.write(
             "\nDemo accounts (DEBUG only):\n" + "\n".join(lines)
             + f"\n\nDemo tools: {', '.join(tools)}, calling the demo order API at {settings.DEMO_API_URL}"
-            + f"\n\nOpen {url}  (admin: {url}admin/)\n"
+            + f"\n\nOpen {url}  (admin: {url}admin/)"
+            + f"\nThe chat widget on a demo company site (site '{site.slug}'): {settings.DEMO_HOST_URL}/"
+            + f"  (signed in as Chris Miller: {settings.DEMO_HOST_URL}/account/)\n"
         )  # fmt: skip
+
+    def demo_site(self, kb: KnowledgeBase) -> Site:
+        """Create or update the widget's demo site: embedded on the demo host (``DEMO_HOST_URL``,
+        conversations/demo_host.py), answering from ``kb`` with its tools, verifying the demo host's customer with
+        the secret they share (``DEMO_SITE_SECRET``)."""
+        site = Site.objects.filter(slug="demo").first() or Site(slug="demo")
+        site.name = "Northwind Outfitters"
+        site.allowed_origins = settings.DEMO_HOST_URL
+        site.identity_secret = demo_host.default_secret()
+        site.greeting = {"en": "Hi! Ask about orders, delivery or returns.", "de": "Hallo! Fragen Sie zu Bestellungen, Versand oder Rückgaben."}
+        site.enabled = True
+        site.full_clean()
+        site.save()
+        site.knowledge_bases.set([kb])
+        site.tools.set(Tool.objects.filter(knowledge_bases=kb, name__in=[d["name"] for d in demo_api.DEMO_TOOLS]))
+        return site
 
     def demo_tools(self, kb: KnowledgeBase) -> list[str]:
         """Create or update the "Order status" and "Refund status" tools for ``kb``, pointing at the demo API
