@@ -189,7 +189,7 @@ def verify_identity(site: Site, identity: Identity, now: float | None = None) ->
     stale or foreign identity, or a customer staff deactivated)."""
     now = time.time() if now is None else now
     expected = identity_signing.sign(site.identity_secret, identity.timestamp, identity.id, identity.email, identity.name)
-    if not hmac.compare_digest(expected, identity.signature.lower()):
+    if not hmac.compare_digest(expected.encode(), identity.signature.lower().encode()):  # str: ASCII only
         raise Refused("identity")
     if not (now - settings.WIDGET_IDENTITY_MAX_AGE_SECONDS <= identity.timestamp <= now + 300):
         raise Refused("identity_expired")

@@ -68,13 +68,21 @@ def _enabled_site(slug: str) -> Site:
     return site
 
 
-def referring_origin(request: HttpRequest) -> str | None:
-    """The origin of the page that asked for the frame, as the browser named it in ``Referer``."""
-    referer = request.headers.get("Referer", "")
-    parts = urlsplit(referer)
+def url_origin(url: str) -> str | None:
+    """The origin of an http(s) URL, in the form allowed origins are kept; None for any other text (one with a
+    ``[`` and no ``]`` made ``urlsplit`` raise, and the request end in HTTP 500)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return sites.header_origin(f"{parts.scheme}://{parts.netloc}")
+
+
+def referring_origin(request: HttpRequest) -> str | None:
+    """The origin of the page that asked for the frame, as the browser named it in ``Referer``."""
+    return url_origin(request.headers.get("Referer", ""))
 
 
 def _frame_options(request: HttpRequest, site: Site) -> dict:
@@ -125,10 +133,7 @@ def _page_url(value: object, origin: str) -> str:
     """The host page's URL, kept only when it is on the origin the ticket names (the console shows it)."""
     if not isinstance(value, str) or len(value) > PAGE_URL_MAX_CHARS:
         return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return ""
-    return value if sites.header_origin(f"{parts.scheme}://{parts.netloc}") == origin else ""
+    return value if url_origin(value) == origin else ""
 
 
 @csrf_exempt  # no cookie is read or set: the embed ticket in the body is the proof, and it cannot ride a cookie
@@ -153,7 +158,7 @@ def _json_body(request: HttpRequest) -> dict:
         raise BadRequest(413, "too_large", f"At most {MAX_BODY_BYTES} bytes.")
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's recursion limit
         raise BadRequest(400, "malformed", "The body is not JSON.") from None
     if not isinstance(body, dict) or not isinstance(body.get("ticket"), str):
         raise BadRequest(400, "malformed", 'A JSON object with "ticket" (the frame page\'s) is needed.')
@@ -186,7 +191,9 @@ async def _visitor_token(request: HttpRequest, slug: str, body: dict) -> dict:
         session_key = visitors.new_visitor_key()
     found = visitors.VisitorToken(place, session_key="" if user_id else session_key or "", user_id=user_id)
     requester = Requester(user_id=user_id, session_key=found.session_key, visitor=place)
-    language = body.get("language") if body.get("language") in dict(settings.LANGUAGES) else translation.get_language()
+    language = body.get("language")
+    if not isinstance(language, str) or language not in dict(settings.LANGUAGES):  # a list is unhashable
+        language = translation.get_language()
     with translation.override(language):
         chat_html, latest = await database_sync_to_async(_latest_chat)(requester, site, session_key)
     return {
