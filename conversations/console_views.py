@@ -58,7 +58,7 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @staff_only
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent"), pk=conversation_id)
+    conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent", "site"), pk=conversation_id)
     messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
     history = list(messages.order_by("created_at"))
     # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
@@ -72,10 +72,9 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         if conversation.status == Conversation.Status.AGENT
         else None,
     }
-    owner = conversation.owner
     context = {
         "conversation": conversation,
-        "customer": (owner.get_full_name() or owner.get_username()) if owner else "Visitor",
+        "customer": inbox.customer_label(conversation),
         "history": history,
         "viewer": "staff",
         "console_config": config,

@@ -44,6 +44,16 @@ def display_name(user) -> str:
     return user.get_full_name().strip() or user.get_username()
 
 
+def customer_label(conversation: Conversation) -> str:
+    """Who the customer is, as the console's list and transcript say it: their name (a visitor has none), and for
+    the widget the site and the host page they chat from: "Visitor on Northwind · https://shop.example/delivery/"."""
+    who = display_name(conversation.owner) if conversation.owner_id is not None else "Visitor"
+    if conversation.site_id is None:
+        return who
+    label = f"{who} on {conversation.site.name}"
+    return f"{label} · {conversation.page_url}" if conversation.page_url else label
+
+
 def person(user) -> dict[str, Any] | None:
     """A staff member as console frames show them (never sent to customers: they get only the name)."""
     return None if user is None else {"id": user.pk, "name": display_name(user)}
@@ -62,7 +72,7 @@ def _rows():
         .values("n")
     )
     return (
-        Conversation.objects.select_related("owner", "assigned_agent")
+        Conversation.objects.select_related("owner", "assigned_agent", "site")
         .annotate(
             unread=Coalesce(Subquery(unread), 0),
             has_messages=Exists(Message.objects.filter(conversation=OuterRef("pk"))),
@@ -106,14 +116,13 @@ def _item(conversation: Conversation, last: Message | None) -> dict[str, Any]:
         waiting_since = conversation.waiting_since or conversation.updated_at
     elif status == Conversation.Status.AGENT:
         waiting_since = _unanswered_since(conversation)
-    owner = conversation.owner
     return {
         "conversation": str(conversation.pk),
         "title": conversation.title or "New conversation",
         "status": status,
         "status_label": Conversation.Status(status).label,
         "section": SECTIONS.get(status, "recent"),
-        "customer": (owner.get_full_name() or owner.get_username()) if owner else "Visitor",
+        "customer": customer_label(conversation),
         "holder": person(conversation.assigned_agent) if status == Conversation.Status.AGENT else None,
         "unread": conversation.unread,
         "last_message": None

@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from conversations.access import AccessRevoked, Requester, ensure_may_act
-from conversations.models import Conversation
+from conversations.models import Conversation, Site
 from conversations.window_counts import count_within, window_key
 from knowledge.models import Tool
 from knowledge.tools.signing import Identity
@@ -38,10 +38,17 @@ class ConversationAsker:
 
     owner_id: int | None
     session_key: str
+    site_id: int | None = None  # a widget conversation: only its site's tools
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationAsker:
-        return cls(conversation.owner_id, conversation.anonymous_session_key or "")
+        return cls(conversation.owner_id, conversation.anonymous_session_key or "", conversation.site_id)
+
+    async def allowed(self, tools: list[Tool]) -> list[Tool]:
+        if self.site_id is None or not tools:
+            return tools
+        named = await database_sync_to_async(_site_tool_ids)(self.site_id)
+        return [tool for tool in tools if tool.pk in named]
 
     @property
     def signed_in(self) -> bool:
@@ -75,3 +82,7 @@ class ConversationAsker:
         limits = (settings.TOOLS_CALLS_PER_MINUTE, settings.TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE)
         keys = (window_key("tools", WINDOW_SECONDS, tool.pk), window_key("tools", WINDOW_SECONDS, tool.pk, self.key))
         return await count_within(keys, limits, WINDOW_SECONDS)
+
+
+def _site_tool_ids(site_id: int) -> set[int]:
+    return set(Site.tools.through.objects.filter(site_id=site_id).values_list("tool_id", flat=True))

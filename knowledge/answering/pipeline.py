@@ -202,7 +202,7 @@ async def answer(
         async for event in wordless.answer(language, generator.pace(), generator.name):
             yield event
         return
-    tools = await running.usable_tools(kb) if asker is not None else []
+    tools = await asker.allowed(await running.usable_tools(kb)) if asker is not None else []
     plan = await tool_answers.plan(question, turns, tools, requester) if tools and generator.composes else None
 
     def from_knowledge(asked: str, offered: dict[str, Tool] | None = None) -> AsyncIterator[Event]:

@@ -54,6 +54,11 @@ class Asker(Protocol):
         (``TOOLS_CALLS_PER_MINUTE``, ``TOOLS_CALLS_PER_CUSTOMER_PER_MINUTE``, across every node)."""
         ...
 
+    async def allowed(self, tools: list[Tool]) -> list[Tool]:
+        """Those of ``tools`` this customer may use where they chat: all of them, or on a widget site only those the
+        site names (``conversations.models.Site.tools``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ToolRun:

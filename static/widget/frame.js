@@ -2,9 +2,11 @@
 //
 // It is the chat page (static/chat/chat.js, the same ChatPage and stream renderer) with a visitor instead of a
 // signed-in user: the host page's script (static/widget/widget.js) says which page the visitor is on and, for a
-// customer signed in there, who they are (signed by the host site's server); this frame exchanges its embed ticket
-// for a visitor token (kept in this frame's storage, so the visitor and their conversation survive reloads and
-// navigation on the host site) and offers the token to the socket as a subprotocol.
+// customer signed in there, who they are (signed by the host site's server), and the visitor token it keeps; this
+// frame exchanges its embed ticket for a (refreshed) visitor token and offers it to the socket as a subprotocol.
+// The host page keeps the token in its own storage (its origin's localStorage), so the visitor and their
+// conversation survive reloads and navigation on the host site: a frame's own storage is third-party storage, which
+// browsers that block third-party cookies block too (and others partition).
 
 import { ChatPage } from "../chat/chat.js";
 import { format, gettext } from "../chat/i18n.js";
@@ -12,7 +14,8 @@ import { CHAT_SUBPROTOCOL, VISITOR_TOKEN_SUBPROTOCOL_PREFIX } from "../chat/prot
 
 export const MESSAGE = Object.freeze({
   READY: "support:ready", // frame -> host page: send me the page and the identity
-  INIT: "support:init", // host page -> frame: {page, identity}
+  INIT: "support:init", // host page -> frame: {page, identity, token}
+  TOKEN: "support:token", // frame -> host page: {token}, the visitor token to keep
   CLOSE: "support:close", // frame -> host page: the visitor closed the panel
   OPEN: "support:open", // host page -> frame: the panel was opened (focus the composer)
 });
@@ -22,7 +25,6 @@ const colour = JSON.parse(document.getElementById("widget-color").textContent);
 const root = document.querySelector("[data-widget]");
 const body = root.querySelector("[data-widget-body]");
 const errorBanner = root.querySelector("[data-widget-error]");
-const storageKey = `support-widget:${config.site}:visitor`;
 let started = false;
 
 if (colour) {
@@ -30,26 +32,8 @@ if (colour) {
   document.documentElement.style.setProperty("--user-bg", colour);
 }
 
-/** The frame's storage, where it can be used (a browser blocking storage in frames: the visitor is new each time). */
-const store = {
-  get() {
-    try {
-      return localStorage.getItem(storageKey);
-    } catch (err) {
-      return null;
-    }
-  },
-  set(token) {
-    try {
-      localStorage.setItem(storageKey, token);
-    } catch (err) {
-      /* storage blocked: the conversation lasts as long as the page */
-    }
-  },
-};
-
-function toHost(type) {
-  window.parent.postMessage({ type }, config.hostOrigin);
+function toHost(type, data = {}) {
+  window.parent.postMessage({ ...data, type }, config.hostOrigin);
 }
 
 function showError(text) {
@@ -65,7 +49,7 @@ async function visitorToken(init) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({
       ticket: config.ticket,
-      token: store.get(),
+      token: typeof init.token === "string" ? init.token : null,
       page: typeof init.page === "string" ? init.page : "",
       identity: init.identity || null,
       language: config.language,
@@ -95,7 +79,7 @@ async function start(init) {
     );
     return;
   }
-  store.set(visitor.token);
+  toHost(MESSAGE.TOKEN, { token: visitor.token });
   const greeting = body.querySelector("[data-empty]")?.textContent;
   body.innerHTML = visitor.chat_html; // the server's rendering of the conversation, as on the chat page
   const empty = body.querySelector("[data-empty]");

@@ -19,11 +19,15 @@
   const side = options.position === "left" ? "left" : "right";
   const SMALL = window.matchMedia("(max-width: 480px)");
   const OPEN_KEY = `support-widget:${options.site}:open`;
+  // The visitor token, kept in this origin's storage: the frame's own would be third-party storage, which browsers
+  // that block third-party cookies block too. It only works from the support site's own pages (docs/widget.md).
+  const TOKEN_KEY = `support-widget:${options.site}:visitor`;
   // The frame's messages (static/widget/frame.js MESSAGE).
   const READY = "support:ready";
   const INIT = "support:init";
   const CLOSE = "support:close";
   const OPEN = "support:open";
+  const TOKEN = "support:token";
 
   const query = new URLSearchParams();
   if (options.language) query.set("lang", options.language);
@@ -85,6 +89,14 @@
     launcher.style.display = small && !panel.hidden ? "none" : "flex"; // full screen: the frame's ✕ closes
   }
 
+  function kept(key) {
+    try { return localStorage.getItem(key); } catch (err) { return null; }
+  }
+
+  function keep(key, value) {
+    try { localStorage.setItem(key, value); } catch (err) { /* storage blocked: the chat lasts as long as the page */ }
+  }
+
   function makeFrame() {
     frame = document.createElement("iframe");
     frame.title = options.label || "Chat with us";
@@ -118,7 +130,9 @@
     const type = event.data && event.data.type;
     if (type === READY) {
       frameReady = true;
-      frame.contentWindow.postMessage({ type: INIT, page: location.href, identity }, base);
+      frame.contentWindow.postMessage({ type: INIT, page: location.href, identity, token: kept(TOKEN_KEY) }, base);
+    } else if (type === TOKEN && typeof event.data.token === "string") {
+      keep(TOKEN_KEY, event.data.token);
     }
     else if (type === CLOSE) close();
   });
