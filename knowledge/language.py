@@ -8,8 +8,13 @@ code, "E42"): the caller keeps the language it already has (the page's, from ``A
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.utils import translation
+
+T = TypeVar("T")
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
@@ -59,3 +64,21 @@ def detect(text: str) -> str | None:
 
 def _available(code: str) -> str | None:
     return code if code in {c for c, _ in settings.LANGUAGES} else None
+
+
+def in_language(language: str, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` with ``language`` active, and only for that call: an async generator must not leave a
+    language switched on in its consumer's context between two events."""
+    with translation.override(language):
+        return function(*args)
+
+
+def for_language(texts: Mapping[str, Any], language: str, *, fallback: str = "en", or_any: bool = True) -> Any:
+    """The entry of ``texts`` (keyed by language code) for ``language``: its own (``de-ch``), its base language's
+    (``de``), ``fallback``'s, else any (``or_any``), else None. What staff write per language — a tool's questions and
+    answer templates, a site's greeting — is read through it."""
+    language = language.lower()
+    for key in (language, language.split("-")[0], fallback):
+        if texts.get(key):
+            return texts[key]
+    return next((value for value in texts.values() if value), None) if or_any else None

@@ -11,6 +11,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 from conversations import sites
+from knowledge.language import for_language
 
 
 def new_identity_secret() -> str:
@@ -108,10 +109,7 @@ class Site(models.Model):
     def greeting_for(self, language: str) -> str:
         """The greeting in ``language`` (``de``, or ``de-CH`` falling back to ``de``), else the site's default
         language's, else "" (the widget's own)."""
-        for code in (language.lower(), language.lower().split("-")[0], settings.LANGUAGE_CODE):
-            if self.greeting.get(code):
-                return self.greeting[code]
-        return ""
+        return for_language(self.greeting, language, fallback=settings.LANGUAGE_CODE, or_any=False) or ""
 
     def clean(self) -> None:
         """Every origin, the time zone, the business hours and the greeting's languages are checked when the site

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -48,6 +48,7 @@ from knowledge.answering.grounding import Guard
 from knowledge.answering.rendering import cited_sources, render_answer_html
 from knowledge.answering.subquestions import split as split_question
 from knowledge.language import detect as detect_language
+from knowledge.language import in_language
 from knowledge.models import KnowledgeBase, Tool
 from knowledge.retrieval import SearchResult, asearch
 from knowledge.tools import running
@@ -72,13 +73,6 @@ def retrieved_text(passages: Sequence[Any]) -> str:
     found = ngettext("Found %(count)d passage", "Found %(count)d passages", len(passages)) % {"count": len(passages)}
     where = ngettext("in %(count)d document", "in %(count)d documents", documents) % {"count": documents}
     return f"{found} {where}"
-
-
-def _translated(language: str, function: Callable[..., str], *args: Any) -> str:
-    """``function(*args)`` with ``language`` active, and only for that call: an async generator must not leave
-    a language switched on in its consumer's context between two events."""
-    with translation.override(language):
-        return function(*args)
 
 
 async def _compose(
@@ -126,7 +120,7 @@ async def _compose_parts(
     bodies = [body for body in bodies if body]
     if not bodies:
         return None
-    lead = _translated(language, lead_in)
+    lead = in_language(language, lead_in)
     return Composition(f"{lead}\n\n" + "\n\n".join(bodies), False, {"parts": reports}, sources)
 
 
@@ -227,7 +221,7 @@ async def _from_knowledge(
     """The answer from the articles (``answer``); with ``offered`` tools, the LLM may call them mid-answer."""
     started = time.perf_counter()
     # The status goes out before the (possibly slow, LLM) rewrite so the user sees progress at once.
-    yield StatusEvent("retrieving", _translated(language, gettext, SEARCHING))
+    yield StatusEvent("retrieving", in_language(language, gettext, SEARCHING))
     result = await _search(question, kb, reader, requester)
     query = question
     rewrite_ms = 0.0
@@ -278,9 +272,9 @@ async def _from_knowledge(
     retrieved, passages = passages, ([] if offer_handoff else passages)
     if generator.composes and not offer_handoff:
         passages = composition.passages  # the retrieved passages, then other chunks of their documents it quotes
-    yield StatusEvent("retrieved", _translated(language, retrieved_text, passages))
+    yield StatusEvent("retrieved", in_language(language, retrieved_text, passages))
     yield SourcesEvent(source_items(passages))
-    yield StatusEvent("generating", _translated(language, gettext, WRITING))
+    yield StatusEvent("generating", in_language(language, gettext, WRITING))
 
     pieces: list[str] = []
     first_token_ms: float | None = None

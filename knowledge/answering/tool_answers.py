@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.utils import translation
 from django.utils.translation import gettext, gettext_noop
 
 from knowledge.answering.events import Event, FinalEvent, SourcesEvent, StatusEvent, TokenEvent, ToolResultEvent
@@ -33,6 +32,7 @@ from knowledge.answering.generators.extractive import pace_words
 from knowledge.answering.rendering import CITATION, cited_sources, render_answer_html
 from knowledge.answering.subquestions import split as split_question
 from knowledge.inference import aquery_vector
+from knowledge.language import for_language, in_language
 from knowledge.models import Tool
 from knowledge.tools import running
 from knowledge.tools.choosing import Choice, choose, find_arguments
@@ -65,8 +65,12 @@ class Plan:
 
 
 def _translated(language: str, text: str, **values: Any) -> str:
-    with translation.override(language):
-        return gettext(text) % values if values else gettext(text)
+    """``text`` translated into ``language``, its ``%(name)s`` filled from ``values``."""
+    return in_language(language, _filled, text, values)
+
+
+def _filled(text: str, values: dict[str, Any]) -> str:
+    return gettext(text) % values if values else gettext(text)
 
 
 def _last_question(turns: Sequence[dict]) -> str | None:
@@ -135,13 +139,9 @@ def ask_text(choice: Choice, language: str) -> str:
     else a plain "What is the order number?")."""
     parameter = choice.missing[0]
     asks = parameter.get("ask") or {}
-    if isinstance(asks, dict):
-        base = language.split("-")[0]
-        for key in (language, base, "en"):
-            if asks.get(key):
-                return str(asks[key])
-        if asks:
-            return str(next(iter(asks.values())))
+    asked = for_language(asks, language) if isinstance(asks, dict) else None
+    if asked:
+        return str(asked)
     name = (parameter.get("description") or parameter["name"].replace("_", " ")).strip().rstrip(".")
     return _translated(language, ASK_FOR, name=name)
 
@@ -151,10 +151,7 @@ def result_text(run: ToolRun, language: str, n: int) -> str:
     its ``{field}`` placeholders filled from the visible fields, citing the result as source ``n``; without a
     template, the fields listed."""
     templates = run.tool.answer_templates if isinstance(run.tool.answer_templates, dict) else {}
-    base = language.split("-")[0]
-    template = next((templates[k] for k in (language, base, "en") if templates.get(k)), None)
-    if template is None and templates:
-        template = next(iter(templates.values()))
+    template = for_language(templates, language)
     values = {**{k: _value(v) for k, v in run.arguments.items()}, **{k: _value(v) for k, v in run.fields.items()}}
     if template:
         text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), "—"), str(template)).strip()
