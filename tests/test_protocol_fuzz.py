@@ -46,7 +46,8 @@ JSON = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dicti
 
 FIELDS = {
     protocol.ASK: {"id": st.text(min_size=1, max_size=10), "text": st.text(min_size=1, max_size=30),
-                   "conversation": st.uuids().map(str), "kb": st.text(min_size=1, max_size=10)},
+                   "conversation": st.uuids().map(str), "kb": st.text(min_size=1, max_size=10),
+                   "attachments": st.lists(st.uuids().map(str), max_size=2)},
     protocol.CANCEL: {"message": st.uuids().map(str)},
     protocol.RESUME: {"message": st.uuids().map(str), "after": st.integers(min_value=0, max_value=100)},
     protocol.FEEDBACK: {"message": st.uuids().map(str), "rating": st.sampled_from([1, -1]), "comment": TEXT},
