@@ -455,6 +455,30 @@ CHAT_BUSY_RETRY_AFTER_SECONDS = env_int("CHAT_BUSY_RETRY_AFTER_SECONDS", 5)
 CONSOLE_REMINDER_SECONDS = env_float("CONSOLE_REMINDER_SECONDS", 120.0)
 CONSOLE_REMINDER_CHECK_SECONDS = env_float("CONSOLE_REMINDER_CHECK_SECONDS", 5.0)
 CONSOLE_LIST_LIMIT = env_int("CONSOLE_LIST_LIMIT", 200)  # conversations in the console list (all waiting ones)
+# A staff member counts as online (someone can answer a customer who asks for a person) while their console is
+# open on some node; each node refreshes its consoles every third of this, so a dead node's stop counting within it
+# (conversations/staff_presence.py).
+CONSOLE_PRESENCE_SECONDS = env_float("CONSOLE_PRESENCE_SECONDS", 30.0)
+
+# --- E-mail: a staff reply to a customer who left a message (conversations/leave_message.py) ----------------------
+# Django's e-mail backend: printed to the log in development, SMTP otherwise (EMAIL_HOST, EMAIL_PORT, ...; Django's
+# settings of the same names). Sent on threads of their own, so EMAIL_TIMEOUT only bounds how long a thread waits.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS (port 587)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)  # implicit TLS (port 465)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))  # the file-based backend's folder
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "support@localhost")
+# The site's public address (scheme://host[:port]): the link in an e-mailed reply back to the conversation. Never
+# taken from a request: anyone may type any address to be e-mailed, so the link must be one the operator set.
+PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
 
 LOGGING = {
     "version": 1,

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import attachments, inbox, protocol, streaming, visitors
+from conversations import attachments, inbox, leave_message, protocol, streaming, visitors
 from conversations.access import Requester, aget_conversation, aget_message, ensure_may_act
 from conversations.models import Conversation, Feedback, Message
 from conversations.streaming import admission
@@ -124,7 +124,8 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 state=Message.State.STREAMING,
                 trace={"language_hint": requester.language} if requester.language else {},
             )
-        conversation.save(update_fields=["status", "title", "page_url", "updated_at"])
+        leave_message.customer_writes(conversation)  # back in the chat: "customer offline" may end
+        conversation.save(update_fields=["status", "title", "page_url", "left_message_at", "updated_at"])
         row = inbox.list_item(conversation.pk)
         return AskResult(conversation, question, answer, created=True, console_row=row, attachments=sent)
 
@@ -295,6 +296,14 @@ async def request_handoff(requester: Requester, conversation_id: uuid.UUID) -> N
     await inbox.publish_item(conversation.pk)  # the staff console shows it in the waiting queue at once
 
 
+async def leave_address(requester: Requester, frame: protocol.LeaveMessage) -> None:
+    """Nobody could answer: the customer leaves an e-mail address and is marked offline (conversations/leave_message.py);
+    every socket showing the conversation and every console's list are told."""
+    conversation, row = await database_sync_to_async(leave_message.leave)(requester, frame)
+    await streaming.publish(conversation.pk, await conversation_frame(conversation))
+    await inbox.publish_row(row)
+
+
 async def conversation_frame(conversation: Conversation) -> dict:
     streaming_ids = [
         pk
@@ -304,4 +313,10 @@ async def conversation_frame(conversation: Conversation) -> dict:
         .order_by("created_at")
         .values_list("pk", flat=True)
     ]
-    return protocol.conversation_frame(conversation.pk, conversation.status, conversation.title, streaming_ids)
+    away = None
+    if conversation.status == Conversation.Status.WAITING_FOR_AGENT:
+        away = await leave_message.away_reason(conversation)  # nobody can answer now: the page asks for an address
+    return protocol.conversation_frame(
+        conversation.pk, conversation.status, conversation.title, streaming_ids, away=away,
+        left_message=protocol.left_message(conversation.contact_email, conversation.left_message_at),
+    )

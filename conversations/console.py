@@ -18,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import chat, groups, inbox, protocol, streaming
+from conversations import chat, groups, inbox, leave_message, protocol, streaming
 from conversations.access import Requester, ensure_may_act
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
@@ -234,6 +234,7 @@ async def send_agent_message(
     if created:
         await streaming.publish(message.conversation_id, frame)
         await inbox.publish_item(message.conversation_id)
+        leave_message.email_reply(message, add_note)  # an offline customer also gets it by e-mail
     return frame, created
 
 

@@ -17,7 +17,7 @@ import uuid
 
 from channels.db import database_sync_to_async
 
-from conversations import chat, console, groups, inbox, protocol, reminders, streaming
+from conversations import chat, console, groups, inbox, protocol, reminders, staff_presence, streaming
 from conversations.access import requester_from_scope
 from conversations.consumers import ChatConsumer
 from conversations.models import Conversation, Message
@@ -48,6 +48,8 @@ class ConsoleConsumer(ChatConsumer):
         self.opened()
         await self.join_user_group()  # revocation closes it on any node (conversations/revocation.py)
         await self.take_place()  # counted apart from the user's chat sockets (conversations/open_sockets.py)
+        await staff_presence.arrived(user.pk)  # someone is there: customers asking for a person wait for them
+        self.present = True
         await self.channel_layer.group_add(groups.CONSOLE, self.channel_name)
         self.following.add(groups.CONSOLE)
         await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))
@@ -60,6 +62,9 @@ class ConsoleConsumer(ChatConsumer):
     async def disconnect(self, code: int) -> None:
         for conversation in list(getattr(self, "watching", ())):
             await self._announce(conversation, "leave")
+        if getattr(self, "present", False):
+            self.present = False
+            await staff_presence.left(self.agent.pk)
         await super().disconnect(code)
 
     # --- watching -------------------------------------------------------------------------------------------

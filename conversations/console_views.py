@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from conversations import inbox
+from conversations import inbox, protocol
 from conversations.models import Conversation
 from conversations.views import labelled_sources
 
@@ -64,6 +64,7 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
     for message in history:
         message.sources = labelled_sources(message.sources)
+    left_message = protocol.left_message(conversation.contact_email, conversation.left_message_at)
     config = {
         **_config(request),
         "conversation": str(conversation.pk),
@@ -71,11 +72,13 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         "holder": inbox.person(conversation.assigned_agent)
         if conversation.status == Conversation.Status.AGENT
         else None,
+        "left_message": left_message,
     }
     context = {
         "conversation": conversation,
         "customer": inbox.customer_label(conversation),
         "history": history,
+        "left_message": left_message,  # "customer offline": replies are e-mailed too (conversations/leave_message.py)
         "viewer": "staff",
         "console_config": config,
         "max_chars": settings.CHAT_MAX_QUESTION_CHARS,

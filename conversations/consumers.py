@@ -240,6 +240,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.follow_own(frame.conversation)
         await chat.request_handoff(self.requester, frame.conversation)
 
+    async def on_leave_message(self, frame: protocol.LeaveMessage) -> None:
+        await self.follow_own(frame.conversation)
+        await chat.leave_address(self.requester, frame)
+
     async def on_join(self, frame: protocol.Join) -> None:
         conversation, reply = await chat.join(self.requester, frame.conversation)
         await self.follow(conversation.pk)
@@ -254,6 +258,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Resume: on_resume,
         protocol.Feedback: on_feedback,
         protocol.Handoff: on_handoff,
+        protocol.LeaveMessage: on_leave_message,
         protocol.Join: on_join,
         protocol.Ping: on_ping,
     }

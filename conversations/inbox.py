@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from conversations import groups
+from conversations import groups, protocol
 from conversations.models import Conversation, Message
 
 PREVIEW_CHARS = 140
@@ -133,6 +133,7 @@ def _item(conversation: Conversation, last: Message | None) -> dict[str, Any]:
             "at": last.created_at.isoformat(),
         },
         "waiting_since": waiting_since.isoformat() if waiting_since else None,
+        "left_message": protocol.left_message(conversation.contact_email, conversation.left_message_at),
         "updated_at": conversation.updated_at.isoformat(),
         "url": reverse("console:detail", args=[conversation.pk]),
     }

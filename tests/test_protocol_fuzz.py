@@ -53,6 +53,8 @@ FIELDS = {
     protocol.FEEDBACK: {"message": st.uuids().map(str), "rating": st.sampled_from([1, -1]), "comment": TEXT},
     protocol.HANDOFF: {"conversation": st.uuids().map(str)},
     protocol.JOIN: {"conversation": st.uuids().map(str)},
+    protocol.LEAVE_MESSAGE: {"conversation": st.uuids().map(str), "id": st.text(min_size=1, max_size=10),
+                             "email": st.one_of(st.emails(), TEXT)},
     protocol.PING: {"t": st.one_of(st.none(), st.text(max_size=10), st.integers(-(2**40), 2**40))},
     protocol.WATCH: {"conversation": st.uuids().map(str)},
     protocol.UNWATCH: {"conversation": st.uuids().map(str)},

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from conversations.protocol import names
+from conversations.protocol.errors import INVALID
 from conversations.protocol.fields import Fields
 from conversations.protocol.registry import ClientFrame, Registry
 
@@ -111,6 +114,27 @@ class Join(ConversationFrame):
 
 
 @dataclass(frozen=True)
+class LeaveMessage(ClientFrame):
+    """Nobody can answer now: the customer leaves an e-mail address, and a staff reply is e-mailed there too while
+    they are away ("customer offline", conversations/leave_message.py). ``id`` is echoed in an error."""
+
+    TYPE = names.LEAVE_MESSAGE
+    conversation: uuid.UUID
+    id: str
+    email: str
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> LeaveMessage:
+        id = fields.client_id()
+        email = fields.text("email", names.MAX_EMAIL_CHARS)
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise fields.error(INVALID, "email", f"is not an e-mail address: {email[:60]!r}. Nothing was saved.") from None
+        return cls(conversation=fields.uuid("conversation"), id=id, email=email)
+
+
+@dataclass(frozen=True)
 class Ping(ClientFrame):
     """App-level heartbeat (both sockets); ``t`` is echoed back in ``pong``."""
 
@@ -122,4 +146,4 @@ class Ping(ClientFrame):
         return cls(t=fields.echo("t"))
 
 
-CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, Ping))
+CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, LeaveMessage, Ping))

@@ -12,6 +12,7 @@ RESUME = "resume"
 FEEDBACK = "feedback"  # also server -> client: the saved rating
 HANDOFF = "handoff"
 JOIN = "join"
+LEAVE_MESSAGE = "leave_message"  # nobody can answer now: an e-mail address for the reply
 PING = "ping"  # both sockets
 
 # --- /ws/chat/, server -> client ----------------------------------------------------------------------------
@@ -25,6 +26,10 @@ FINAL = "final"
 ERROR = "error"
 PONG = "pong"
 CONVERSATION = "conversation"
+# A ``conversation`` frame's ``away``: why no person can answer now while one is asked for
+# (conversations/leave_message.py).
+AWAY_CLOSED = "closed"  # outside the business hours of the conversation's site
+AWAY_NOBODY_ONLINE = "nobody_online"  # no staff member has the support console open
 # What a person (support staff) or the system says to the customer; not part of any message stream.
 AGENT_MESSAGE = "agent_message"  # also console -> server: a reply
 AGENT_JOINED = "agent_joined"
@@ -65,6 +70,7 @@ MAX_ID_CHARS = 64
 MAX_COMMENT_CHARS = 2000
 MAX_NOTE_CHARS = 4000
 MAX_NUDGE_CHARS = 500
+MAX_EMAIL_CHARS = 254  # RFC 5321's longest path; an EmailField's length
 MAX_SEQ = 2**31 - 1  # seq is a PostgreSQL integer
 MAX_SAFE_INTEGER = 2**53 - 1  # a number the browser's JSON.parse reads exactly (ping.t is echoed back)
 MAX_DEPTH = 16  # JSON nesting of a client frame (ours are flat objects)

@@ -135,11 +135,19 @@ def pong_frame(t: Any = None) -> dict[str, Any]:
 
 
 def conversation_frame(
-    conversation: uuid.UUID, status: str, title: str, streaming: list[uuid.UUID] | None = None
+    conversation: uuid.UUID,
+    status: str,
+    title: str,
+    streaming: list[uuid.UUID] | None = None,
+    *,
+    away: str | None = None,
+    left_message: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A conversation's state: the reply to ``join`` and ``handoff``, and broadcast on every status change.
 
-    ``streaming`` lists assistant messages still being generated, so a client can ``resume`` them.
+    ``streaming`` lists assistant messages still being generated, so a client can ``resume`` them. ``away``: while a
+    person is asked for, why none can answer now (``closed``, ``nobody_online``; else null): the client asks for an
+    e-mail address. ``left_message``: the customer's "offline" mark (``left_message``).
     """
     return {
         "type": CONVERSATION,
@@ -147,7 +155,15 @@ def conversation_frame(
         "status": status,
         "title": title,
         "streaming": [_hex(m) for m in (streaming or [])],
+        "away": away,
+        "left_message": left_message,
     }
+
+
+def left_message(email: str, at: datetime | None) -> dict[str, Any] | None:
+    """"Customer offline" (``conversation`` frames, console rows): {email, at} while the customer is away with an
+    address left, where staff replies are e-mailed (conversations/leave_message.py); else None."""
+    return {"email": email, "at": _iso(at)} if email and at is not None else None
 
 
 def encode(frame: dict[str, Any]) -> str:

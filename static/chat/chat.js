@@ -20,6 +20,7 @@ import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import { attachImages, showImages } from "./attach.js";
 import { agentMessage, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
+import { LeaveMessage } from "./leave_message.js";
 
 
 const CONVERSATION_NOTES = {
@@ -80,6 +81,9 @@ class ChatPage {
           max: config.maxImages,
         })
       : null;
+    // Nobody can answer a request for a person now: the customer may leave an address (leave_message.js).
+    this.leaveMessage = new LeaveMessage({ send: (frame) => this.socket.send(frame), conversation: () => this.conversation });
+    this.log.after(this.leaveMessage.el);
     this._adoptServerHistory();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = config.wsUrl || `${scheme}://${location.host}/ws/chat/`;
@@ -289,7 +293,8 @@ class ChatPage {
     this.status = frame.status;
     this.root.dataset.status = frame.status;
     const note = CONVERSATION_NOTES[frame.status];
-    this.agentBanner.hidden = !note;
+    const leaving = this.leaveMessage.update(frame); // nobody can answer now: the panel says so instead
+    this.agentBanner.hidden = !note || leaving;
     this.agentBanner.textContent = note || "";
     if (frame.title && this.titleEl) this.titleEl.textContent = frame.title;
     this._updateControls();
@@ -322,6 +327,7 @@ class ChatPage {
       return;
     }
     if (frame.code === TOO_MANY_SOCKETS_ERROR) return; // the close (4429) follows, and the banner says why
+    if (this.leaveMessage.error(frame)) return; // about the address the customer left
     const ask = frame.id ? this.asks.get(frame.id) : null;
     if (ask && !ask.acked && frame.retry_after) {
       this._hold(ask, frame); // busy, rate limited or an outage: sent again by itself after retry_after

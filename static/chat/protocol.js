@@ -10,6 +10,7 @@ export const FRAME = Object.freeze({
   FEEDBACK: "feedback", // also server -> client: the saved rating
   HANDOFF: "handoff",
   JOIN: "join",
+  LEAVE_MESSAGE: "leave_message", // nobody can answer now: an e-mail address for the reply
   PING: "ping",
   // chat, server -> client
   ACK: "ack",
@@ -40,6 +41,13 @@ export const FRAME = Object.freeze({
   TRACE: "trace",
   PRESENCE: "presence",
   HOLDER: "holder",
+});
+
+// A `conversation` frame's `away`: why no person can answer now while one is asked for (conversations/protocol/names.py
+// AWAY_*; static/chat/leave_message.js then asks for an e-mail address).
+export const AWAY = Object.freeze({
+  CLOSED: "closed", // outside the business hours of the conversation's site
+  NOBODY_ONLINE: "nobody_online", // no staff member has the support console open
 });
 
 // WebSocket close codes the server sends (conversations/protocol/errors.py, docs/protocol.md "Close codes").

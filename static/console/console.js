@@ -178,8 +178,15 @@ function rowElement(item) {
   li.querySelector("[data-holder]").textContent = item.holder ? `held by ${item.holder.name}` : "";
   li.querySelector("[data-last-role]").textContent = item.last_message ? `${item.last_message.role}:` : "";
   li.querySelector("[data-last-text]").textContent = item.last_message ? item.last_message.text : "";
+  showOffline(li, item.left_message);
   applyRowData(li, item);
   return li;
+}
+
+/** "Customer offline · <address>" (docs/protocol.md `left_message`): they left an address, replies are e-mailed. */
+function showOffline(root, leftMessage) {
+  root.querySelector("[data-offline]").hidden = !leftMessage;
+  root.querySelector("[data-offline-email]").textContent = leftMessage ? leftMessage.email : "";
 }
 
 function applyRowData(li, item) {
@@ -251,6 +258,7 @@ class ConsoleConversation {
     this.id = config.conversation;
     this.status = config.status;
     this.holder = config.holder;
+    this.leftMessage = config.left_message;
     this.log = root.querySelector("[data-log]");
     this.notice = root.querySelector("[data-notice]");
     this.traces = root.querySelector("[data-traces]");
@@ -318,12 +326,14 @@ class ConsoleConversation {
         break;
       case FRAME.CONVERSATION:
         this.status = frame.status;
+        this.leftMessage = frame.left_message;
         this.render();
         break;
       case FRAME.CONVERSATION_UPDATE:
         if (frame.item.conversation === this.id) {
           this.status = frame.item.status;
           this.holder = frame.item.holder;
+          this.leftMessage = frame.item.left_message;
           this.render();
         }
         break;
@@ -449,6 +459,7 @@ class ConsoleConversation {
     const badge = this.root.querySelector("[data-status-badge]");
     badge.className = `badge ${this.status}`;
     badge.textContent = STATUS_LABELS[this.status] || this.status;
+    showOffline(this.root, this.leftMessage);
     this.root.querySelector("[data-holder]").textContent = this.holder && this.status === "agent"
       ? mine ? "You are answering this conversation" : `Held by ${this.holder.name}`
       : "";
