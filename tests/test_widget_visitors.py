@@ -9,6 +9,8 @@ tests/test_widget_socket.py."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import re
@@ -466,3 +468,12 @@ def test_the_console_names_a_visitor_a_verified_customer_and_a_chat_page_custome
         assert inbox.customer_label(conversation) == label
         Message.objects.create(conversation=conversation, role=Message.Role.USER, text="Hello?")
         assert inbox.list_item(conversation.pk)["customer"] == label  # the console's row
+
+
+def test_the_signature_is_the_documented_hmac_of_timestamp_id_email_and_name():
+    """docs/widget.md's formula, computed here by hand as a host site's server would (the snippets for Django, Node
+    and PHP compute the same): what identity_signing.sign makes and verify_identity accepts."""
+    text = "1796600000\ncust-1001\nchris@example.com\nChris Miller"
+    by_hand = hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
+    assert sign(SECRET, 1796600000, "cust-1001", "chris@example.com", "Chris Miller") == by_hand
+    assert sign(SECRET, 1796600000, "cust-1001", "chris@example.com", "Chris Mille") != by_hand
