@@ -32,15 +32,18 @@ from django.utils.translation.trans_real import DjangoTranslation
 
 from conversations import leave_message, protocol, reminders, staff_presence
 from conversations.models import Conversation, InternalNote, Message, Site
+from conversations.sites import WEEKDAYS
 from tests.browser import new_page, sign_in
 from tests.chat_support import PROTOCOL_JS, connect, protocol_js_names, stop_generation
 from tests.node_client import get_token
 from tests.test_access_ends import redis_available  # noqa: F401 - a fixture: the machine's Redis is up
-from tests.test_chat_page import PASSWORD, ask, wait_for_final
+from tests.test_chat_page import ANSWER_TIMEOUT_MS, PASSWORD, ask, screenshot, wait_for_final
 from tests.test_console import console, drain, staff_console, update_for
 from tests.test_console_page import STAFF_PASSWORD
 from tests.test_revocation import accepted
 from tests.test_tool_progress_page import shoot_at_each_width
+from tests.test_widget_page import FINISHED
+from tests.widget_support import DemoHost, make_site, open_widget
 
 # The browser test reads the database beside Playwright's sync API (as tests/test_tool_progress_page.py does).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -52,6 +55,12 @@ BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE_HOURS = {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
 ADDRESS = "carol@example.com"
 LEAVE_JS = PROTOCOL_JS.parent / "leave_message.js"
+
+
+# The panel is on screen above the composer: the page scrolled to it when it appeared.
+PANEL_IN_VIEW = """() => { const r = document.querySelector('[data-leave-message]').getBoundingClientRect();
+  const composer = document.querySelector('[data-composer]').getBoundingClientRect();
+  return r.height > 0 && r.top >= 0 && r.bottom <= composer.top + 1; }"""
 
 
 @dataclass
@@ -416,6 +425,7 @@ def test_nobody_online_the_customer_leaves_an_address_and_the_staff_reply_arrive
     chat.click("[data-handoff]")
     panel = chat.locator("[data-leave-message]")
     panel.wait_for()
+    chat.wait_for_function(PANEL_IN_VIEW)
     assert panel.locator("[data-why]").inner_text() == "Nobody from our support team is online right now."
     assert chat.locator("[data-agent-banner]").is_hidden()
     assert panel.locator("label").inner_text() == "Your e-mail address"
@@ -471,3 +481,64 @@ def test_nobody_online_the_customer_leaves_an_address_and_the_staff_reply_arrive
     assert f"Continue the conversation here: https://support.example.com/c/{conversation}/" in text
     assert errors == []
     staff_context.close()
+
+
+@pytest.mark.e2e
+def test_outside_business_hours_a_widget_visitor_leaves_an_address_and_the_reply_links_back_to_the_host_page(
+    browser, daphne_server, demo_kb, tmp_path
+):
+    """The widget runs the chat page's modules: the same panel, on the demo host from another site, for the other
+    reason — the site is closed today, so even a staff member with the console open is not asked for."""
+    get_user_model().objects.create_user("sam", password=STAFF_PASSWORD, first_name="Sam", is_staff=True)
+    outbox = tmp_path / "mail"
+    node = daphne_server(
+        CHAT_RATE_LIMIT="0", ANSWER_WORDS_PER_SECOND="0", EMAIL_FILE_PATH=str(outbox),
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+    )  # fmt: skip
+    another_day = WEEKDAYS[(timezone.now().weekday() + 3) % 7]  # open only then: closed all of today
+    with DemoHost(node.url) as host:
+        make_site(demo_kb, host.origin, business_hours={another_day: [["09:00", "17:00"]]}, time_zone="UTC")
+        errors: list[str] = []
+        staff_context, staff = new_page(browser, errors, width=1280, height=1000)
+        sign_in(staff, f"{node.url}/console/", "sam", STAFF_PASSWORD)
+        staff.wait_for_function("document.querySelector('[data-connection-state]').dataset.state === 'open'")
+        visitor_context, page = new_page(browser, errors, width=1280)
+        frame = open_widget(page, f"{host.origin}/delivery/")
+        ask(frame, "How do I return an item?")
+        frame.wait_for_function(FINISHED, timeout=ANSWER_TIMEOUT_MS)
+
+        frame.click("[data-handoff]")
+        panel = frame.locator("[data-leave-message]")
+        panel.wait_for()
+        frame.wait_for_function(PANEL_IN_VIEW)
+        why = "Our support team is not available right now: it is outside our business hours."
+        assert panel.locator("[data-why]").inner_text() == why
+        assert frame.locator("[data-agent-banner]").is_hidden()
+        screenshot(page, "leave-message-widget-closed-1280")
+        page.set_viewport_size({"width": 390, "height": 844})  # the panel full screen
+        frame.evaluate("window.scrollTo({top: document.documentElement.scrollHeight})")
+        screenshot(page, "leave-message-widget-closed-390")
+        panel.locator("input").fill(ADDRESS)
+        panel.locator("button[type=submit]").click()
+        panel.locator("[data-left]").wait_for()
+        screenshot(page, "leave-message-widget-left-390")
+        visitor_context.close()
+
+        conversation = Conversation.objects.get()
+        assert conversation.site_id is not None and conversation.contact_email == ADDRESS
+        row = staff.locator(f'[data-section-list="waiting"] .console-row[data-conversation="{conversation.pk}"]')
+        row.locator("[data-offline]").wait_for()  # live, on the list the staff member had open
+        row.locator("a.row-title").click()
+        staff.wait_for_function("document.querySelector('[data-connection-state]').dataset.state === 'open'")
+        staff.click("[data-action=take_over]")
+        staff.wait_for_function("document.querySelector('[data-holder]').textContent.includes('You are answering')")
+        staff.fill("#agent-text", "We are back on Monday; your return label is attached to your order.")
+        staff.press("#agent-text", "Enter")
+        staff.locator(".notes .note-text").wait_for()
+        assert (
+            staff.locator(".notes .note-text").inner_text() == f"Reply e-mailed to {ADDRESS} (the customer is offline)."
+        )
+        (sent,) = outbox.iterdir()
+        assert f"Continue the conversation here: {host.origin}/delivery/" in sent.read_text()
+        assert errors == []
+        staff_context.close()

@@ -293,8 +293,10 @@ class ChatPage {
     this.status = frame.status;
     this.root.dataset.status = frame.status;
     const note = CONVERSATION_NOTES[frame.status];
+    const shown = !this.leaveMessage.el.hidden;
     const leaving = this.leaveMessage.update(frame); // nobody can answer now: the panel says so instead
     this.agentBanner.hidden = !note || leaving;
+    if (leaving && !shown) this._scrollToEnd({ force: true }); // just shown: the reason and the form in view
     this.agentBanner.textContent = note || "";
     if (frame.title && this.titleEl) this.titleEl.textContent = frame.title;
     this._updateControls();
