@@ -421,6 +421,16 @@ async def test_an_image_without_words_is_answered_by_saying_so_and_offering_a_pe
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_the_answer_to_an_image_without_words_is_in_the_browsers_language(people, fast_answers, cleanup):
+    image = await _upload_for(people["alice"], None, png())
+    client = await connect(people["alice"], headers=[(b"accept-language", b"de-DE,de;q=0.9")])
+    ack = await client.ask("", attachments=[image])
+    final = (await client.until_final(ack["message"]))[-1]
+    assert final["text"].startswith("Ich kann nur Text lesen") and final["offer_handoff"]
+    await client.close()
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_only_your_own_unsent_images_of_the_conversation_can_be_sent(people, fast_answers, cleanup):
     alice, bob = people["alice"], people["bob"]
     conversation = await Conversation.objects.acreate(owner=alice)

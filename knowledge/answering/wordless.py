@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from django.utils import translation
 from django.utils.translation import gettext
 
 from knowledge.answering.events import Event, FinalEvent, SourcesEvent, TokenEvent
 from knowledge.answering.generators.extractive import pace_words
 from knowledge.answering.rendering import render_answer_html
+from knowledge.language import in_language
 
 
 def wordless_text() -> str:
@@ -30,8 +30,7 @@ def wordless_text() -> str:
 async def answer(language: str, pace: float, generator_name: str) -> AsyncIterator[Event]:
     """The pipeline's events for a message with no words: no sources, the sentence above, a person offered."""
     started = time.perf_counter()
-    with translation.override(language):
-        text = wordless_text()
+    text = in_language(language, wordless_text)
     yield SourcesEvent([])
     first_token_ms = None
     async for piece in pace_words(text, pace):
