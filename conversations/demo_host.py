@@ -113,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         server = ThreadingHTTPServer((args.host, args.port), handler(args.support, args.site, default_secret()))
     except OSError as exc:
         raise SystemExit(f"Demo host: cannot listen on {args.host}:{args.port} ({exc.strerror}).") from None
-    print(f"Demo company site with the chat widget on http://{args.host}:{server.server_address[1]}/", flush=True)
+    # Named localhost, not 127.0.0.1: the support site is on 127.0.0.1, and the demo site must be another site, as a
+    # company's is (the demo widget site allows http://localhost:<port>, DEMO_HOST_URL).
+    shown = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
+    print(f"Demo company site with the chat widget on http://{shown}:{server.server_address[1]}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
