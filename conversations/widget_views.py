@@ -113,6 +113,7 @@ def frame(request: HttpRequest, slug: str) -> HttpResponse:
                 "hostOrigin": origin,
                 "visitorUrl": reverse("widget-visitor", args=[site.slug]),
                 "uploadUrl": reverse("attachments:upload"),
+                "maxImages": settings.ATTACHMENT_MAX_PER_MESSAGE,
                 "language": options["language"],
             }
             context = {"site": site, "greeting": options["greeting"], "color": options["color"], "config": config,
@@ -232,5 +233,6 @@ def _latest_chat(requester: Requester, site: Site, anonymous_key: str | None) ->
         "max_question_chars": settings.CHAT_MAX_QUESTION_CHARS,
         "greeting": site.greeting_for(translation.get_language() or ""),
         "widget": True,  # no autofocus: a browser refuses it in a cross-origin frame (the script focuses on open)
+        "images_by_script": True,  # fetched with the visitor token (no cookie in a third-party frame): attach.js
     }
     return render_to_string("conversations/_chat.html", context), latest

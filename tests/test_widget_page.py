@@ -175,6 +175,12 @@ def test_a_visitor_hands_off_to_a_person_sends_a_screenshot_and_gets_the_reply(b
         question = Message.objects.filter(role="user").order_by("-created_at").first()
         assert question.text == "Here is what I see." and question.attachments.count() == 1
 
+        # Back on the host page later: the history's image comes with the visitor token too (no cookie in the frame).
+        page.reload()
+        frame = widget_frame(page)
+        frame.locator("[data-chat][data-connection=open]").wait_for()
+        frame.wait_for_function("() => document.querySelector('.msg-user .attachments img')?.naturalWidth > 0")
+
         staff.fill("#agent-text", "Thanks! Your parcel left our warehouse today.")
         staff.press("#agent-text", "Enter")
         frame.wait_for_selector(".msg-agent")

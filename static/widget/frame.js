@@ -94,6 +94,7 @@ async function start(init) {
     wsProtocols: [CHAT_SUBPROTOCOL, VISITOR_TOKEN_SUBPROTOCOL_PREFIX + visitor.token],
     // Images (static/chat/attach.js): uploaded and shown with the visitor token, no cookie.
     uploadUrl: config.uploadUrl,
+    maxImages: config.maxImages,
     uploadHeaders: () => ({ Authorization: `Visitor ${visitor.token}` }),
     // A refused or revoked visitor socket: a reload gets a fresh token (or says the chat is closed here).
     onSignedOut: () => {
