@@ -12,6 +12,8 @@ DEMO_API_PORT ?= 8001
 # The demo company site with the chat widget's tag (conversations/demo_host.py), on another origin: localhost, not
 # 127.0.0.1, so the widget runs cross-site as on a real company's pages.
 DEMO_HOST_PORT ?= 8002
+# The site's address in e-mailed replies ("Leave a message"): this run's, unless set.
+PUBLIC_URL ?= http://$(HOST):$(PORT)
 # The slowest tests at the end of every run: where the suite's time goes (keep it under ~20 min on 2 cores).
 PYTEST_ARGS ?= --durations=20
 export HF_HUB_OFFLINE := 1
@@ -53,7 +55,7 @@ DAPHNE = $(VENV)/bin/daphne -e tcp:port=$(PORT):interface=$(HOST):backlog=$(BACK
 # What `run` and `run-llm` share: the demo tools point at the demo API on DEMO_API_PORT (127.0.0.1, so tools may
 # reach private addresses here), and the demo API runs beside the worker, both killed when Daphne exits.
 DEMO_ENV = DEMO_API_URL=http://127.0.0.1:$(DEMO_API_PORT)/api TOOLS_ALLOW_PRIVATE_ADDRESSES=1 \
-	DEMO_HOST_URL=http://localhost:$(DEMO_HOST_PORT)
+	DEMO_HOST_URL=http://localhost:$(DEMO_HOST_PORT) PUBLIC_URL=$(PUBLIC_URL)
 START_DEMO = export $(DEMO_ENV); \
 	$(PY) -m knowledge.tools.demo_api --port $(DEMO_API_PORT) & demo=$$!; \
 	$(PY) -m conversations.demo_host --port $(DEMO_HOST_PORT) --support http://$(HOST):$(PORT) & host=$$!; \

@@ -139,10 +139,16 @@
   launcher.addEventListener("click", () => (panel.hidden ? open() : close()));
   SMALL.addEventListener("change", placePanel);
   shadow.append(launcher, panel);
-  document.body.append(host);
-  placePanel();
-  let wasOpen = false;
-  try { wasOpen = sessionStorage.getItem(OPEN_KEY) === "1"; } catch (err) { /* storage blocked */ }
-  if (wasOpen) open(); // a reload or the next page of the host site: the panel as the visitor left it
   window.SupportWidget = { open, close };
+
+  function mount() {
+    document.body.append(host);
+    placePanel();
+    let wasOpen = false;
+    try { wasOpen = sessionStorage.getItem(OPEN_KEY) === "1"; } catch (err) { /* storage blocked */ }
+    if (wasOpen) open(); // a reload or the next page of the host site: the panel as the visitor left it
+  }
+  // An async tag in the page's <head> may run before there is a <body> to add the launcher to.
+  if (document.body) mount();
+  else document.addEventListener("DOMContentLoaded", mount, { once: true });
 })();
