@@ -260,3 +260,4 @@ def _session_hash_holds(session_hash: object, user) -> bool:
 
 aget_conversation = database_sync_to_async(get_conversation)
 aget_message = database_sync_to_async(get_message)
+aensure_may_act = database_sync_to_async(ensure_may_act)

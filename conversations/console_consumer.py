@@ -17,7 +17,17 @@ import uuid
 
 from channels.db import database_sync_to_async
 
-from conversations import chat, console, groups, inbox, protocol, reminders, staff_presence, streaming
+from conversations import (
+    chat,
+    console,
+    groups,
+    inbox,
+    protocol,
+    reminders,
+    staff_presence,
+    streaming,
+    typing_indicators,
+)
 from conversations.access import requester_from_scope
 from conversations.consumers import ChatConsumer
 from conversations.models import Conversation, Message
@@ -34,6 +44,7 @@ class ConsoleConsumer(ChatConsumer):
         self.following: set[str] = set()
         self.watching: set[str] = set()  # conversation ids (str)
         self.watchers: dict[str, dict[str, dict]] = {}  # conversation -> channel -> person
+        self.typing = typing_indicators.Throttle()
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated or not user.is_active:
@@ -159,6 +170,17 @@ class ConsoleConsumer(ChatConsumer):
         await self.watch(frame.conversation)
         await console.nudge(frame.conversation, self.agent, frame.text, self.requester)
 
+    async def on_typing(self, frame: protocol.Typing) -> None:
+        """A staff member is typing: to the customer, with their name. A watched conversation only needs the
+        rights re-read (one SELECT); else ``watch`` checks them and that it exists (conversations/typing_indicators.py)."""
+        if not self.typing.admit(frame.conversation, frame.typing):
+            return
+        if str(frame.conversation) in self.watching:
+            await console.aensure_staff(self.agent, self.requester)
+        else:
+            await self.watch(frame.conversation)
+        await typing_indicators.relay_from_agent(frame.conversation, frame.typing, console.public_agent(self.agent))
+
     handlers = {
         protocol.Watch: on_watch,
         protocol.Unwatch: on_unwatch,
@@ -168,6 +190,7 @@ class ConsoleConsumer(ChatConsumer):
         protocol.AgentMessage: on_agent_message,
         protocol.Note: on_note,
         protocol.Nudge: on_nudge,
+        protocol.Typing: on_typing,
         protocol.Ping: ChatConsumer.on_ping,
     }
 

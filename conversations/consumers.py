@@ -28,8 +28,9 @@ from conversations import (
     revocation,
     revocation_listener,
     streaming,
+    typing_indicators,
 )
-from conversations.access import AccessRevoked, Requester, aget_conversation, requester_from_scope
+from conversations.access import AccessRevoked, Requester, aensure_may_act, aget_conversation, requester_from_scope
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def unavailable_frame(frame: object | None) -> dict:
 
 
 #: Messages dispatched without Channels' database housekeeping hop (see ``ChatConsumer.dispatch``).
-WITHOUT_HOUSEKEEPING = frozenset({groups.FRAME, "websocket.receive", "websocket.connect"})
+WITHOUT_HOUSEKEEPING = frozenset({groups.FRAME, groups.TYPING, "websocket.receive", "websocket.connect"})
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -82,6 +83,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.delivered: dict[str, int] = {}  # message id -> last seq sent on this socket
         self.following: set[str] = set()  # group names joined
+        self.typing = typing_indicators.Throttle()
         requester = requester_from_scope(self.scope)
         # A widget offers its token beside ``chat`` as subprotocols; a browser drops a socket whose answer names none.
         offered = self.scope.get("subprotocols") or ()
@@ -190,7 +192,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if bytes_data is not None:
                 raise protocol.ProtocolError(protocol.BAD_FRAME, "Binary frames are not supported; send JSON text.")
             frame = self.parse(text_data)
-            if not isinstance(frame, protocol.Ping):
+            if not isinstance(frame, protocol.Ping | protocol.Typing):  # a typing frame is mostly dropped
                 await aclose_old_connections()
             await self.handlers[type(frame)](self, frame)
         except protocol.ProtocolError as exc:
@@ -252,6 +254,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: protocol.Ping) -> None:
         await self.send_frame(protocol.pong_frame(frame.t))
 
+    async def on_typing(self, frame: protocol.Typing) -> None:
+        """The customer is typing: to the staff watching, if the throttle lets it through; a conversation this
+        socket follows is known to be theirs, so only their right to act is read again (conversations/typing_indicators.py)."""
+        if not self.typing.admit(frame.conversation, frame.typing):
+            return
+        if groups.conversation(frame.conversation) in self.following:
+            await aensure_may_act(self.requester)
+        else:
+            await self.follow_own(frame.conversation)
+        await typing_indicators.relay_from_customer(frame.conversation, frame.typing)
+
     handlers = {
         protocol.Ask: on_ask,
         protocol.Cancel: on_cancel,
@@ -260,6 +273,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Handoff: on_handoff,
         protocol.LeaveMessage: on_leave_message,
         protocol.Join: on_join,
+        protocol.Typing: on_typing,
         protocol.Ping: on_ping,
     }
 
@@ -290,6 +304,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     break
                 await self.deliver(message, missing)
         await self.deliver(message, frame)
+
+    async def typing_frame(self, event: dict) -> None:
+        """Someone on the other side of a conversation is typing: only for this kind of socket (``to``)."""
+        if event["to"] == self.socket_kind:
+            await self.send_frame(event["frame"])
 
     async def deliver(self, message: str, frame: dict) -> None:
         """Send a stream frame unless this socket already sent that seq of that message."""

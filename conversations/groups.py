@@ -13,6 +13,9 @@ Events (Channels calls the handler named like the type with "." → "_")
     ``STAFF_FRAME`` ``staff.frame`` → ``ConsoleConsumer.staff_frame``: a frame for its staff only.
     ``CONSOLE_ITEM`` ``console.item`` → ``ConsoleConsumer.console_item``: one row of the conversation list.
     ``STAFF_PRESENCE`` ``staff.presence`` → ``ConsoleConsumer.staff_presence``: who is watching.
+    ``TYPING`` ``typing.frame`` → ``ChatConsumer.typing_frame``: a ``typing`` frame for one side of a conversation
+    (``to``: the socket kind, ``chat`` or ``console``), sent to ``conversation(id)`` for the customer and to
+    ``staff(id)`` for the staff; never stored (``conversations/typing_indicators.py``).
     ``STREAM_CANCEL`` ``stream.cancel`` → a node's control channel: stop generating that answer.
     ``USER_REVOKED`` ``user.revoked`` → ``ChatConsumer.user_revoked``: the user's access was revoked; close the
     sockets it concerns (``conversations/revocation.py``).
@@ -34,6 +37,7 @@ FRAME = "chat.frame"
 STAFF_FRAME = "staff.frame"
 CONSOLE_ITEM = "console.item"
 STAFF_PRESENCE = "staff.presence"
+TYPING = "typing.frame"
 STREAM_CANCEL = "stream.cancel"
 USER_REVOKED = "user.revoked"
 SOCKET_EVICTED = "socket.evicted"

@@ -65,6 +65,7 @@ FIELDS = {
                              "text": st.text(min_size=1, max_size=30)},
     protocol.NOTE: {"conversation": st.uuids().map(str), "text": st.text(min_size=1, max_size=30)},
     protocol.NUDGE: {"conversation": st.uuids().map(str), "text": st.text(max_size=30)},
+    protocol.TYPING: {"conversation": st.uuids().map(str), "typing": st.booleans()},
 }  # fmt: skip
 
 

@@ -146,4 +146,18 @@ class Ping(ClientFrame):
         return cls(t=fields.echo("t"))
 
 
-CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, LeaveMessage, Ping))
+@dataclass(frozen=True)
+class Typing(ClientFrame):
+    """Both sockets: the customer (or, on the console, a staff member) is typing in ``conversation`` — ``typing``
+    false: stopped (the box was emptied). Relayed to the other side only, never stored (conversations/typing_indicators.py)."""
+
+    TYPE = names.TYPING
+    conversation: uuid.UUID
+    typing: bool = True
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Typing:
+        return cls(conversation=fields.uuid("conversation"), typing=fields.flag("typing", default=True))
+
+
+CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, LeaveMessage, Typing, Ping))

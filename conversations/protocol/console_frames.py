@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from conversations.protocol import names
-from conversations.protocol.chat_frames import ConversationFrame, Ping
+from conversations.protocol.chat_frames import ConversationFrame, Ping, Typing
 from conversations.protocol.fields import Fields
 from conversations.protocol.registry import ClientFrame, Registry
 
@@ -92,5 +92,5 @@ class Nudge(ClientFrame):
 
 
 CONSOLE = Registry(
-    "/ws/console/", (Watch, Unwatch, TakeOver, HandBack, Resolve, AgentMessage, Note, Nudge, Ping)
+    "/ws/console/", (Watch, Unwatch, TakeOver, HandBack, Resolve, AgentMessage, Note, Nudge, Typing, Ping)
 )

@@ -93,6 +93,12 @@ class Fields:
             raise self.error(INVALID, name, f"must be one of {', '.join(map(str, choices))}.")
         return value
 
+    def flag(self, name: str, *, default: bool) -> bool:
+        value = self.data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(INVALID, name, "must be true or false.")
+        return value
+
     def echo(self, name: str) -> str | int | float | None:
         """A value the server sends back as it came (``ping.t``): a string, or a number JavaScript reads exactly."""
         value = self.data.get(name)

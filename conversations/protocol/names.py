@@ -14,6 +14,7 @@ HANDOFF = "handoff"
 JOIN = "join"
 LEAVE_MESSAGE = "leave_message"  # nobody can answer now: an e-mail address for the reply
 PING = "ping"  # both sockets
+TYPING = "typing"  # both sockets, and server -> client: who is typing on the other side (never stored)
 
 # --- /ws/chat/, server -> client ----------------------------------------------------------------------------
 ACK = "ack"
@@ -74,6 +75,7 @@ MAX_EMAIL_CHARS = 254  # RFC 5321's longest path; an EmailField's length
 MAX_SEQ = 2**31 - 1  # seq is a PostgreSQL integer
 MAX_SAFE_INTEGER = 2**53 - 1  # a number the browser's JSON.parse reads exactly (ping.t is echoed back)
 MAX_DEPTH = 16  # JSON nesting of a client frame (ours are flat objects)
+TYPING_MIN_INTERVAL_SECONDS = 1.0  # a socket's ``typing`` frames closer together than this are dropped, silently
 
 # A widget socket (docs/widget.md) offers its visitor token as the subprotocol ``visitor.<token>`` beside
 # ``chat``, which the server answers with (browsers cannot set headers on a WebSocket, and a URL ends up in logs).

@@ -31,6 +31,7 @@ from conversations.protocol.names import (
     TOKEN,
     TOOL_RESULT,
     TRACE,
+    TYPING,
 )
 
 
@@ -213,6 +214,12 @@ def reminder_frame(conversation: uuid.UUID, message: uuid.UUID, about: uuid.UUID
     """The system reminds the customer of the unanswered agent message ``about`` (sent once per agent message)."""
     return {"type": REMINDER, "conversation": _hex(conversation), "message": _hex(message), "about": _hex(about),
             "text": text}
+
+
+def typing_frame(conversation: uuid.UUID, typing: bool, agent: dict[str, Any] | None) -> dict[str, Any]:
+    """Someone on the other side is typing (``typing`` false: stopped). To the customer: ``agent`` = {name}, the
+    person's display name only; to the console: ``agent`` null, the customer. Never stored, never replayed."""
+    return {"type": TYPING, "conversation": _hex(conversation), "typing": typing, "agent": agent}
 
 
 # --- The staff console socket /ws/console/ ------------------------------------------------------------------

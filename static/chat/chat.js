@@ -21,6 +21,7 @@ import { attachImages, showImages } from "./attach.js";
 import { agentMessage, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
 import { LeaveMessage } from "./leave_message.js";
+import { TypingIndicator, TypingSender } from "./typing.js";
 
 
 const CONVERSATION_NOTES = {
@@ -84,6 +85,12 @@ class ChatPage {
     // Nobody can answer a request for a person now: the customer may leave an address (leave_message.js).
     this.leaveMessage = new LeaveMessage({ send: (frame) => this.socket.send(frame), conversation: () => this.conversation });
     this.log.after(this.leaveMessage.el);
+    // "Sam is typing…" above the composer, and telling the support team while this customer types (typing.js).
+    this.typingIndicator = new TypingIndicator(this.form);
+    this.typingSender = new TypingSender(this.input, {
+      send: (frame) => this.socket.send(frame),
+      conversation: () => this.conversation,
+    });
     this._adoptServerHistory();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = config.wsUrl || `${scheme}://${location.host}/ws/chat/`;
@@ -215,7 +222,13 @@ class ChatPage {
         this._onFeedback(frame);
         break;
       case FRAME.AGENT_MESSAGE: // a person from the support team (docs/protocol.md "Console")
-        if (frame.conversation === this.conversation) this.appendAgent(frame.text, frame.agent?.name, frame.message);
+        if (frame.conversation !== this.conversation) break;
+        this.typingIndicator.hide();
+        this.appendAgent(frame.text, frame.agent?.name, frame.message);
+        break;
+      case FRAME.TYPING:
+        if (frame.conversation !== this.conversation) break;
+        this.typingIndicator.update(frame.typing ? format(gettext("%(name)s is typing…"), { name: frame.agent?.name }) : null);
         break;
       case FRAME.AGENT_JOINED:
       case FRAME.AGENT_LEFT:
@@ -441,6 +454,7 @@ class ChatPage {
     this.log.append(userEl);
     const ask = { id, text: trimmed, images, acked: false, failed: false, held: false, messageId: null, userEl };
     this.asks.set(id, ask);
+    this.typingSender.stop();
     this.socket.send(this._askFrame(ask)); // if closed, _onOpen re-sends it
     this._scrollToEnd({ force: true }); // asking means "show me the answer": follow it again
   }

@@ -12,6 +12,7 @@ export const FRAME = Object.freeze({
   JOIN: "join",
   LEAVE_MESSAGE: "leave_message", // nobody can answer now: an e-mail address for the reply
   PING: "ping",
+  TYPING: "typing", // both sockets, and server -> client: who is typing on the other side (never stored)
   // chat, server -> client
   ACK: "ack",
   QUESTION: "question",

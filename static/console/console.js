@@ -9,6 +9,7 @@ import { showImages } from "../chat/attach.js";
 import { agentMessage, systemMessage, userMessage } from "../chat/render.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
+import { TypingIndicator, TypingSender } from "../chat/typing.js";
 
 const STATUS_LABELS = {
   [CONVERSATION_STATUS.BOT]: "Answered by the assistant",
@@ -267,6 +268,12 @@ class ConsoleConversation {
     this.noteForm = root.querySelector("[data-note-form]");
     this.messages = new Map(); // assistant message id -> its AnswerStream (stream.js)
     this.pending = new Map(); // agent_message id -> text, until the server confirms it
+    // "Customer is typing…" above the reply box, and telling the customer while this person types (typing.js).
+    this.typing = new TypingIndicator(this.composer);
+    this.typingSender = new TypingSender(this.composer.querySelector("textarea"), {
+      send: (frame) => this.socket.send(frame),
+      conversation: () => this.id,
+    });
     this.adoptHistory();
     this.bind();
     this.render();
@@ -312,7 +319,11 @@ class ConsoleConversation {
     }
     switch (frame.type) {
       case FRAME.QUESTION:
+        this.typing.hide();
         this.onQuestion(frame);
+        break;
+      case FRAME.TYPING:
+        this.typing.update(frame.typing ? "Customer is typing…" : null);
         break;
       case FRAME.AGENT_MESSAGE:
         this.pending.delete(frame.id);
@@ -500,6 +511,7 @@ class ConsoleConversation {
       if (!text) return;
       const id = newId();
       this.pending.set(id, text);
+      this.typingSender.stop();
       this.send({ type: FRAME.AGENT_MESSAGE, id, text });
       area.value = "";
     });
