@@ -94,7 +94,7 @@ async def watching(staff: Client, conversation: str) -> list[dict]:
     frames = [await staff.recv(10)]
     while frames[-1]["type"] != protocol.PRESENCE:
         frames.append(await staff.recv(10))
-    return frames
+    return frames + await quiet(staff)  # the list row marked read, which comes through the console group after
 
 
 def typing(conversation: str, on: bool = True) -> dict:
