@@ -4,6 +4,13 @@ Why a module of its own: the customer side (``conversations.chat``, the chat con
 (``conversations.console``) both change what a row shows — a new question, a handoff request, a take-over — and
 both call ``publish_item`` afterwards. Rows go to the channel-layer group ``console`` that every console socket
 joins, so on several nodes the update travels through Redis like every other frame.
+
+**Unread counts** are for what a person has not seen *and needs to*: the customer messages since staff last read
+the conversation (``agent_read_at``: opening it, taking it over or replying), counted only while the conversation
+waits for a person or a person holds it. A conversation the assistant is answering (or one resolved) shows none:
+its questions were answered and nobody from staff has to read them. Once the customer asks for a person, everything
+since the last read counts, the questions the assistant answered meanwhile too (the person reads them before
+answering). The count is a ``CASE`` in the rows' query (no extra query), and rows the assistant holds skip it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
+from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -26,6 +33,8 @@ from conversations.models import Conversation, Message
 PREVIEW_CHARS = 140
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# Where a person is needed, so unread customer messages count (module docstring).
+NEEDS_A_PERSON = [Conversation.Status.WAITING_FOR_AGENT, Conversation.Status.AGENT]
 # The list's sections, in the order the console shows them.
 SECTIONS = {
     Conversation.Status.WAITING_FOR_AGENT: "waiting",
@@ -74,7 +83,7 @@ def _rows():
     return (
         Conversation.objects.select_related("owner", "assigned_agent", "site")
         .annotate(
-            unread=Coalesce(Subquery(unread), 0),
+            unread=Case(When(status__in=NEEDS_A_PERSON, then=Coalesce(Subquery(unread), 0)), default=Value(0)),
             has_messages=Exists(Message.objects.filter(conversation=OuterRef("pk"))),
         )
         .filter(has_messages=True)
@@ -195,4 +204,3 @@ async def publish_row(item: dict[str, Any] | None) -> None:
     """Send a row built already (``list_item``, e.g. inside the transaction that changed it) to every console."""
     if item is not None:
         await get_channel_layer().group_send(groups.CONSOLE, {"type": groups.CONSOLE_ITEM, "item": item})
-

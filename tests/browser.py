@@ -20,14 +20,18 @@ def new_page(
     height: int = 900,
     bypass_csp: bool = True,
     prepare: Callable | None = None,
+    color_scheme: str = "light",
 ):
     """A fresh context and page (``(context, page)``; close the context) whose errors go to ``errors``.
 
     ``bypass_csp``: Playwright's ``wait_for_function`` evals its predicate, which our policy forbids (no
     'unsafe-eval'); the policy itself is tested without it (tests/test_page_security.py). ``prepare(context)``
-    runs before the page opens (bindings, init scripts).
+    runs before the page opens (bindings, init scripts). ``color_scheme``: the system setting the pages see
+    (``prefers-color-scheme``), "light" or "dark".
     """
-    context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=bypass_csp)
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, bypass_csp=bypass_csp, color_scheme=color_scheme
+    )
     if prepare is not None:
         prepare(context)
     page = context.new_page()

@@ -43,7 +43,7 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.BOT, db_index=True)
     # The staff console (conversations/console.py): who holds the conversation, since when the customer waits
-    # for a person, and up to when staff have read it (unread = customer messages after agent_read_at).
+    # for a person, and up to when staff have read it (unread counts: conversations/inbox.py).
     assigned_agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="held_conversations"
     )

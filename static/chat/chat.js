@@ -18,7 +18,7 @@ import {
 } from "./protocol.js";
 import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import { attachImages, showImages } from "./attach.js";
-import { agentMessage, setUserPending, systemMessage, userMessage } from "./render.js";
+import { agentMessage, localizeTimes, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
 import { LeaveMessage } from "./leave_message.js";
 import { TypingIndicator, TypingSender } from "./typing.js";
@@ -113,6 +113,7 @@ class ChatPage {
   /** Messages the server rendered. Unfinished ones (page reloaded mid-answer) are resumed from seq 0. */
   _adoptServerHistory() {
     showImages(this.log, this.imageHeaders());
+    localizeTimes(this.log);
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
       this.messages.set(msgEl.dataset.message, AnswerStream.adopt(msgEl, { offerHandoff: true }));
     }
@@ -224,7 +225,7 @@ class ChatPage {
       case FRAME.AGENT_MESSAGE: // a person from the support team (docs/protocol.md "Console")
         if (frame.conversation !== this.conversation) break;
         this.typingIndicator.hide();
-        this.appendAgent(frame.text, frame.agent?.name, frame.message);
+        this.appendAgent(frame.text, frame.agent?.name, frame.message, frame.created_at);
         break;
       case FRAME.TYPING:
         if (frame.conversation !== this.conversation) break;
@@ -660,8 +661,8 @@ class ChatPage {
   }
 
   /** Live messages from a person or the system (see docs/protocol.md). */
-  appendAgent(text, name, messageId) {
-    this._appendOnce(agentMessage(text, name), messageId);
+  appendAgent(text, name, messageId, at) {
+    this._appendOnce(agentMessage(text, name, at), messageId);
   }
 
   appendSystem(text, messageId, kind) {

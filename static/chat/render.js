@@ -54,6 +54,50 @@ function el(tag, className, text) {
   return node;
 }
 
+// ---- when a message was written: a <time datetime> in the reader's language and time zone --------------------
+function dateFormat(options) {
+  try {
+    return new Intl.DateTimeFormat(document.documentElement.lang || undefined, options);
+  } catch {
+    return new Intl.DateTimeFormat(undefined, options); // a page language the browser does not know
+  }
+}
+const CLOCK = dateFormat({ hour: "numeric", minute: "2-digit" });
+const DAY_AND_CLOCK = dateFormat({ day: "numeric", month: "short", hour: "numeric", minute: "2-digit" });
+const FULL_DATE = dateFormat({ dateStyle: "full", timeStyle: "short" });
+
+/**
+ * Write a <time> for the reader: the hour (and the day, if not today) as its text, the full date as its title
+ * (what a hover shows); `at` (a Date or an ISO string) defaults to its own datetime (a server-rendered one).
+ */
+export function showTime(time, at = time.dateTime) {
+  const date = new Date(at);
+  if (!at || Number.isNaN(date.getTime())) return;
+  time.dateTime = date.toISOString();
+  const today = date.toDateString() === new Date().toDateString();
+  time.textContent = (today ? CLOCK : DAY_AND_CLOCK).format(date);
+  time.title = FULL_DATE.format(date);
+}
+
+/** Every server-rendered time under `root` (messages, console rows), in the reader's language and time zone. */
+export function localizeTimes(root) {
+  for (const time of root.querySelectorAll("time[datetime]")) showTime(time);
+}
+
+/** A message's time (templates/conversations/_message.html): shown on hover or focus (chat.css `.msg-time`). */
+export function messageTime(at = new Date()) {
+  const time = el("time", "msg-time");
+  showTime(time, at);
+  return time;
+}
+
+/** A message's head line: who wrote it and when. */
+function messageHead(who, at) {
+  const head = el("div", "msg-head");
+  head.append(el("div", "who", who), messageTime(at));
+  return head;
+}
+
 function citeLink(n, messageKey) {
   const sup = el("sup", "cite");
   const a = el("a", "", `[${n}]`);
@@ -250,7 +294,7 @@ export function userMessage(text, { clientId, pending = false, images = [] } = {
   const msg = el("article", "msg msg-user");
   msg.dataset.role = "user";
   if (clientId) msg.dataset.clientId = clientId;
-  msg.append(el("div", "who", gettext("You")), el("div", "bubble", text));
+  msg.append(messageHead(gettext("You")), el("div", "bubble", text));
   if (images.length) msg.append(attachmentList(images));
   const note = el("div", "pending-note", pending ? gettext("Sending…") : "");
   note.hidden = !pending;
@@ -285,7 +329,7 @@ export function assistantMessage({ messageId, question }) {
   const sources = el("div", "sources");
   sources.setAttribute("aria-label", gettext("Sources"));
   bubble.append(el("div", "tools"), answer, note, sources);
-  msg.append(el("div", "who", gettext("Assistant")), status, bubble, actionBar());
+  msg.append(messageHead(gettext("Assistant")), status, bubble, actionBar());
   msg.querySelector(".msg-actions").hidden = true;
   return msg;
 }
@@ -331,18 +375,18 @@ export function showHandoffOffer(msgEl, offered) {
   return button;
 }
 
-/** A message written by a human support agent: shown as a person, never as the bot. */
-export function agentMessage(text, name) {
+/** A message written by a human support agent: shown as a person, never as the bot. `at`: its created_at. */
+export function agentMessage(text, name, at) {
   const msg = el("article", "msg msg-agent");
   msg.dataset.role = "agent";
-  msg.append(el("div", "who", name ? `${name} · ${gettext("Support team")}` : gettext("Support team")), el("div", "bubble", text));
+  msg.append(messageHead(name ? `${name} · ${gettext("Support team")}` : gettext("Support team"), at), el("div", "bubble", text));
   return msg;
 }
 
 export function systemMessage(text) {
   const msg = el("article", "msg msg-system");
   msg.dataset.role = "system";
-  msg.append(el("div", "bubble", text));
+  msg.append(el("div", "bubble", text), messageTime());
   return msg;
 }
 

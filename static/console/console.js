@@ -6,7 +6,7 @@
 
 import { CLOSE, CONVERSATION_STATUS, FRAME, REVOKED_REASON, TOO_MANY_SOCKETS_ERROR } from "../chat/protocol.js";
 import { showImages } from "../chat/attach.js";
-import { agentMessage, systemMessage, userMessage } from "../chat/render.js";
+import { agentMessage, localizeTimes, showTime, systemMessage, userMessage } from "../chat/render.js";
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
 import { TypingIndicator, TypingSender } from "../chat/typing.js";
@@ -179,6 +179,9 @@ function rowElement(item) {
   li.querySelector("[data-holder]").textContent = item.holder ? `held by ${item.holder.name}` : "";
   li.querySelector("[data-last-role]").textContent = item.last_message ? `${item.last_message.role}:` : "";
   li.querySelector("[data-last-text]").textContent = item.last_message ? item.last_message.text : "";
+  const lastAt = li.querySelector("[data-last-at]");
+  showTime(lastAt, item.last_message?.at);
+  lastAt.hidden = !item.last_message;
   showOffline(li, item.left_message);
   applyRowData(li, item);
   return li;
@@ -210,6 +213,7 @@ class ConsoleList {
     this.root = root;
     this.sections = {};
     for (const key of SECTION_ORDER) this.sections[key] = root.querySelector(`[data-section-list="${key}"]`);
+    localizeTimes(root);
     this.socket = openSocket(
       { onOpen: () => {}, onFrame: (frame) => this.onFrame(frame) },
       root.querySelector("[data-connection-state]"),
@@ -284,6 +288,7 @@ class ConsoleConversation {
   }
 
   adoptHistory() {
+    localizeTimes(this.log);
     for (const msgEl of this.log.querySelectorAll(".msg-assistant[data-message]")) {
       // An unfinished answer is emptied: `watch` replays its frames from seq 1.
       this.messages.set(msgEl.dataset.message, AnswerStream.adopt(msgEl));
@@ -327,7 +332,7 @@ class ConsoleConversation {
         break;
       case FRAME.AGENT_MESSAGE:
         this.pending.delete(frame.id);
-        this.appendOnce(frame.message, () => agentMessage(frame.text, frame.agent?.name));
+        this.appendOnce(frame.message, () => agentMessage(frame.text, frame.agent?.name, frame.created_at));
         break;
       case FRAME.AGENT_JOINED:
       case FRAME.AGENT_LEFT:
