@@ -1,4 +1,5 @@
-"""The sites' admin screen: staff list the company websites the chat widget may be embedded on (``Site``).
+"""The sites' admin screen: staff list the company websites the chat widget may be embedded on (``Site``); and the
+saved replies agents insert in the console with "/" (``SavedReply``).
 
 The identity secret is write-only, as a tool's is (``knowledge/tools/admin.py``): the form never renders it, not
 even masked, and keeps it unless a new one is typed. A secret the server generates (a new site, or "generate a new
@@ -17,7 +18,8 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from conversations.models import Site, new_identity_secret
+from conversations.models import SavedReply, Site, new_identity_secret
+from conversations.models.saved_replies import PLACEHOLDERS
 from knowledge.tools.admin import HIDDEN
 
 
@@ -130,3 +132,26 @@ class SiteAdmin(admin.ModelAdmin):
                     form.generated_secret,
                 ),
             )
+
+
+class SavedReplyForm(forms.ModelForm):
+    class Meta:
+        model = SavedReply
+        fields = ["shortcut", "title", "text", "language", "enabled"]
+        widgets = {"text": forms.Textarea(attrs={"rows": 6, "cols": 70})}
+        help_texts = {
+            "text": "The reply as inserted. Placeholders, filled in when inserted (left out when unknown for that "
+            "conversation): " + "; ".join(f"{{{name}}} — {meaning}" for name, meaning in PLACEHOLDERS.items()) + ".",
+        }
+
+
+@admin.register(SavedReply)
+class SavedReplyAdmin(admin.ModelAdmin):
+    """Saved replies for the console's reply box (docs/architecture.md, "Saved replies"); ``SavedReply.clean``
+    refuses an unknown placeholder."""
+
+    form = SavedReplyForm
+    list_display = ["shortcut", "title", "language", "enabled", "updated_at"]
+    list_filter = ["enabled", "language"]
+    search_fields = ["shortcut", "title", "text"]
+    readonly_fields = ["created_at", "updated_at"]

@@ -19,7 +19,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from conversations import inbox, protocol
-from conversations.models import Conversation
+from conversations.models import Conversation, SavedReply
 from conversations.views import labelled_sources
 
 SECTION_TITLES = {
@@ -73,6 +73,8 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         if conversation.status == Conversation.Status.AGENT
         else None,
         "left_message": left_message,
+        "saved_replies": [reply.as_option() for reply in SavedReply.objects.filter(enabled=True)],
+        "placeholders": placeholder_values(conversation, request.user),
     }
     context = {
         "conversation": conversation,
@@ -84,6 +86,28 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         "max_chars": settings.CHAT_MAX_QUESTION_CHARS,
     }
     return render(request, "console/detail.html", context)
+
+
+def placeholder_values(conversation: Conversation, agent) -> dict[str, str]:
+    """What each saved-reply placeholder (``saved_replies.PLACEHOLDERS``) becomes in this conversation, rendered
+    into the page for static/console/saved_replies.js to fill in: plain text, never markup, "" when unknown.
+
+    In the page rather than behind a JSON endpoint: the same staff-only request, no second round trip before the
+    first "/" works, and the few hundred short texts a team keeps weigh little; a reply edited in the admin is
+    offered from the next page load."""
+    owner = conversation.owner
+    # A verified customer the host site sent no name for has a username we made up ("site-3-…"): no name.
+    nameless = (
+        owner is not None
+        and conversation.site_id is not None
+        and not owner.get_full_name().strip()
+        and hasattr(owner, "site_customer")
+    )
+    return {
+        "customer_name": "" if owner is None or nameless else inbox.display_name(owner),
+        "agent_name": inbox.display_name(agent),
+        "site": conversation.site.name if conversation.site_id is not None else "",
+    }
 
 
 def _config(request: HttpRequest) -> dict:

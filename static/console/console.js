@@ -10,6 +10,7 @@ import { agentMessage, localizeTimes, showTime, systemMessage, userMessage } fro
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
 import { TypingIndicator, TypingSender } from "../chat/typing.js";
+import { attachSavedReplies } from "./saved_replies.js";
 
 const STATUS_LABELS = {
   [CONVERSATION_STATUS.BOT]: "Answered by the assistant",
@@ -487,7 +488,7 @@ class ConsoleConversation {
     button(FRAME.NUDGE).disabled = heldByOther;
     for (const field of this.composer.elements) field.disabled = !mine;
     this.composer.querySelector("textarea").placeholder = mine
-      ? "Reply to the customer as yourself…"
+      ? `Reply to the customer as yourself…${config.saved_replies?.length ? " Type / for a saved reply." : ""}`
       : "Take the conversation over to reply";
   }
 
@@ -505,6 +506,8 @@ class ConsoleConversation {
   }
 
   bind() {
+    // "/" in the reply box: the team's saved replies, filled for this conversation (saved_replies.js).
+    attachSavedReplies(this.composer.querySelector("textarea"), config.saved_replies, config.placeholders);
     this.root.querySelector(".console-actions").addEventListener("click", (event) => {
       const action = event.target.closest("[data-action]")?.dataset.action;
       if (action) this.send({ type: action });
