@@ -104,6 +104,10 @@ def readable(page, selectors: list[str]) -> dict:
     return measured
 
 
+#: Longer than the longest colour transition of the pages (a console row's background, 0.6 s).
+SETTLE_MS = 800
+
+
 def dark_unlike_light(page, selectors: list[str], tab=None) -> None:
     """The page (or frame, in the browser tab ``tab``) is dark, its texts readable, its colours not light mode's."""
     dark = readable(page, [*selectors, "body"])
@@ -111,8 +115,10 @@ def dark_unlike_light(page, selectors: list[str], tab=None) -> None:
     present = [s for s, m in dark.items() if m is not None]
     assert len(present) > len(selectors) // 2, dark
     (tab or page).emulate_media(color_scheme="light")
+    page.wait_for_timeout(SETTLE_MS)  # a console row's background eases over 0.6 s (console.css): not mid-way
     light = readable(page, [*selectors, "body"])
     (tab or page).emulate_media(color_scheme="dark")
+    page.wait_for_timeout(SETTLE_MS)
     assert light["body"]["luminance"] > 0.8, light["body"]
     for s in present:
         assert (dark[s]["color"], dark[s]["background"]) != (light[s]["color"], light[s]["background"]), s
