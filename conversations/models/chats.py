@@ -29,6 +29,16 @@ class Conversation(models.Model):
         AGENT = "agent", "A person is answering"
         RESOLVED = "resolved", "Resolved"
 
+    class Outcome(models.TextChoices):
+        """How the conversation went, for the insights (docs/analytics.md defines each; conversations/outcomes.py
+        sets them). Blank while it is still open."""
+
+        BOT_RESOLVED = "bot_resolved", "Resolved by the assistant"
+        HANDED_OFF = "handed_off", "Handed to a person"
+        AGENT_RESOLVED = "agent_resolved", "Resolved by a person"
+        ABANDONED = "abandoned", "Abandoned"
+        REOPENED = "reopened", "Reopened"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
@@ -62,12 +72,25 @@ class Conversation(models.Model):
     left_message_at = models.DateTimeField(
         null=True, blank=True, help_text="When the customer left a message (marked 'customer offline')."
     )
+    # Outcomes and the insights (docs/analytics.md): when the customer first asked for a person (never cleared,
+    # unlike waiting_since), when a person first replied, when the conversation ended, and how it went.
+    handed_off_at = models.DateTimeField(null=True, blank=True)
+    first_agent_reply_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True, default="")
+    outcome_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at"]
         indexes = [
+            # The insights' period filters (conversations/insights): by day, per knowledge base, per site.
+            models.Index(fields=["created_at"], name="conv_created"),
+            models.Index(fields=["knowledge_base", "created_at"], name="conv_kb_created"),
+            models.Index(fields=["site", "created_at"], name="conv_site_created"),
+            # Open conversations the outcome sweep settles once they have been quiet long enough.
+            models.Index(fields=["updated_at"], condition=Q(outcome=""), name="conv_unsettled"),
             models.Index(fields=["owner", "-updated_at"], name="conv_owner_recent"),
             models.Index(fields=["anonymous_session_key", "-updated_at"], name="conv_session_recent"),
             models.Index(fields=["status", "-updated_at"], name="conv_status_recent"),
@@ -138,6 +161,13 @@ class Message(models.Model):
     cancel_requested = models.BooleanField(default=False, help_text="Stop asked from another node (durable).")
     # Agent messages: when the customer was reminded of it (the idle reminder goes once per agent message).
     reminded_at = models.DateTimeField(null=True, blank=True)
+    # Answers: regenerate makes another version of the answer to the same question (reply_to), numbered from 1.
+    version = models.PositiveSmallIntegerField(default=1)
+    # Answers, copied from the trace when they finish so the insights aggregate columns, not JSON: time to the
+    # first token and the tool calls made (and how many failed).
+    first_token_ms = models.FloatField(null=True, blank=True)
+    tool_calls = models.PositiveSmallIntegerField(default=0)
+    tool_failures = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -145,6 +175,7 @@ class Message(models.Model):
     class Meta:
         ordering = ["created_at"]
         indexes = [
+            models.Index(fields=["created_at"], condition=Q(role="assistant"), name="msg_answer_created"),
             models.Index(fields=["conversation", "created_at"], name="msg_conv_created"),
             models.Index(
                 fields=["created_at"], condition=Q(role="agent", reminded_at__isnull=True), name="msg_agent_unreminded"
@@ -182,12 +213,30 @@ class Feedback(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
     anonymous_session_key = models.CharField(max_length=64, blank=True, default="")
+    class Reason(models.TextChoices):
+        """What staff found when they reviewed a 👎 (the insights' review queue)."""
+
+        WRONG = "wrong", "Wrong"
+        INCOMPLETE = "incomplete", "Incomplete"
+        OUTDATED_ARTICLE = "outdated_article", "Outdated article"
+        SHOULD_HAVE_HANDED_OFF = "should_have_handed_off", "Should have handed off"
+        FINE = "fine", "Nothing wrong"
+
     rating = models.SmallIntegerField()
     comment = models.TextField(blank=True)
+    review_reason = models.CharField(max_length=30, choices=Reason.choices, blank=True, default="")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        indexes = [
+            # The review queue: 👎 not yet reviewed, newest first.
+            models.Index(fields=["-created_at"], condition=Q(rating=-1, reviewed_at__isnull=True), name="fb_to_review"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(rating__in=[1, -1]), name="feedback_rating_plus_minus_one"),
             models.UniqueConstraint(
