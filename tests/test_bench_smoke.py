@@ -75,3 +75,17 @@ def test_hostile_files_benchmark_tiny_run_prints_its_table():
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| notepad.txt"))
     assert row.count("9 passages") == 3, proc.stdout
+
+
+def test_insights_benchmark_tiny_run_prints_its_tables():
+    # bench/insights.py at CI size (2 000 conversations, one run, ~5 s): every range and filter timed, EXPLAIN printed.
+    db_name = f"bench_insights_smoke_{os.environ.get('TEST_DATABASE_NAME', 'test')}"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "insights.py"), "--tiny", "--db-name", db_name, "--drop"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"bench/insights.py --tiny failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    for days in (30, 90):
+        for label in ("none", "knowledge base", "site"):
+            assert proc.stdout.count(f"| {days} days | {label} | ") == 2, proc.stdout  # with and without the indexes
+    assert "- 30 days, filter knowledge base, conversations: " in proc.stdout
