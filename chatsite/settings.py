@@ -454,6 +454,11 @@ CHAT_BUSY_RETRY_AFTER_SECONDS = env_int("CHAT_BUSY_RETRY_AFTER_SECONDS", 5)
 # conditional UPDATE makes sure only one node sends each reminder.
 CONSOLE_REMINDER_SECONDS = env_float("CONSOLE_REMINDER_SECONDS", 120.0)
 CONSOLE_REMINDER_CHECK_SECONDS = env_float("CONSOLE_REMINDER_CHECK_SECONDS", 5.0)
+# Outcomes (docs/analytics.md): a conversation nobody wrote in for OUTCOME_WINDOW_SECONDS is settled (resolved by
+# the assistant, handed off, abandoned...), and a customer back on the same topic within it reopens it. Every node
+# sweeps every OUTCOME_SWEEP_SECONDS (conversations/outcomes.py).
+OUTCOME_WINDOW_SECONDS = env_float("OUTCOME_WINDOW_SECONDS", 86400.0)
+OUTCOME_SWEEP_SECONDS = env_float("OUTCOME_SWEEP_SECONDS", 300.0)
 CONSOLE_LIST_LIMIT = env_int("CONSOLE_LIST_LIMIT", 200)  # conversations in the console list (all waiting ones)
 # A staff member counts as online (someone can answer a customer who asks for a person) while their console is
 # open on some node; each node refreshes its consoles every third of this, so a dead node's stop counting within it

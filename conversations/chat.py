@@ -20,9 +20,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations import attachments, inbox, leave_message, protocol, streaming, visitors
+from conversations import attachments, inbox, leave_message, outcomes, protocol, streaming, visitors
 from conversations.access import Requester, aget_conversation, aget_message, ensure_may_act
-from conversations.models import Conversation, Feedback, Message
+from conversations.models import Conversation, ConversationRating, Feedback, KnowledgeGap, Message
 from conversations.streaming import admission
 from knowledge.models import KnowledgeBase
 from knowledge.visibility import visible_knowledge_bases
@@ -38,6 +38,7 @@ class AskResult:
     created: bool  # False: the same ask id was seen before (idempotent re-send)
     console_row: dict | None = None  # the console list's row after a new question, built in its transaction
     attachments: list[dict] = field(default_factory=list)  # the images sent with a new question (``described``)
+    reopened: bool = False  # the question opened a resolved or ended conversation again: its state changed
 
     def ack(self) -> dict:
         return protocol.ack_frame(
@@ -103,6 +104,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 conversation.title = _title(frame.text)
             if requester.visitor is not None and requester.visitor.page_url:
                 conversation.page_url = requester.visitor.page_url  # where the customer asks from now
+        ended = outcomes.question_asked(conversation)  # an ended conversation is open again (maybe "reopened")
         question = Message.objects.create(
             conversation=conversation,
             role=Message.Role.USER,
@@ -114,6 +116,7 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
         )
         sent = attachments.send_with(requester, frame, question)  # not_found: nothing of this ask is saved
         answer = None
+        reopened = bool(ended) or conversation.status == Conversation.Status.RESOLVED
         if conversation.status == Conversation.Status.RESOLVED:
             conversation.status = Conversation.Status.BOT  # a new question reopens it
         if conversation.status != Conversation.Status.AGENT:
@@ -125,9 +128,10 @@ def _ask(requester: Requester, frame: protocol.Ask, refusal: protocol.ProtocolEr
                 trace={"language_hint": requester.language} if requester.language else {},
             )
         leave_message.customer_writes(conversation)  # back in the chat: "customer offline" may end
-        conversation.save(update_fields=["status", "title", "page_url", "left_message_at", "updated_at"])
+        conversation.save(update_fields=["status", "title", "page_url", "left_message_at", "updated_at", *ended])
         row = inbox.list_item(conversation.pk)
-        return AskResult(conversation, question, answer, created=True, console_row=row, attachments=sent)
+        return AskResult(conversation, question, answer, created=True, console_row=row, attachments=sent,
+                         reopened=reopened)  # fmt: skip
 
 
 def _existing_ask(
@@ -219,6 +223,13 @@ def _title(text: str) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+async def announce_reopened(result: AskResult) -> None:
+    """A question opened a resolved or ended conversation again: every socket showing it gets its new state (no
+    longer resolved nor ``ended``: the rating panel goes, "End chat" comes back)."""
+    if result.reopened and result.created:
+        await streaming.publish(result.conversation.pk, await conversation_frame(result.conversation))
+
+
 async def start_answer(result: AskResult) -> None:
     """Queue the answer's generation (after the asking socket joined the group, so it misses nothing)."""
     if result.answer is None or not result.created:
@@ -265,6 +276,10 @@ async def feedback(requester: Requester, frame: protocol.Feedback) -> dict:
     await Feedback.objects.aupdate_or_create(
         message=message, **who, defaults={"rating": frame.rating, "comment": frame.comment}
     )
+    if frame.rating < 0 and message.role == Message.Role.ASSISTANT and message.reply_to_id:
+        question = await Message.objects.filter(pk=message.reply_to_id).values_list("text", flat=True).afirst()
+        if question:  # a knowledge gap for the insights (docs/analytics.md)
+            await outcomes.record_gap(message, question, KnowledgeGap.Reason.THUMBS_DOWN)
     return protocol.feedback_frame(message.pk, frame.rating, frame.comment)
 
 
@@ -288,7 +303,8 @@ async def request_handoff(requester: Requester, conversation_id: uuid.UUID) -> N
     if conversation.status in (Conversation.Status.BOT, Conversation.Status.RESOLVED):
         conversation.status = Conversation.Status.WAITING_FOR_AGENT
         conversation.waiting_since = timezone.now()  # the console's "waiting for N min" and queue order
-        await conversation.asave(update_fields=["status", "waiting_since", "updated_at"])
+        handed = outcomes.person_joins(conversation, conversation.waiting_since)
+        await conversation.asave(update_fields=["status", "waiting_since", "updated_at", *handed])
         await Message.objects.acreate(
             conversation=conversation, role=Message.Role.SYSTEM, text="The customer asked to talk to a person."
         )
@@ -316,7 +332,11 @@ async def conversation_frame(conversation: Conversation) -> dict:
     away = None
     if conversation.status == Conversation.Status.WAITING_FOR_AGENT:
         away = await leave_message.away_reason(conversation)  # nobody can answer now: the page asks for an address
+    rating = None
+    if conversation.ended_at is not None:  # CSAT (conversations/csat.py): asked once it ended, shown once given
+        rating = await ConversationRating.objects.filter(conversation=conversation).values("score", "comment").afirst()
     return protocol.conversation_frame(
         conversation.pk, conversation.status, conversation.title, streaming_ids, away=away,
         left_message=protocol.left_message(conversation.contact_email, conversation.left_message_at),
+        ended=conversation.ended_at is not None, rating=rating,
     )

@@ -18,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import chat, groups, inbox, leave_message, protocol, streaming
+from conversations import chat, groups, inbox, leave_message, outcomes, protocol, streaming
 from conversations.access import Requester, ensure_may_act
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
@@ -96,8 +96,9 @@ def _take_over(conversation_id: uuid.UUID, agent, requester: Requester | None) -
         conversation.taken_over_at = now
         conversation.waiting_since = None
         conversation.agent_read_at = now
+        handed = outcomes.person_joins(conversation, now)
         conversation.save(update_fields=["status", "assigned_agent", "taken_over_at", "waiting_since",
-                                         "agent_read_at", "updated_at"])
+                                         "agent_read_at", "updated_at", *handed])
         notice = _system(conversation, agent, f"{display_name(agent)} from the support team joined the conversation.")
         return conversation, notice
 
@@ -133,7 +134,8 @@ def _hand_back(
         conversation.status = target
         conversation.assigned_agent = None
         conversation.waiting_since = None
-        conversation.save(update_fields=["status", "assigned_agent", "waiting_since", "updated_at"])
+        ended = outcomes.end(conversation, outcomes.Ending.STAFF_RESOLVED) if resolve else []
+        conversation.save(update_fields=["status", "assigned_agent", "waiting_since", "updated_at", *ended])
         name = display_name(agent)
         text = (
             f"{name} marked the conversation as resolved."
@@ -204,7 +206,8 @@ def _agent_message(
             completed_at=now,
         )
         conversation.agent_read_at = now  # replying means the person has read the conversation
-        conversation.save(update_fields=["agent_read_at", "updated_at"])
+        replied = outcomes.person_replies(conversation, message.created_at)
+        conversation.save(update_fields=["agent_read_at", "updated_at", *replied])
         return message, True
 
 

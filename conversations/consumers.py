@@ -20,9 +20,11 @@ from django.conf import settings
 from chatsite import metrics, outages
 from conversations import (
     chat,
+    csat,
     groups,
     inbox,
     open_sockets,
+    outcomes,
     protocol,
     reminders,
     revocation,
@@ -98,6 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.join_user_group()
         await self.take_place()
         reminders.ensure_running()  # this node's idle-reminder loop (conversations/reminders.py)
+        outcomes.LOOP.ensure_running()  # and its outcome sweep (conversations/outcomes.py)
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its database housekeeping (a hop to the database thread) for relayed
@@ -221,6 +224,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(result.ack())
         if result.created:
             await streaming.publish(result.conversation.pk, result.question_frame())
+            await chat.announce_reopened(result)
             await chat.start_answer(result)
             await inbox.publish_row(result.console_row)  # the staff console's list
 
@@ -245,6 +249,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_leave_message(self, frame: protocol.LeaveMessage) -> None:
         await self.follow_own(frame.conversation)
         await chat.leave_address(self.requester, frame)
+
+    async def on_end(self, frame: protocol.End) -> None:
+        await self.follow_own(frame.conversation)
+        await csat.end_conversation(self.requester, frame.conversation)
+
+    async def on_rate(self, frame: protocol.Rate) -> None:
+        await self.follow_own(frame.conversation)
+        await csat.rate(self.requester, frame)
 
     async def on_join(self, frame: protocol.Join) -> None:
         conversation, reply = await chat.join(self.requester, frame.conversation)
@@ -272,6 +284,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Feedback: on_feedback,
         protocol.Handoff: on_handoff,
         protocol.LeaveMessage: on_leave_message,
+        protocol.End: on_end,
+        protocol.Rate: on_rate,
         protocol.Join: on_join,
         protocol.Typing: on_typing,
         protocol.Ping: on_ping,

@@ -1,19 +1,15 @@
 """The idle reminder: a customer who leaves a support person's message unanswered is reminded, once.
 
-Where it runs: on every Daphne node, as an asyncio task started by the first chat or console socket of the
-process (``ensure_running``) and kept for the life of the process. Why there and not in the procrastinate
-worker: the push must reach the customer's socket, and without ``REDIS_URL`` (one node, in-memory channel
-layer) only the web process can do that. Every ``CONSOLE_REMINDER_CHECK_SECONDS`` it looks for agent messages
-older than ``CONSOLE_REMINDER_SECONDS`` with no customer message after them, in conversations a person still
-holds. Each is claimed with a conditional UPDATE (``reminded_at IS NULL``), so with several nodes exactly one
+Where it runs: on every Daphne node (conversations/node_loops.py), started by the first chat or console socket
+of the process (``ensure_running``): the push must reach the customer's socket. Every
+``CONSOLE_REMINDER_CHECK_SECONDS`` it looks for agent messages older than ``CONSOLE_REMINDER_SECONDS`` with no
+customer message after them, in conversations a person still holds. Each is claimed with a conditional UPDATE (``reminded_at IS NULL``), so with several nodes exactly one
 sends it. The reminder is saved as a system message (a reloaded page shows it) and pushed as a ``reminder``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +22,7 @@ from django.utils import timezone
 from conversations import inbox, protocol, streaming
 from conversations.inbox import display_name
 from conversations.models import Conversation, Message
+from conversations.node_loops import NodeLoop
 
 log = logging.getLogger(__name__)
 
@@ -90,34 +87,8 @@ async def send_due_reminders() -> int:
     return len(reminders)
 
 
-async def _run() -> None:
-    while True:
-        try:
-            await send_due_reminders()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a DB hiccup must not stop reminders for the life of the process
-            log.exception("idle reminder check failed; retrying")
-        await asyncio.sleep(max(0.05, settings.CONSOLE_REMINDER_CHECK_SECONDS))
-
-
-_tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
-
-
-def ensure_running() -> None:
-    """Start this process's reminder loop if it is not running (idempotent, cheap: call it on every connect)."""
-    loop = asyncio.get_running_loop()
-    task = _tasks.get(loop)
-    if task is None or task.done():
-        _tasks[loop] = loop.create_task(_run(), name="console-idle-reminders")
-
-
-async def stop() -> None:
-    """Stop the loop of the running event loop (tests; process shutdown needs nothing: the task just ends)."""
-    task = _tasks.pop(asyncio.get_running_loop(), None)
-    if task is not None and not task.done():
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+LOOP = NodeLoop("console-idle-reminders", send_due_reminders, lambda: settings.CONSOLE_REMINDER_CHECK_SECONDS)
+#: Start this process's reminder loop if it is not running (idempotent: called on every connect).
+ensure_running = LOOP.ensure_running
+#: Stop it on the running event loop (tests).
+stop = LOOP.stop

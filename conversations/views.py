@@ -70,6 +70,7 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
     config = {
         "conversation": str(conversation.pk),
         "status": conversation.status,
+        "ended": conversation.ended_at is not None,  # "End chat" is hidden, the CSAT panel shows (csat.js)
         # Only a knowledge base the requester may see is named on the page (knowledge/visibility.py).
         "kb": conversation.knowledge_base.slug if may_read(requester.user_id, conversation.knowledge_base_id) else "",
         "conversationUrl": sample_url.replace(str(uuid.UUID(int=0)), _ID_PLACEHOLDER),

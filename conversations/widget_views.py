@@ -202,6 +202,7 @@ async def _visitor_token(request: HttpRequest, slug: str, body: dict) -> dict:
         "identity": identity_state,
         "conversation": str(latest.pk) if latest else None,
         "status": latest.status if latest else Conversation.Status.BOT,
+        "ended": bool(latest and latest.ended_at),  # the frame shows the CSAT panel, not "End chat"
         "chat_html": chat_html,
     }
 

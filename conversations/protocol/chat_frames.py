@@ -107,6 +107,34 @@ class Handoff(ConversationFrame):
     TYPE = names.HANDOFF
 
 
+class End(ConversationFrame):
+    """The customer ends the conversation ("End chat"): it is resolved, and its ``conversation`` frame says
+    ``ended`` (the page asks for a CSAT rating)."""
+
+    TYPE = names.END
+
+
+@dataclass(frozen=True)
+class Rate(ClientFrame):
+    """CSAT: 1–5 for an ended conversation, with an optional comment; rating again replaces it. ``id`` (optional)
+    is echoed in an error."""
+
+    TYPE = names.RATE
+    conversation: uuid.UUID
+    score: int
+    comment: str = ""
+    id: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Rate:
+        return cls(
+            id=fields.client_id() if fields.data.get("id") is not None else "",
+            conversation=fields.uuid("conversation"),
+            score=fields.choice("score", (1, 2, 3, 4, 5)),
+            comment=fields.text("comment", names.MAX_COMMENT_CHARS, required=False),
+        )
+
+
 class Join(ConversationFrame):
     """Show this conversation on this socket: receive its live frames (other tabs, agents)."""
 
@@ -160,4 +188,5 @@ class Typing(ClientFrame):
         return cls(conversation=fields.uuid("conversation"), typing=fields.flag("typing", default=True))
 
 
-CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, Join, LeaveMessage, Typing, Ping))
+CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, End, Rate, Join, LeaveMessage, Typing,
+                                  Ping))  # fmt: skip

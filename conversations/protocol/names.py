@@ -15,6 +15,8 @@ JOIN = "join"
 LEAVE_MESSAGE = "leave_message"  # nobody can answer now: an e-mail address for the reply
 PING = "ping"  # both sockets
 TYPING = "typing"  # both sockets, and server -> client: who is typing on the other side (never stored)
+END = "end"  # the customer ends the conversation ("End chat"); CSAT is asked next (conversations/csat.py)
+RATE = "rate"  # CSAT: the customer's 1–5 rating of an ended conversation, with an optional comment
 
 # --- /ws/chat/, server -> client ----------------------------------------------------------------------------
 ACK = "ack"

@@ -143,12 +143,16 @@ def conversation_frame(
     *,
     away: str | None = None,
     left_message: dict[str, Any] | None = None,
+    ended: bool = False,
+    rating: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A conversation's state: the reply to ``join`` and ``handoff``, and broadcast on every status change.
 
     ``streaming`` lists assistant messages still being generated, so a client can ``resume`` them. ``away``: while a
     person is asked for, why none can answer now (``closed``, ``nobody_online``; else null): the client asks for an
-    e-mail address. ``left_message``: the customer's "offline" mark (``left_message``).
+    e-mail address. ``left_message``: the customer's "offline" mark (``left_message``). ``ended``: the customer
+    ended it or staff resolved it (the page asks for a CSAT rating); ``rating``: the customer's CSAT {score,
+    comment}, or null.
     """
     return {
         "type": CONVERSATION,
@@ -158,6 +162,8 @@ def conversation_frame(
         "streaming": [_hex(m) for m in (streaming or [])],
         "away": away,
         "left_message": left_message,
+        "ended": ended,
+        "rating": rating,
     }
 
 

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chatsite import metrics, outages
-from conversations import groups, inbox, protocol
+from conversations import groups, inbox, outcomes, protocol
 from conversations.models import Conversation, Message
 from conversations.streaming.framelog import Append, Publication, frame_log
 
@@ -185,6 +185,7 @@ class MessageStream:
             "trace": trace,
             "frames": frames,
             "error": error,
+            **outcomes.answer_columns(trace),  # the insights' columns (first token, tool calls)
             "seq_last": self.seq + 1,
             "lease_expires_at": None,
             "completed_at": timezone.now(),

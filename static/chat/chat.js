@@ -21,6 +21,7 @@ import { attachImages, showImages } from "./attach.js";
 import { agentMessage, localizeTimes, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
 import { LeaveMessage } from "./leave_message.js";
+import { Satisfaction } from "./csat.js";
 import { TypingIndicator, TypingSender } from "./typing.js";
 
 
@@ -85,6 +86,11 @@ class ChatPage {
     // Nobody can answer a request for a person now: the customer may leave an address (leave_message.js).
     this.leaveMessage = new LeaveMessage({ send: (frame) => this.socket.send(frame), conversation: () => this.conversation });
     this.log.after(this.leaveMessage.el);
+    // Once the conversation ended ("End chat", or resolved by our team): how was it, 1–5 (csat.js).
+    this.satisfaction = new Satisfaction({ send: (frame) => this.socket.send(frame), conversation: () => this.conversation });
+    this.leaveMessage.el.after(this.satisfaction.el);
+    this.endButton = root.querySelector("[data-end]");
+    this.ended = Boolean(config.ended);
     // "Sam is typing…" above the composer, and telling the support team while this customer types (typing.js).
     this.typingIndicator = new TypingIndicator(this.form);
     this.typingSender = new TypingSender(this.input, {
@@ -313,7 +319,15 @@ class ChatPage {
     if (leaving && !shown) this._scrollToEnd({ force: true }); // just shown: the reason and the form in view
     this.agentBanner.textContent = note || "";
     if (frame.title && this.titleEl) this.titleEl.textContent = frame.title;
+    this.ended = Boolean(frame.ended);
+    if (this.satisfaction.update(frame) && frame.ended && !frame.rating) this._scrollToEnd({ force: true });
     this._updateControls();
+  }
+
+  /** "End chat": the conversation is resolved and its outcome set; the rating panel follows (csat.js). */
+  end() {
+    if (!this.conversation || this.ended) return;
+    this.socket.send({ type: FRAME.END, conversation: this.conversation });
   }
 
   _onFeedback(frame) {
@@ -344,6 +358,7 @@ class ChatPage {
     }
     if (frame.code === TOO_MANY_SOCKETS_ERROR) return; // the close (4429) follows, and the banner says why
     if (this.leaveMessage.error(frame)) return; // about the address the customer left
+    if (this.satisfaction.error(frame)) return; // about the rating
     const ask = frame.id ? this.asks.get(frame.id) : null;
     if (ask && !ask.acked && frame.retry_after) {
       this._hold(ask, frame); // busy, rate limited or an outage: sent again by itself after retry_after
@@ -495,6 +510,7 @@ class ChatPage {
     });
     this.stopButton.addEventListener("click", () => this.stop());
     if (this.handoffButton) this.handoffButton.addEventListener("click", () => this.requestHandoff());
+    if (this.endButton) this.endButton.addEventListener("click", () => this.end());
     this.log.addEventListener("click", (event) => this._onLogClick(event));
     this._bindPopovers();
     // Follow the conversation as it grows (tokens, chips, a taller input) unless the reader scrolled up.
@@ -606,6 +622,10 @@ class ChatPage {
       this.handoffButton.hidden = !available;
     }
     for (const offer of this.log.querySelectorAll('[data-action="handoff"]')) offer.hidden = !available;
+    if (this.endButton) {
+      // Nothing to end before the first question, nor once ended (the rating panel shows then).
+      this.endButton.hidden = !this.conversation || this.ended || !this.log.querySelector(".msg-user");
+    }
   }
 
   /** The input grows with its text up to its CSS max-height, then scrolls. */

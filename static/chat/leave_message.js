@@ -4,6 +4,7 @@
 // keeps waiting for a person. Driven by the `conversation` frame alone (`status`, `away`, `left_message`;
 // docs/protocol.md), so the chat page and the widget use it alike: put `el` where it belongs, pass frames in.
 
+import { node } from "./dom.js";
 import { format, gettext } from "./i18n.js";
 import { AWAY, CONVERSATION_STATUS, FRAME } from "./protocol.js";
 import { newId } from "./socket.js";
@@ -14,13 +15,6 @@ const WHY = {
 };
 
 let panels = 0; // a page may hold more than one (ids for labels)
-
-function node(tag, attributes = {}, text = "") {
-  const el = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
-  if (text) el.textContent = text;
-  return el;
-}
 
 /** The panel: why nobody answers, the address form, and once saved where the reply will go. */
 export class LeaveMessage {

@@ -13,6 +13,8 @@ export const FRAME = Object.freeze({
   LEAVE_MESSAGE: "leave_message", // nobody can answer now: an e-mail address for the reply
   PING: "ping",
   TYPING: "typing", // both sockets, and server -> client: who is typing on the other side (never stored)
+  END: "end", // the customer ends the conversation ("End chat"); CSAT is asked next
+  RATE: "rate", // CSAT: the customer's 1–5 rating of an ended conversation
   // chat, server -> client
   ACK: "ack",
   QUESTION: "question",

@@ -90,6 +90,7 @@ async function start(init) {
   const page = new ChatPage(root, {
     conversation: visitor.conversation,
     status: visitor.status,
+    ended: visitor.ended,
     wsUrl: `${scheme}://${location.host}/ws/chat/`,
     wsProtocols: [CHAT_SUBPROTOCOL, VISITOR_TOKEN_SUBPROTOCOL_PREFIX + visitor.token],
     // Images (static/chat/attach.js): uploaded and shown with the visitor token, no cookie.

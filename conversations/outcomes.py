@@ -1,0 +1,252 @@
+"""Outcomes: how each conversation went, for the insights (docs/analytics.md, "Outcomes", defines each).
+
+A conversation's outcome is blank while it is open and is set when it ends:
+
+* staff resolve it in the console, or the customer ends it ("End chat"): settled at once (``end``);
+* it has been quiet for ``OUTCOME_WINDOW_SECONDS``: the sweep settles it (``settle_quiet``, every node, every
+  ``OUTCOME_SWEEP_SECONDS``).
+
+The customer coming back makes a settled (or still open) conversation ``reopened``: a new question in an ended
+conversation within the window (``question_asked``), or, in another of their conversations within the window, an
+answer citing a passage an answer of this one cited (``answer_finished``: the same topic, told by the knowledge
+base's own passages rather than a similarity threshold). A customer who said the assistant helped (👍 on an answer,
+or a CSAT of 4 or 5) is not taken to have come back on the same topic.
+
+The actions here change the conversation's row in the caller's transaction; they publish nothing (the callers in
+chat.py, console.py and csat.py do).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from conversations.models import Conversation, ConversationRating, Feedback, KnowledgeGap, Message
+from conversations.node_loops import NodeLoop
+from knowledge import inference
+from knowledge.language import detect
+
+log = logging.getLogger(__name__)
+
+Outcome = Conversation.Outcome
+SWEEP_BATCH = 500
+
+
+class Ending(Enum):
+    """How a conversation came to end, which with who answered decides its outcome (``classify``)."""
+
+    STAFF_RESOLVED = "staff_resolved"  # "Resolve" in the console
+    CUSTOMER_ENDED = "customer_ended"  # "End chat" in the chat page or the widget
+    QUIET = "quiet"  # nobody wrote for OUTCOME_WINDOW_SECONDS
+
+
+def window() -> timedelta:
+    return timedelta(seconds=settings.OUTCOME_WINDOW_SECONDS)
+
+
+def classify(conversation: Conversation, ending: Ending, *, answered: bool) -> str:
+    """The outcome of a conversation that ends now. ``answered``: the assistant completed at least one answer.
+
+    A person replied: resolved by a person when staff resolved it or the customer ended it, handed off when it just
+    went quiet. The customer asked for a person (or staff took it over) and nobody replied: abandoned, unless staff
+    closed it (handed off). Otherwise the assistant's: resolved when it answered, abandoned when it never did."""
+    if conversation.first_agent_reply_at is not None:
+        return Outcome.HANDED_OFF if ending is Ending.QUIET else Outcome.AGENT_RESOLVED
+    if conversation.handed_off_at is not None:
+        return Outcome.HANDED_OFF if ending is Ending.STAFF_RESOLVED else Outcome.ABANDONED
+    return Outcome.BOT_RESOLVED if answered else Outcome.ABANDONED
+
+
+def _answered(conversation_id: Any) -> bool:
+    return Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.ASSISTANT, state=Message.State.COMPLETE
+    ).exists()
+
+
+def end(conversation: Conversation, ending: Ending, now: datetime | None = None) -> list[str]:
+    """Mark the (locked) conversation ended now and set its outcome; returns the fields to save. Ending it again
+    changes nothing (a conversation that ended keeps its first ending)."""
+    if conversation.ended_at is not None:
+        return []
+    now = now or timezone.now()
+    conversation.ended_at = now
+    if conversation.outcome != Outcome.REOPENED:  # reopened stays: the customer had to come back
+        conversation.outcome = classify(conversation, ending, answered=_answered(conversation.pk))
+        conversation.outcome_at = now
+    return ["ended_at", "outcome", "outcome_at"]
+
+
+def question_asked(conversation: Conversation, now: datetime | None = None) -> list[str]:
+    """A new question in an existing conversation: one that had ended is open again — ``reopened`` within the
+    window, a fresh start (outcome blank) after it. Returns the fields to save."""
+    if conversation.ended_at is None:
+        return []
+    now = now or timezone.now()
+    if now - conversation.ended_at <= window() and not _said_it_helped(conversation.pk):
+        conversation.outcome, conversation.outcome_at = Outcome.REOPENED, now
+    elif conversation.outcome != Outcome.REOPENED:
+        conversation.outcome, conversation.outcome_at = "", None
+    conversation.ended_at = None
+    return ["ended_at", "outcome", "outcome_at"]
+
+
+def person_joins(conversation: Conversation, now: datetime | None = None) -> list[str]:
+    """The customer asked for a person, or staff took the conversation over: it counts as handed off (once)."""
+    if conversation.handed_off_at is not None:
+        return []
+    conversation.handed_off_at = now or timezone.now()
+    return ["handed_off_at"]
+
+
+def person_replies(conversation: Conversation, now: datetime | None = None) -> list[str]:
+    """A staff reply reached the customer: the first one starts nothing new but is what "time to the first human
+    reply" measures."""
+    if conversation.first_agent_reply_at is not None:
+        return []
+    conversation.first_agent_reply_at = now or timezone.now()
+    return ["first_agent_reply_at"]
+
+
+def _said_it_helped(conversation_id: Any) -> bool:
+    """👍 on an answer of the conversation, or a CSAT of 4 or 5."""
+    return (
+        Feedback.objects.filter(message__conversation_id=conversation_id, rating=1).exists()
+        or ConversationRating.objects.filter(conversation_id=conversation_id, score__gte=4).exists()
+    )
+
+
+# --- when an answer finishes --------------------------------------------------------------------------------
+def answer_columns(trace: dict) -> dict[str, Any]:
+    """The trace's figures the insights aggregate, as the answer's own columns (saved with the final state)."""
+    timings = trace.get("timings") or {}
+    tools = trace.get("tools") if isinstance(trace.get("tools"), list) else []
+    first_token = timings.get("first_token_ms")
+    return {
+        "first_token_ms": float(first_token) if isinstance(first_token, int | float) and first_token > 0 else None,
+        "tool_calls": min(len(tools), 32767),
+        "tool_failures": min(sum(1 for t in tools if isinstance(t, dict) and not t.get("ok")), 32767),
+    }
+
+
+async def answer_finished(answer: Message, requester: str | None = None) -> None:
+    """A complete answer: one that offered a person (nothing found, or the passages did not answer) is a knowledge
+    gap; one that cites what an earlier conversation of the customer's cited reopens that one.
+
+    Never raises: the answer is already saved and sent, and the insights must not cost the customer anything."""
+    try:
+        question = await Message.objects.filter(pk=answer.reply_to_id).values_list("text", flat=True).afirst()
+        if answer.offers_handoff and question:
+            await record_gap(answer, question, KnowledgeGap.Reason.NOTHING_FOUND, requester)
+        await reopen_same_topic(answer)
+    except Exception:
+        log.exception("recording the outcome of answer %s failed", answer.pk)
+
+
+async def record_gap(answer: Message, question: str, reason: str, requester: str | None = None) -> None:
+    """Keep the question with its embedding (usually the one retrieval just computed: the query cache has it)."""
+    vector = None
+    try:
+        vector = await inference.aquery_vector(question, requester)
+    except Exception:  # the embedding thread is busy or down: the gap is kept, grouped by its text instead
+        log.warning("no embedding for the gap of answer %s", answer.pk)
+    conversation = await Conversation.objects.only("knowledge_base_id", "site_id").aget(pk=answer.conversation_id)
+    try:
+        await KnowledgeGap.objects.aget_or_create(
+            answer=answer,
+            reason=reason,
+            defaults={"knowledge_base_id": conversation.knowledge_base_id, "site_id": conversation.site_id,
+                      "question": question, "language": detect(question) or "", "embedding": vector},
+        )  # fmt: skip
+    except IntegrityError:  # the same 👎 twice at once: the first one is kept
+        pass
+
+
+def _topics(messages: list[tuple[list, list]]) -> set[tuple[Any, str]]:
+    """The passages cited: (document, heading) of every cited source of these answers' (sources, citations)."""
+    found = set()
+    for sources, citations in messages:
+        cited = set(citations or [])
+        for source in sources or []:
+            if isinstance(source, dict) and source.get("n") in cited and source.get("document") is not None:
+                found.add((source["document"], source.get("heading") or ""))
+    return found
+
+
+def _reopen_same_topic(answer_id: Any) -> int:
+    answer = Message.objects.select_related("conversation").get(pk=answer_id)
+    topics = _topics([(answer.sources, answer.citations)])
+    if not topics:
+        return 0
+    conversation = answer.conversation
+    mine = Q(owner_id=conversation.owner_id) if conversation.owner_id else Q(
+        owner__isnull=True, anonymous_session_key=conversation.anonymous_session_key
+    )
+    since = timezone.now() - window()
+    earlier = (
+        Conversation.objects.filter(mine, updated_at__gte=since, created_at__lt=conversation.created_at)
+        .exclude(pk=conversation.pk)
+        .filter(Q(outcome="") | Q(outcome__in=[Outcome.BOT_RESOLVED, Outcome.AGENT_RESOLVED]))
+        .order_by("-updated_at")
+        .values_list("pk", flat=True)[:5]
+    )
+    reopened = 0
+    for pk in earlier:
+        cited = Message.objects.filter(conversation_id=pk, role=Message.Role.ASSISTANT).exclude(citations=[])
+        if not topics & _topics(list(cited.values_list("sources", "citations")[:50])) or _said_it_helped(pk):
+            continue
+        reopened += Conversation.objects.filter(pk=pk).exclude(outcome=Outcome.REOPENED).update(
+            outcome=Outcome.REOPENED, outcome_at=timezone.now()
+        )
+    return reopened
+
+
+async def reopen_same_topic(answer: Message) -> int:
+    """Reopen the customer's earlier conversations on the topic this answer cites; returns how many."""
+    return await database_sync_to_async(_reopen_same_topic)(answer.pk)
+
+
+# --- the sweep ---------------------------------------------------------------------------------------------
+def settle_quiet(now: datetime | None = None) -> int:
+    """Settle the open conversations nobody wrote in for the window (ended when they went quiet). Returns how many.
+
+    Claimed row by row with ``SKIP LOCKED``, so several nodes sweep at once without doing a row twice; a
+    conversation with an answer still streaming waits for the next sweep."""
+    now = now or timezone.now()
+    streaming = Message.objects.filter(conversation=OuterRef("pk"), state=Message.State.STREAMING)
+    answered = Message.objects.filter(
+        conversation=OuterRef("pk"), role=Message.Role.ASSISTANT, state=Message.State.COMPLETE
+    )
+    settled = 0
+    with transaction.atomic():
+        quiet = (
+            Conversation.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(outcome="", ended_at__isnull=True, updated_at__lt=now - window())
+            .filter(~Exists(streaming))
+            .annotate(answered=Exists(answered))
+            .order_by("updated_at")[:SWEEP_BATCH]
+        )
+        rows = list(quiet)
+        for conversation in rows:
+            conversation.ended_at = conversation.updated_at
+            conversation.outcome = classify(conversation, Ending.QUIET, answered=conversation.answered)
+            conversation.outcome_at = now
+        # bulk_update leaves updated_at alone: the conversation's last activity stays what it was.
+        settled = Conversation.objects.bulk_update(rows, ["ended_at", "outcome", "outcome_at"])
+    return settled
+
+
+
+async def sweep() -> int:
+    return await database_sync_to_async(settle_quiet)()
+
+
+#: The sweep on every node (conversations/node_loops.py), started with the node's first chat or console socket.
+LOOP = NodeLoop("outcome-sweep", sweep, lambda: settings.OUTCOME_SWEEP_SECONDS)
