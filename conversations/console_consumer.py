@@ -18,8 +18,10 @@ import uuid
 from channels.db import database_sync_to_async
 
 from conversations import (
+    assignment,
     chat,
     console,
+    console_search,
     groups,
     inbox,
     protocol,
@@ -61,9 +63,16 @@ class ConsoleConsumer(ChatConsumer):
         await self.take_place()  # counted apart from the user's chat sockets (conversations/open_sockets.py)
         await staff_presence.arrived(user.pk)  # someone is there: customers asking for a person wait for them
         self.present = True
+        # The list page's search and filters, from its query string (conversations/console_search.py).
+        self.list_query = console_search.ListQuery.from_query_string(self.scope.get("query_string", b""), user.pk)
+        self.listed: set[str] = set()
         await self.channel_layer.group_add(groups.CONSOLE, self.channel_name)
         self.following.add(groups.CONSOLE)
-        await self.send_frame(protocol.conversations_frame(await inbox.alist_items()))
+        narrow = self.list_query.narrow if self.list_query.active else None
+        items = await inbox.alist_items(narrow=narrow)
+        if self.list_query.active:
+            self.listed = {item["conversation"] for item in items}  # the rows this filtered list shows
+        await self.send_frame(protocol.conversations_frame(items))
         reminders.ensure_running()
 
     async def _refuse(self, code: str, detail: str, close_code: int) -> None:
@@ -170,6 +179,10 @@ class ConsoleConsumer(ChatConsumer):
         await self.watch(frame.conversation)
         await console.nudge(frame.conversation, self.agent, frame.text, self.requester)
 
+    async def on_assign(self, frame: protocol.Assign) -> None:
+        await self.watch(frame.conversation)
+        await assignment.assign(frame.conversation, self.agent, frame.agent, self.requester)
+
     async def on_typing(self, frame: protocol.Typing) -> None:
         """A staff member is typing: to the customer, with their name. A watched conversation only needs the
         rights re-read (one SELECT); else ``watch`` checks them and that it exists (conversations/typing_indicators.py)."""
@@ -190,6 +203,7 @@ class ConsoleConsumer(ChatConsumer):
         protocol.AgentMessage: on_agent_message,
         protocol.Note: on_note,
         protocol.Nudge: on_nudge,
+        protocol.Assign: on_assign,
         protocol.Typing: on_typing,
         protocol.Ping: ChatConsumer.on_ping,
     }
@@ -211,7 +225,17 @@ class ConsoleConsumer(ChatConsumer):
         await self.send_frame(event["frame"])
 
     async def console_item(self, event: dict) -> None:
-        await self.send_frame(protocol.conversation_update_frame(event["item"]))
+        """A list row changed: sent as it is, unless the page filters its list — then only a row that matches, and a
+        ``conversation_hidden`` for a listed row that no longer does."""
+        item = event["item"]
+        if self.list_query.active:
+            if not await self.list_query.amatches(item):
+                if item["conversation"] in self.listed:
+                    self.listed.discard(item["conversation"])
+                    await self.send_frame(protocol.conversation_hidden_frame(item["conversation"]))
+                return
+            self.listed.add(item["conversation"])
+        await self.send_frame(protocol.conversation_update_frame(item))
 
     async def staff_presence(self, event: dict) -> None:
         conversation, channel = event["conversation"], event["channel"]

@@ -18,9 +18,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from conversations import inbox, protocol
-from conversations.models import Conversation, SavedReply
+from conversations import assignment, console_search, customer_panel, inbox, protocol
+from conversations.models import Conversation, SavedReply, Site
 from conversations.views import labelled_sources
+from knowledge.models import KnowledgeBase
 
 SECTION_TITLES = {
     "waiting": "Waiting for a person",
@@ -47,12 +48,43 @@ def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
 @require_GET
 @staff_only
 def conversation_list(request: HttpRequest) -> HttpResponse:
-    items = inbox.list_items()
+    """The list, searched and filtered by the query string (conversations/console_search.py), which the page's
+    socket sends too so its live rows follow the same search and filters."""
+    query = console_search.ListQuery.from_params(request.GET, request.user.pk)
+    items = inbox.list_items(narrow=query.narrow if query.active else None)
     sections = [
         {"key": key, "title": SECTION_TITLES[key], "items": [i for i in items if i["section"] == key]}
         for key in inbox.SECTION_ORDER
     ]
-    return render(request, "console/list.html", {"sections": sections, "console_config": _config(request)})
+    context = {
+        "sections": sections,
+        "console_config": _config(request),
+        "query": query,
+        "filtered": query.active,
+        "shown": len(items),
+        "filters": _filters(query),
+    }
+    return render(request, "console/list.html", context)
+
+
+def _filters(query: console_search.ListQuery) -> list[dict]:
+    """The list page's filter menus: name (the query string's), label, options as (value, label, selected)."""
+    chosen = query.params()
+    menus = [
+        ("status", "Status", [("", "Any status"), ("waiting", "Waiting for a person"), ("active", "With a person"),
+                              ("bot", "Answered by the assistant"), ("resolved", "Resolved")]),
+        ("assigned", "Assigned to", [("", "Anyone's"), ("mine", "Mine"), ("unassigned", "Unassigned")]),
+        ("site", "Site", [("", "Any site"), *((str(pk), name) for pk, name in Site.objects.values_list("pk", "name"))]),
+        ("kb", "Knowledge base", [("", "Any KB"), *(
+            (str(pk), name) for pk, name in KnowledgeBase.objects.order_by("name").values_list("pk", "name"))]),
+        ("outcome", "Outcome", [("", "Any outcome"), (console_search.OPEN, "Open (no outcome yet)"),
+                                *Conversation.Outcome.choices]),
+    ]
+    return [
+        {"name": name, "label": label,
+         "options": [(value, text, value == chosen.get(name, "")) for value, text in options]}
+        for name, label, options in menus
+    ]
 
 
 @require_GET
@@ -74,11 +106,15 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         else None,
         "left_message": left_message,
         "saved_replies": [reply.as_option() for reply in SavedReply.objects.filter(enabled=True)],
+        # Assigning (conversations/assignment.py): to whom it is assigned now, and whom it can be assigned to.
+        "assignee": inbox.person(conversation.assigned_agent),
+        "staff": assignment.staff_members(),
         "placeholders": placeholder_values(conversation, request.user),
     }
     context = {
         "conversation": conversation,
         "customer": inbox.customer_label(conversation),
+        "customer_panel": customer_panel.panel(conversation),
         "history": history,
         "left_message": left_message,  # "customer offline": replies are e-mailed too (conversations/leave_message.py)
         "viewer": "staff",

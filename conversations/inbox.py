@@ -16,6 +16,7 @@ answering). The count is a ``CASE`` in the rows' query (no extra query), and row
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Count, Exists, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
@@ -133,6 +134,12 @@ def _item(conversation: Conversation, last: Message | None) -> dict[str, Any]:
         "section": SECTIONS.get(status, "recent"),
         "customer": customer_label(conversation),
         "holder": person(conversation.assigned_agent) if status == Conversation.Status.AGENT else None,
+        # Whose it is (conversations/assignment.py): the holder while held, else whoever it was assigned to.
+        "assignee": person(conversation.assigned_agent),
+        # What the console's filters match a live row against (conversations/console_search.py).
+        "site": conversation.site_id,
+        "knowledge_base": conversation.knowledge_base_id,
+        "outcome": conversation.outcome,
         "unread": conversation.unread,
         "last_message": None
         if last is None
@@ -164,10 +171,13 @@ def _sort_key(item: dict[str, Any]) -> tuple:
     return (section, "", inverted)
 
 
-def list_items(limit: int | None = None) -> list[dict[str, Any]]:
-    """The list snapshot: every conversation waiting for a person, then the most recent others up to ``limit``."""
+def list_items(limit: int | None = None, narrow: Callable[[QuerySet], QuerySet] | None = None) -> list[dict[str, Any]]:
+    """The list snapshot: every conversation waiting for a person, then the most recent others up to ``limit``.
+
+    ``narrow``: the console's search and filters (``console_search.ListQuery.narrow``), applied to the rows' query
+    itself, so a filtered list costs the same queries as the whole one."""
     limit = settings.CONSOLE_LIST_LIMIT if limit is None else limit
-    rows = _rows()
+    rows = _rows() if narrow is None else narrow(_rows())
     with transaction.atomic(savepoint=False):  # one snapshot's worth of reads, one transaction
         waiting = list(rows.filter(status=Conversation.Status.WAITING_FOR_AGENT))
         others = list(rows.filter(~Q(status=Conversation.Status.WAITING_FOR_AGENT)).order_by("-updated_at")[:limit])

@@ -436,5 +436,6 @@ def test_the_js_protocol_module_names_the_same_frames_as_the_server():
         protocol.ACK, protocol.QUESTION, protocol.PONG, protocol.CONVERSATION, protocol.FEEDBACK,
         protocol.AGENT_MESSAGE, protocol.AGENT_JOINED, protocol.AGENT_LEFT, protocol.NUDGE, protocol.REMINDER,
         protocol.CONVERSATIONS, protocol.CONVERSATION_UPDATE, protocol.TRACE, protocol.PRESENCE, protocol.HOLDER,
+        protocol.ASSIGNED, protocol.CONVERSATION_HIDDEN,
     }
     assert server_types == set(js.values())

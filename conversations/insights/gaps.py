@@ -65,7 +65,6 @@ class GapGroup:
     write_url: str = ""
     article_url: str = ""
     article_title: str = ""
-    knowledge_base_name: str = ""
 
     @property
     def title(self) -> str:
@@ -131,8 +130,7 @@ def cluster(vectors: np.ndarray, threshold: float = SIMILARITY) -> list[list[int
 def group_gaps(gaps: list[Gap], threshold: float = SIMILARITY) -> list[list[Gap]]:
     """Gaps grouped: by embedding where there is one, by normalised text otherwise; largest first."""
     embedded = [g for g in gaps if g.embedding is not None]
-    vectors = np.stack([g.embedding for g in embedded]) if embedded else np.empty((0, 0))
-    groups = [[embedded[i] for i in members] for members in cluster(vectors, threshold)]
+    groups = [[embedded[i] for i in members] for members in cluster(np.stack([g.embedding for g in embedded]) if embedded else np.empty((0, 0)), threshold)]
     by_text: dict[str, list[Gap]] = {}
     for gap in gaps:
         if gap.embedding is None:

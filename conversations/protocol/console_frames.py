@@ -91,6 +91,24 @@ class Nudge(ClientFrame):
         )
 
 
+@dataclass(frozen=True)
+class Assign(ClientFrame):
+    """Assign the conversation to a staff member (``agent``: their user id), or to nobody (``agent`` null or absent).
+    Who may, and what it does to a conversation someone holds: conversations/assignment.py."""
+
+    TYPE = names.ASSIGN
+    conversation: uuid.UUID
+    agent: int | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Assign:
+        conversation = fields.uuid("conversation")
+        if fields.data.get("agent") is None:
+            return cls(conversation=conversation)
+        agent = fields.integer("agent", default=0, minimum=1, maximum=names.MAX_SEQ, what="a staff member's id")
+        return cls(conversation=conversation, agent=agent)
+
+
 CONSOLE = Registry(
-    "/ws/console/", (Watch, Unwatch, TakeOver, HandBack, Resolve, AgentMessage, Note, Nudge, Typing, Ping)
+    "/ws/console/", (Watch, Unwatch, TakeOver, HandBack, Resolve, AgentMessage, Note, Nudge, Assign, Typing, Ping)
 )

@@ -52,6 +52,7 @@ TAKE_OVER = "take_over"
 HAND_BACK = "hand_back"
 RESOLVE = "resolve"
 NOTE = "note"  # also server -> console: a saved internal note
+ASSIGN = "assign"  # also a `holder` frame's action: a held conversation passed to a colleague
 
 # --- /ws/console/, server -> console ------------------------------------------------------------------------
 CONVERSATIONS = "conversations"
@@ -59,6 +60,8 @@ CONVERSATION_UPDATE = "conversation_update"
 TRACE = "trace"
 PRESENCE = "presence"
 HOLDER = "holder"
+ASSIGNED = "assigned"  # who the conversation is assigned to changed (conversations/assignment.py)
+CONVERSATION_HIDDEN = "conversation_hidden"  # a row left this socket's filtered list (conversations/console_search.py)
 
 # --- Message states and conversation statuses (mirrors conversations.models) ------------------------------
 STREAMING = "streaming"

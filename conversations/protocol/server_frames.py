@@ -12,8 +12,10 @@ from conversations.protocol.names import (
     AGENT_JOINED,
     AGENT_LEFT,
     AGENT_MESSAGE,
+    ASSIGNED,
     COMPLETE,
     CONVERSATION,
+    CONVERSATION_HIDDEN,
     CONVERSATION_UPDATE,
     CONVERSATIONS,
     FEEDBACK,
@@ -237,6 +239,18 @@ def conversations_frame(items: list[dict[str, Any]]) -> dict[str, Any]:
 def conversation_update_frame(item: dict[str, Any]) -> dict[str, Any]:
     """One list row changed (or is new): replace the row with the same ``item.conversation``."""
     return {"type": CONVERSATION_UPDATE, "item": item}
+
+
+def conversation_hidden_frame(conversation: uuid.UUID | str) -> dict[str, Any]:
+    """A row this socket listed no longer matches its search and filters (conversations/console_search.py): drop it."""
+    return {"type": CONVERSATION_HIDDEN, "conversation": _hex(conversation)}
+
+
+def assigned_frame(
+    conversation: uuid.UUID, assignee: dict[str, Any] | None, by: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Who the conversation is assigned to changed (``assignee`` {id, name} or null: nobody), done ``by`` someone."""
+    return {"type": ASSIGNED, "conversation": _hex(conversation), "assignee": assignee, "by": by}
 
 
 def trace_frame(conversation: uuid.UUID, message: uuid.UUID, trace: dict[str, Any], state: str) -> dict[str, Any]:

@@ -38,12 +38,15 @@ export const FRAME = Object.freeze({
   HAND_BACK: "hand_back",
   RESOLVE: "resolve",
   NOTE: "note", // also server -> console: a saved note
+  ASSIGN: "assign", // also a `holder` frame's action: a held conversation passed to a colleague
   // console, server -> console
   CONVERSATIONS: "conversations",
   CONVERSATION_UPDATE: "conversation_update",
   TRACE: "trace",
   PRESENCE: "presence",
   HOLDER: "holder",
+  ASSIGNED: "assigned", // who the conversation is assigned to changed
+  CONVERSATION_HIDDEN: "conversation_hidden", // a row left this socket's filtered list
 });
 
 // A `conversation` frame's `away`: why no person can answer now while one is asked for (conversations/protocol/names.py

@@ -10,6 +10,7 @@ import { agentMessage, localizeTimes, showTime, systemMessage, userMessage } fro
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
 import { TypingIndicator, TypingSender } from "../chat/typing.js";
+import { WaitingAlerts } from "./alerts.js";
 import { attachSavedReplies } from "./saved_replies.js";
 
 const STATUS_LABELS = {
@@ -124,10 +125,12 @@ export function since(iso, now = Date.now()) {
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
-function openSocket(handlers, connectionEl) {
+/** `search`: the list page's query string (its search and filters, conversations/console_search.py), so the
+ * server sends this socket only the rows that match them. */
+function openSocket(handlers, connectionEl, search = "") {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   let revoked = ""; // the `reason` of the error frame sent before a 4001 close
-  const socket = new ChatSocket(`${scheme}://${location.host}/ws/console/`, {
+  const socket = new ChatSocket(`${scheme}://${location.host}/ws/console/${search}`, {
     onOpen: handlers.onOpen,
     onFrame: (frame) => {
       if (frame.type === FRAME.ERROR && frame.reason) revoked = frame.reason;
@@ -178,6 +181,10 @@ function rowElement(item) {
   badge.className = `badge ${item.status}`;
   badge.textContent = item.status_label || STATUS_LABELS[item.status];
   li.querySelector("[data-holder]").textContent = item.holder ? `held by ${item.holder.name}` : "";
+  const assignee = li.querySelector("[data-assignee]");
+  assignee.hidden = !item.assignee || Boolean(item.holder); // a held row already says who has it
+  assignee.dataset.assigneeId = item.assignee ? String(item.assignee.id) : "";
+  assignee.querySelector("[data-assignee-name]").textContent = item.assignee ? item.assignee.name : "";
   li.querySelector("[data-last-role]").textContent = item.last_message ? `${item.last_message.role}:` : "";
   li.querySelector("[data-last-text]").textContent = item.last_message ? item.last_message.text : "";
   const lastAt = li.querySelector("[data-last-at]");
@@ -215,9 +222,13 @@ class ConsoleList {
     this.sections = {};
     for (const key of SECTION_ORDER) this.sections[key] = root.querySelector(`[data-section-list="${key}"]`);
     localizeTimes(root);
+    this.alerts = new WaitingAlerts(config.me?.id);
+    this.alerts.bindToggles(root);
+    this.bindFilters(root.querySelector("[data-console-filters]"));
     this.socket = openSocket(
       { onOpen: () => {}, onFrame: (frame) => this.onFrame(frame) },
       root.querySelector("[data-connection-state]"),
+      location.search,
     );
     this.tick();
     setInterval(() => this.tick(), 5000);
@@ -227,8 +238,15 @@ class ConsoleList {
     if (frame.type === FRAME.CONVERSATIONS) {
       for (const section of Object.values(this.sections)) section.querySelector("ul").replaceChildren();
       for (const item of frame.items) this.upsert(item);
+      this.alerts.snapshot(frame.items);
     } else if (frame.type === FRAME.CONVERSATION_UPDATE) {
       this.upsert(frame.item);
+      this.alerts.update(frame.item);
+    } else if (frame.type === FRAME.CONVERSATION_HIDDEN) {
+      // It no longer matches this page's search or filters.
+      this.root.querySelector(`.console-row[data-conversation="${frame.conversation}"]`)?.remove();
+      this.alerts.gone(frame.conversation);
+      this.count();
     } else if (frame.type === FRAME.ERROR) {
       this.root.querySelector("[data-connection-state]").textContent = frame.detail;
     }
@@ -243,9 +261,21 @@ class ConsoleList {
     list.insertBefore(row, before || null);
     row.classList.add("pulse");
     setTimeout(() => row.classList.remove("pulse"), 1200);
+    this.count();
+  }
+
+  count() {
     for (const section of Object.values(this.sections)) {
       section.querySelector("[data-count]").textContent = section.querySelectorAll(".console-row").length;
     }
+  }
+
+  /** A menu changed: the page reloads with it in its query string (the server filters, the URL keeps it). */
+  bindFilters(form) {
+    for (const menu of form.querySelectorAll("select")) menu.addEventListener("change", () => form.requestSubmit());
+    form.addEventListener("submit", () => {
+      for (const field of form.elements) if (field.name && !field.value) field.disabled = true; // a clean URL
+    });
   }
 
   tick() {
@@ -264,6 +294,7 @@ class ConsoleConversation {
     this.id = config.conversation;
     this.status = config.status;
     this.holder = config.holder;
+    this.assignee = config.assignee;
     this.leftMessage = config.left_message;
     this.log = root.querySelector("[data-log]");
     this.notice = root.querySelector("[data-notice]");
@@ -282,6 +313,7 @@ class ConsoleConversation {
     this.adoptHistory();
     this.bind();
     this.render();
+    this.alerts = new WaitingAlerts(config.me?.id); // new waiting conversations, while working in this one
     this.socket = openSocket(
       { onOpen: () => this.onOpen(), onFrame: (frame) => this.onFrame(frame) },
       root.querySelector("[data-connection-state]"),
@@ -318,6 +350,8 @@ class ConsoleConversation {
 
   // -- frames --
   onFrame(frame) {
+    if (frame.type === FRAME.CONVERSATIONS) this.alerts.snapshot(frame.items);
+    else if (frame.type === FRAME.CONVERSATION_UPDATE) this.alerts.update(frame.item);
     if (frame.conversation && frame.conversation !== this.id && frame.type !== FRAME.CONVERSATION_UPDATE) return;
     if (isStreamFrame(frame)) {
       this.onStream(frame);
@@ -350,6 +384,7 @@ class ConsoleConversation {
         if (frame.item.conversation === this.id) {
           this.status = frame.item.status;
           this.holder = frame.item.holder;
+          this.assignee = frame.item.assignee;
           this.leftMessage = frame.item.left_message;
           this.render();
         }
@@ -357,6 +392,12 @@ class ConsoleConversation {
       case FRAME.HOLDER:
         this.status = frame.status;
         this.holder = frame.holder;
+        if (frame.status === CONVERSATION_STATUS.AGENT) this.assignee = frame.holder;
+        else this.assignee = null; // handing back and resolving clear the assignment
+        this.render();
+        break;
+      case FRAME.ASSIGNED:
+        this.assignee = frame.assignee;
         this.render();
         break;
       case FRAME.PRESENCE:
@@ -486,6 +527,9 @@ class ConsoleConversation {
     button(FRAME.HAND_BACK).hidden = !mine;
     button(FRAME.RESOLVE).disabled = heldByOther || this.status === "resolved";
     button(FRAME.NUDGE).disabled = heldByOther;
+    const assign = this.root.querySelector("[data-assign-select]");
+    assign.value = this.assignee ? String(this.assignee.id) : "";
+    assign.disabled = heldByOther; // only the holder passes a held conversation on (conversations/assignment.py)
     for (const field of this.composer.elements) field.disabled = !mine;
     this.composer.querySelector("textarea").placeholder = mine
       ? `Reply to the customer as yourself…${config.saved_replies?.length ? " Type / for a saved reply." : ""}`
@@ -508,6 +552,10 @@ class ConsoleConversation {
   bind() {
     // "/" in the reply box: the team's saved replies, filled for this conversation (saved_replies.js).
     attachSavedReplies(this.composer.querySelector("textarea"), config.saved_replies, config.placeholders);
+    this.root.querySelector("[data-assign-select]").addEventListener("change", (event) => {
+      const agent = event.target.value ? Number(event.target.value) : null;
+      this.send({ type: FRAME.ASSIGN, agent }); // the `assigned` frame confirms it, to every console
+    });
     this.root.querySelector(".console-actions").addEventListener("click", (event) => {
       const action = event.target.closest("[data-action]")?.dataset.action;
       if (action) this.send({ type: action });
