@@ -8,6 +8,7 @@ import datetime as dt
 import io
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -150,8 +151,6 @@ def test_gaps_follow_the_filters_and_the_cap_is_reported(data):
 
 
 def test_cluster_keeps_different_questions_apart_at_the_threshold():
-    import numpy as np
-
     vectors = np.array([[1.0, 0.0], [0.9, np.sqrt(1 - 0.81)], [0.0, 1.0], [0.5, 0.5]])
     # 1 is close to 0 (0.90) and to 3 (0.94), so it leads; 0 and 3 (0.71) are not close, but both follow their leader.
     assert gaps.cluster(vectors, threshold=0.86) == [[0, 1, 3], [2]]
@@ -272,3 +271,11 @@ def test_an_empty_period_is_all_zeros_and_dashes(db, staff_client):
     assert len(rows) == 1 and (total.conversations, total.answers, total.first_token_p50_ms) == (0, 0, None)
     page = staff_client.get("/console/insights/", {"start": "2026-11-02", "end": "2026-11-02"}).content.decode()
     assert "No knowledge gaps in this period." in page and "Nothing to review." in page
+
+
+def test_a_long_queue_is_counted_up_to_a_cap(data, monkeypatch):
+    Feedback.objects.create(message=data.answers["a2"], user=data.customer, rating=-1)  # a third one waiting
+    monkeypatch.setattr(reviews, "COUNT_CAP", 2)
+    items, waiting = reviews.queue(Period.of(D1, D3), size=1)
+    assert (len(items), waiting) == (1, 2)  # "2+" on the page
+    assert reviews.queue(Period.of(D1, D3), size=5)[1] == 3  # a queue shorter than a page is counted exactly

@@ -65,6 +65,7 @@ class GapGroup:
     write_url: str = ""
     article_url: str = ""
     article_title: str = ""
+    knowledge_base_name: str = ""
 
     @property
     def title(self) -> str:
@@ -130,7 +131,8 @@ def cluster(vectors: np.ndarray, threshold: float = SIMILARITY) -> list[list[int
 def group_gaps(gaps: list[Gap], threshold: float = SIMILARITY) -> list[list[Gap]]:
     """Gaps grouped: by embedding where there is one, by normalised text otherwise; largest first."""
     embedded = [g for g in gaps if g.embedding is not None]
-    groups = [[embedded[i] for i in members] for members in cluster(np.stack([g.embedding for g in embedded]) if embedded else np.empty((0, 0)), threshold)]
+    vectors = np.stack([g.embedding for g in embedded]) if embedded else np.empty((0, 0))
+    groups = [[embedded[i] for i in members] for members in cluster(vectors, threshold)]
     by_text: dict[str, list[Gap]] = {}
     for gap in gaps:
         if gap.embedding is None:

@@ -18,6 +18,9 @@ from conversations.insights.period import Period
 from conversations.models import Feedback
 
 QUEUE_SIZE = 50
+#: The count of waiting 👎 stops here ("1000+"): counting every one of a large queue filtered by knowledge base joins
+#: all of them to their answers; a capped count walks the newest through the ``fb_to_review`` index instead.
+COUNT_CAP = 1000
 REASONS = Feedback.Reason
 
 
@@ -33,7 +36,7 @@ class QueueItem:
 
 def queue(period: Period, size: int = QUEUE_SIZE) -> tuple[list[QueueItem], int]:
     """The newest ``size`` unreviewed 👎 of the period's knowledge base and site (any date: a queue is worked
-    through, not read by period), and how many are waiting in all."""
+    through, not read by period), and how many are waiting (at most ``COUNT_CAP``)."""
     waiting = Feedback.objects.filter(rating=-1, reviewed_at__isnull=True)
     if period.knowledge_base_id is not None:
         waiting = waiting.filter(message__conversation__knowledge_base_id=period.knowledge_base_id)
@@ -43,7 +46,7 @@ def queue(period: Period, size: int = QUEUE_SIZE) -> tuple[list[QueueItem], int]
         "pk", "message__reply_to__text", "message__text", "comment", "message__conversation_id", "created_at"
     )[:size]
     items = [QueueItem(pk, question or "", answer, comment, conversation, at) for pk, question, answer, comment, conversation, at in rows]
-    return items, len(items) if len(items) < size else waiting.count()
+    return items, len(items) if len(items) < size else waiting.order_by("-created_at")[:COUNT_CAP].count()
 
 
 def mark(feedback_id: int, reason: str, reviewer) -> Feedback | None:

@@ -101,7 +101,7 @@ def insights(request: HttpRequest) -> HttpResponse:
         "gaps": gap_report,
         "gap_limit": gaps.GAP_LIMIT,
         "queue": queue,
-        "waiting": waiting,
+        "waiting": f"{waiting}+" if waiting >= reviews.COUNT_CAP else waiting,
         "reasons": reviews.REASONS.choices,
         "csv_url": f"{reverse('console:insights_export')}?{period.query_string()}",
         "here": request.get_full_path(),
