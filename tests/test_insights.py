@@ -11,13 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from conversations.access import AccessRevoked
 from conversations.insights import charts, gaps, metrics, reviews
 from conversations.insights.period import Period, PeriodForm
 from conversations.models import Feedback
-from tests.insights_data import D1, D2, D3, seed, seed_gaps
+from tests.insights_data import D1, D2, D3, answer, at, conversation, gap, near, seed, seed_gaps, unit_vector
 
 pytestmark = pytest.mark.django_db
 
@@ -279,3 +281,26 @@ def test_a_long_queue_is_counted_up_to_a_cap(data, monkeypatch):
     items, waiting = reviews.queue(Period.of(D1, D3), size=1)
     assert (len(items), waiting) == (1, 2)  # "2+" on the page
     assert reviews.queue(Period.of(D1, D3), size=5)[1] == 3  # a queue shorter than a page is counted exactly
+
+
+def test_the_page_costs_a_fixed_number_of_queries_however_many_rows(data, staff_client):
+    params = {"start": "2026-11-02", "end": "2026-11-10"}
+    staff_client.get("/console/insights/", params)  # the session and the user, read once like any page
+    with CaptureQueriesContext(connection) as small:
+        staff_client.get("/console/insights/", params)
+    seed_more = [conversation_copy(data, n) for n in range(5)]
+    assert all(seed_more)
+    with CaptureQueriesContext(connection) as larger:
+        staff_client.get("/console/insights/", params)
+    assert len(larger) == len(small), [q["sql"][:120] for q in larger.captured_queries]
+    table = [q for q in small.captured_queries if "ROLLUP" in q["sql"]]
+    assert len(small) <= 14, [q["sql"][:120] for q in small.captured_queries]
+    assert len(table) == 2  # the period table: one statement for conversations, one for answers
+
+
+def conversation_copy(data, n: int):
+    """Another conversation with an answer, a gap and a 👎 on D2 (more rows, same page)."""
+    conv = conversation(data.customer, data.kb_a, at(D2, 14, n), outcome="bot_resolved", rating=4)
+    reply = answer(conv, at(D2, 14, n), first_token_ms=50 + n, question=f"Extra question {n}?")
+    gap(reply, data.kb_a, f"Extra question {n}?", "fr", near(unit_vector(100 + n), n), at(D2, 14, n))
+    return Feedback.objects.create(message=reply, user=data.customer, rating=-1)
