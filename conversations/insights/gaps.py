@@ -29,7 +29,8 @@ from knowledge.models import Document
 #: Gaps read per page view: the most recent of the period (the page says so when there were more).
 GAP_LIMIT = 2000
 #: Questions at least this similar ask the same thing. Measured with multilingual-e5-small (the default model):
-#: paraphrases and translations of a question are 0.86–0.98 apart, unrelated support questions 0.72–0.84.
+#: paraphrases and translations of a question are 0.86–0.98 apart, unrelated support questions 0.72–0.84; two related
+#: questions in one language (shipping to Iceland, delivery time to Austria) 0.88 — such neighbours may share a group.
 SIMILARITY = 0.86
 #: Answers per group whose citations choose "Edit the article" (the most recent: enough to tell the usual article).
 ARTICLE_SAMPLE = 50
