@@ -51,6 +51,8 @@ FIELDS = {
     protocol.CANCEL: {"message": st.uuids().map(str)},
     protocol.RESUME: {"message": st.uuids().map(str), "after": st.integers(min_value=0, max_value=100)},
     protocol.FEEDBACK: {"message": st.uuids().map(str), "rating": st.sampled_from([1, -1]), "comment": TEXT},
+    protocol.END: {"conversation": st.uuids().map(str)},
+    protocol.RATE: {"conversation": st.uuids().map(str), "score": st.integers(1, 5), "comment": TEXT},
     protocol.ASSIGN: {"conversation": st.uuids().map(str), "agent": st.integers(1, 2**31 - 1)},
     protocol.HANDOFF: {"conversation": st.uuids().map(str)},
     protocol.JOIN: {"conversation": st.uuids().map(str)},
