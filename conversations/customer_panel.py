@@ -22,7 +22,7 @@ from typing import Any
 from django.urls import reverse
 
 from conversations.inbox import display_name
-from conversations.models import Conversation, SiteCustomer
+from conversations.models import Conversation, ConversationRating, SiteCustomer
 
 PAST_LIMIT = 10
 VERIFIED, SIGNED_IN, VISITOR = "verified", "signed_in", "visitor"
@@ -54,6 +54,10 @@ def panel(conversation: Conversation) -> dict[str, Any]:
         "verified_by": site_customer.site.name if site_customer is not None else "",
         "site": conversation.site.name if conversation.site_id is not None else "",
         "page_url": conversation.page_url,
+        # This conversation's own outcome and CSAT (docs/analytics.md), once it has them.
+        "outcome": conversation.outcome,
+        "outcome_label": conversation.get_outcome_display() if conversation.outcome else "Open",
+        "rating": ConversationRating.objects.filter(conversation=conversation).values("score", "comment").first(),
         "past": past_conversations(conversation),
     }
 
@@ -64,7 +68,11 @@ def past_conversations(conversation: Conversation) -> list[dict[str, Any]]:
         same = Conversation.objects.filter(owner_id=conversation.owner_id)
     else:
         same = Conversation.objects.filter(anonymous_session_key=conversation.anonymous_session_key)
-    rows = same.exclude(pk=conversation.pk).only("pk", "title", "status", "outcome", "updated_at")
+    rows = (
+        same.exclude(pk=conversation.pk)
+        .select_related("rating")
+        .only("pk", "title", "status", "outcome", "updated_at", "rating__score")
+    )
     return [
         {
             "conversation": str(row.pk),
@@ -73,8 +81,17 @@ def past_conversations(conversation: Conversation) -> list[dict[str, Any]]:
             "status_label": row.get_status_display(),
             "outcome": row.outcome,
             "outcome_label": row.get_outcome_display() if row.outcome else "Open",
+            "score": _score(row),
             "updated_at": row.updated_at.isoformat(),
             "url": reverse("console:detail", args=[row.pk]),
         }
         for row in rows.order_by("-updated_at")[:PAST_LIMIT]
     ]
+
+
+def _score(conversation: Conversation) -> int | None:
+    """The conversation's CSAT score, None when it was not rated (a reverse one-to-one raises rather than None)."""
+    try:
+        return conversation.rating.score
+    except ConversationRating.DoesNotExist:
+        return None

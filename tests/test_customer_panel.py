@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from conversations.customer_panel import PAST_LIMIT, panel
-from conversations.models import Conversation, Site, SiteCustomer
+from conversations.models import Conversation, ConversationRating, Site, SiteCustomer
 
 pytestmark = pytest.mark.django_db
 O = Conversation.Outcome  # noqa: E741
@@ -56,6 +56,20 @@ def test_a_signed_in_customer_and_their_past_conversations_newest_first_at_most_
     titles = [p["title"] for p in shown["past"]]
     assert titles == [f"Question {n}" for n in range(PAST_LIMIT + 1, 1, -1)]  # newest first, not this one
     assert [p["outcome_label"] for p in shown["past"][:2]] == ["Resolved by a person", "Open"]
+
+
+
+def test_the_panel_shows_this_conversations_outcome_and_csat_and_the_past_ones_scores():
+    carol = get_user_model().objects.create_user("carol")
+    rated = Conversation.objects.create(owner=carol, title="Rated", outcome=O.BOT_RESOLVED)
+    ConversationRating.objects.create(conversation=rated, score=2, comment="Too slow")
+    Conversation.objects.create(owner=carol, title="Unrated", outcome=O.ABANDONED)
+    current = Conversation.objects.create(owner=carol, title="Now", outcome=O.AGENT_RESOLVED)
+    ConversationRating.objects.create(conversation=current, score=5, comment="Great", by_person=True)
+    shown = panel(current)
+    assert (shown["outcome_label"], shown["rating"]) == ("Resolved by a person", {"score": 5, "comment": "Great"})
+    assert {p["title"]: p["score"] for p in shown["past"]} == {"Rated": 2, "Unrated": None}
+    assert panel(Conversation.objects.create(owner=carol))["rating"] is None
 
 
 def test_an_anonymous_visitor_with_a_left_address(northwind):
