@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from knowledge import retrieval, tasks
 from knowledge.admin_forms import KnowledgeBaseForm, SearchForm, UploadForm
+from knowledge.curated.admin import CuratedAnswerAdmin  # noqa: F401  (curated answers' screen, likewise)
 from knowledge.embeddings import EmbeddingError
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.tools.admin import ToolAdmin  # noqa: F401  (the tools' screen, registered where it is defined)

@@ -68,7 +68,12 @@ class Document(models.Model):
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
 
+    class Kind(models.TextChoices):
+        FILE = "file", "A file or pasted text"
+        CURATED = "curated", "An answer written by the support team"  # a CuratedAnswer's, written by knowledge/curated/
+
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FILE, db_default=Kind.FILE)
     title = models.CharField(max_length=300, blank=True)
     file = models.FileField(upload_to="documents/%Y/%m/", blank=True)
     original_filename = models.CharField(max_length=300, blank=True)
@@ -106,6 +111,46 @@ class Document(models.Model):
     def source(self) -> str:
         """The name a reader recognises: the original file name, or the URL for pasted text."""
         return self.original_filename or self.source_url or self.title
+
+
+class CuratedAnswer(models.Model):
+    """The answer the support team wants the assistant to give to some questions, written in the admin.
+
+    Saving it indexes it at once as a ``Document`` of kind ``curated`` with one chunk (knowledge/curated/), found by
+    search like any passage and preferred over the articles when a question matches one of ``questions``
+    (knowledge/answering/curated.py); deactivating or deleting it takes it out of the knowledge base.
+    """
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="curated_answers")
+    questions = models.TextField(
+        help_text="The questions this answers, one per line, in the words and languages customers use."
+    )
+    answer = models.TextField(help_text="What the assistant answers, in Markdown, in one language.")
+    active = models.BooleanField(default=True, help_text="Off: the assistant no longer uses it.")
+    document = models.OneToOneField(
+        Document, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="curated_answer"
+    )
+    #: ``questions``' lines embedded as passages (float32, one row per line) by ``question_model``.
+    question_vectors = models.BinaryField(null=True, blank=True, editable=False)
+    question_model = models.CharField(max_length=200, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.question_lines()[0] if self.question_lines() else f"Curated answer {self.pk}"
+
+    def question_lines(self) -> list[str]:
+        """The questions, one per non-empty line."""
+        return [line.strip() for line in self.questions.splitlines() if line.strip()]
 
 
 class CjkBigrams(Func):

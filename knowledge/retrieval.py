@@ -73,6 +73,7 @@ class Passage:
     vector_rank: int | None
     keyword_rank: int | None
     rrf_score: float | None = None
+    kind: str = Document.Kind.FILE  # Document.kind: "curated" for an answer the support team wrote (knowledge/curated/)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -322,7 +323,7 @@ def _lead_snippet(text: str) -> str:
 
 def _passage(row: tuple, mode: str) -> Passage:
     (chunk_id, document_id, title, filename, source_url, heading, page, text, language, headline,
-     vector_score, keyword_score, rrf_score, vector_rank, keyword_rank) = row  # fmt: skip
+     vector_score, keyword_score, rrf_score, vector_rank, keyword_rank, kind) = row  # fmt: skip
     # An unsaved Document lends its naming rules (title fallback, `source`) without a query.
     document = Document(pk=document_id, title=title, original_filename=filename, source_url=source_url)
     vector_score = float(vector_score) if vector_score is not None else None
@@ -346,6 +347,7 @@ def _passage(row: tuple, mode: str) -> Passage:
         vector_rank=vector_rank,
         keyword_rank=keyword_rank,
         rrf_score=rrf_score,
+        kind=kind or Document.Kind.FILE,
     )
 
 
@@ -360,8 +362,8 @@ def document_passages(document_ids: list[int], exclude: set[int]) -> list[Passag
         .exclude(pk__in=exclude)
         .order_by("document_id", "position")
         .values_list("pk", "document_id", "document__title", "document__original_filename",
-                     "document__source_url", "heading_path", "page", "text", "language")  # fmt: skip
+                     "document__source_url", "heading_path", "page", "text", "language", "document__kind")  # fmt: skip
     )
     order = {pk: i for i, pk in enumerate(document_ids)}
-    found = [_passage((*row, None, None, None, None, None, None), "vector") for row in rows]
+    found = [_passage((*row[:-1], None, None, None, None, None, None, row[-1]), "vector") for row in rows]
     return sorted(found, key=lambda p: order[p.document_id])

@@ -119,7 +119,7 @@ SELECT f.id, c.document_id, d.title, d.original_filename, d.source_url, c.headin
             THEN ts_headline('english', cjk_bigrams(c.text), {tsquery},
                              %(headline)s)
        END AS headline,
-       f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank
+       f.vector_score, f.keyword_score, f.rrf_score, f.vector_rank, f.keyword_rank, d.kind
 FROM fused f
 JOIN knowledge_chunk c ON c.id = f.id
 JOIN knowledge_document d ON d.id = c.document_id

@@ -26,7 +26,7 @@ from django.utils import translation
 from django.utils.translation import gettext, gettext_noop, ngettext
 
 from knowledge import inference
-from knowledge.answering import tool_answers, wordless
+from knowledge.answering import curated, tool_answers, wordless
 from knowledge.answering.events import (
     AnswerBackendError,
     Event,
@@ -103,12 +103,12 @@ async def _compose_parts(
     then answered in turn over all of them, each part's composition numbering its sources after the ones before
     (so the parts' citations agree); the answers of the parts that the knowledge base answers, one after the other.
     None when no part is answered (the whole message's composition stands)."""
-    pool = list(passages)
+    pool = curated.without(passages)  # a curated answer answers a whole question, never a part's numbering
     seen = {p.chunk_id for p in pool}
     for part in parts:
         found = await _search(part, kb, reader, requester)
         searches.append({**_search_record(part, found), "used": True, "why": "a part of the message"})
-        pool += [p for p in found.passages if p.chunk_id not in seen and not seen.add(p.chunk_id)]
+        pool += [p for p in curated.without(found.passages) if p.chunk_id not in seen and not seen.add(p.chunk_id)]
     sources, bodies, reports = pool, [], []
     for part in parts:
         answered = await _compose(generator, part, sources, language, focus=None, context=None, requester=requester)
@@ -136,6 +136,8 @@ def source_items(passages: Sequence[Any]) -> list[dict[str, Any]]:
             "snippet": p.snippet,
             "score": p.score,
             "url": p.url,
+            # an answer the support team wrote (knowledge/answering/curated.py); a document's carries no kind
+            **({"kind": "curated"} if getattr(p, "kind", None) == "curated" else {}),
         }
         for n, p in enumerate(passages, start=1)
     ]
@@ -251,15 +253,18 @@ async def _from_knowledge(
                 query, result = candidate, rewritten
     for record in searches:
         record["used"] = record["query"] == query
-    passages = list(result.passages)
+    passages = [in_language(language, curated.labelled, p) for p in result.passages]
     # The verdict (and, for the extractive generator, the answer itself): does any passage answer the query?
     rewritten_from = question if query != question else None
     composition = await _compose(
         generator, query, passages, language, focus=rewritten_from,
         context=previous_question(turns) if rewritten_from else None, requester=requester,
     )
+    # The support team's own answer matched (knowledge/answering/curated.py): it is the answer, for every generator.
+    curated_answer = "curated" in composition.report
+    passages = passages if curated_answer else curated.without(passages)  # not the answer: not a passage either
     parts = split_question(question) if generator.composes and not rewritten_from else [question]
-    if len(parts) > 1 and not composition.declined:
+    if len(parts) > 1 and not composition.declined and not curated_answer:
         # Two questions in one message, which the knowledge base answers as a whole (a part alone is shorter and
         # matches more loosely, so the verdict stays the whole message's): each part searched and answered on
         # its own (knowledge/answering/subquestions.py).
@@ -270,7 +275,7 @@ async def _from_knowledge(
     # Nothing relevant: no sources to show, a refusal in the customer's language, a person. The trace keeps
     # what was retrieved (the console shows why nothing was good enough).
     retrieved, passages = passages, ([] if offer_handoff else passages)
-    if generator.composes and not offer_handoff:
+    if (generator.composes or curated_answer) and not offer_handoff:
         passages = composition.passages  # the retrieved passages, then other chunks of their documents it quotes
     yield StatusEvent("retrieved", in_language(language, retrieved_text, passages))
     yield SourcesEvent(source_items(passages))
@@ -286,7 +291,7 @@ async def _from_knowledge(
     # Nothing in the articles, but tools to offer: the model may still look the customer's own data up. Its words
     # wait until it asks for a tool; an answer without one is the refusal, as without tools.
     model_decides = bool(offers) and offer_handoff and not generator.composes
-    if (offer_handoff and not model_decides) or generator.composes:
+    if (offer_handoff and not model_decides) or generator.composes or curated_answer:
         stream = pace_words(composition.text, generator.pace())
     else:
         stream = guard.wrap(generator.stream(asked, passages, turns, offers))
@@ -338,7 +343,7 @@ async def _from_knowledge(
         offer_handoff = not any(run.ok for run in runs)
     generate_ms = _ms(time.perf_counter() - generate_started)
 
-    grounded = await guard.check("".join(pieces), query) if not offer_handoff and not runs else None  # uncited: marked, or replaced by the extractive answer
+    grounded = await guard.check("".join(pieces), query) if not (offer_handoff or runs or curated_answer) else None  # uncited: marked, or replaced by the extractive answer
     text = grounded.text if grounded else "".join(pieces)
     timings = {
         "rewrite_ms": rewrite_ms,

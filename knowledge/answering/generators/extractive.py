@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils.translation import gettext
 
 from knowledge import cross_lingual, sentence_vectors
-from knowledge.answering import near_misses, rows
+from knowledge.answering import curated, near_misses, rows
 from knowledge.answering.followups import previous_question
 from knowledge.answering.generators import Composition, ToolOffer
 from knowledge.answering.scoring import INTENTS, Question, Scored, document_priors, score_units, terms
@@ -233,9 +233,16 @@ def compose(
     (``scoring.Question.of``). ``requester``: whose turn the question's embedding waits for, if it is not
     remembered yet (``inference.query_vector``).
     """
-    reading = _reading_list(passages) if whole_documents and passages else list(passages)
     vector = query_vector(question, requester)
-    candidates = _candidates(reading, cross_lingual.shifts(vector))
+    shifts = cross_lingual.shifts(vector)
+    # Only for a question searched as asked: a follow-up's rewrite carries another question's words.
+    if focus is None and (match := curated.preferred(question, passages, vector, shifts, min_similarity)):
+        # The support team's answer to this question (knowledge/answering/curated.py): whole, its only source.
+        return Composition(curated.text_of(match, 1), False, {"curated": match.report()}, [match.passage])
+    # None matches: the articles answer, as if no curated answer had been found (its sentences are no article's).
+    passages = curated.without(passages)
+    reading = _reading_list(passages) if whole_documents and passages else list(passages)
+    candidates = _candidates(reading, shifts)
     if not candidates:
         return Composition(nothing_found(), True, {"reason": "no passages"}, [])
     asked = Question.of(question, vector, focus=focus, context=context)
