@@ -17,9 +17,10 @@ from django.utils.html import format_html
 
 from knowledge import retrieval, tasks
 from knowledge.admin_forms import KnowledgeBaseForm, SearchForm, UploadForm
+from knowledge.curated import indexing as curated_indexing
 from knowledge.curated.admin import CuratedAnswerAdmin  # noqa: F401  (curated answers' screen, likewise)
 from knowledge.embeddings import EmbeddingError
-from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.models import Chunk, CuratedAnswer, Document, KnowledgeBase
 from knowledge.tools.admin import ToolAdmin  # noqa: F401  (the tools' screen, registered where it is defined)
 
 #: Statuses after which nothing changes until someone acts; the progress poller stops on these.
@@ -249,11 +250,21 @@ class DocumentAdmin(admin.ModelAdmin):
     # --- actions -------------------------------------------------------------------------------------------
     @admin.action(description="Re-index selected documents")
     def reindex(self, request: HttpRequest, queryset) -> None:
-        """Rebuild chunks from the stored source; the previous chunks stay searchable until the new ones land."""
+        """Rebuild chunks from the stored source; the previous chunks stay searchable until the new ones land.
+
+        A curated answer's document has no file: it is rebuilt at once from its curated answer (its questions and
+        their vectors too), never by the ingestion job, which would index its text alone."""
         documents = list(queryset)
-        for document in documents:
+        files = [d for d in documents if d.kind != Document.Kind.CURATED]
+        for document in files:
             tasks.enqueue_ingestion(document)  # marks it pending; the job is deferred on commit
-        self.message_user(request, f"Queued {len(documents)} document(s) for re-indexing.", messages.SUCCESS)
+        for curated in CuratedAnswer.objects.filter(document__in=[d for d in documents if d not in files]):
+            curated_indexing.index(curated)
+        if files:
+            self.message_user(request, f"Queued {len(files)} document(s) for re-indexing.", messages.SUCCESS)
+        if len(files) < len(documents):
+            self.message_user(request, f"Re-indexed {len(documents) - len(files)} curated answer(s) from their "
+                                       "questions and answer.", messages.SUCCESS)  # fmt: skip
 
     # --- extra views ---------------------------------------------------------------------------------------
     def get_urls(self):

@@ -161,6 +161,23 @@ def test_staff_save_in_the_admin_and_it_is_indexed_with_who_wrote_it(kb, admin_c
     assert f"document {curated.document_id}" in page
 
 
+def test_reindexing_its_document_in_the_admin_rebuilds_it_from_the_curated_answer(kb, admin_client):
+    curated = curate(kb)
+    Chunk.objects.filter(document_id=curated.document_id).update(heading_path="", text="stale")
+    response = admin_client.post(
+        reverse("admin:knowledge_document_changelist"),
+        {"action": "reindex", "_selected_action": [curated.document_id]},
+        follow=True,
+    )
+    assert [str(m) for m in response.context["messages"]] == [
+        "Re-indexed 1 curated answer(s) from their questions and answer."
+    ]
+    document = Document.objects.get(pk=curated.document_id)
+    [chunk] = Chunk.objects.filter(document=document)
+    assert document.status == "ready" and chunk.text == REFUND_ANSWER  # not queued as a file, nothing lost
+    assert "When do I get my money back" in chunk.heading_path
+
+
 def test_someone_who_is_not_staff_cannot_reach_the_curated_answers(kb, client, django_user_model):
     customer = django_user_model.objects.create_user("customer", password="pw-customer-1")
     client.force_login(customer)
