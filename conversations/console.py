@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from conversations import chat, groups, inbox, leave_message, outcomes, protocol, streaming
 from conversations.access import Requester, ensure_may_act
+from conversations.answer_versions import counts as version_counts
 from conversations.inbox import display_name, person
 from conversations.models import Conversation, InternalNote, Message
 
@@ -295,14 +296,17 @@ def notes(conversation_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 def traces(conversation_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The trace of every finished answer in the conversation, oldest first (the console's debugging panel)."""
-    rows = (
+    """The trace of every finished answer in the conversation, oldest first (the console's debugging panel), each
+    with which version of its question's answer it is (regenerate)."""
+    rows = list(
         Message.objects.filter(conversation_id=conversation_id, role=Message.Role.ASSISTANT)
         .exclude(state=Message.State.STREAMING)
         .order_by("created_at")
-        .values_list("pk", "trace", "state", "sources")
+        .values_list("pk", "trace", "state", "sources", "reply_to_id", "version")
     )
-    return [protocol.trace_frame(conversation_id, pk, trace_of(trace, sources), state) for pk, trace, state, sources in rows]
+    versions = version_counts({row[4] for row in rows})
+    return [protocol.trace_frame(conversation_id, pk, trace_of(trace, sources), state, version, versions.get(question, 1))
+            for pk, trace, state, sources, question, version in rows]
 
 
 def trace_of(trace: dict | None, sources: list | None) -> dict[str, Any]:
@@ -315,11 +319,15 @@ def trace_of(trace: dict | None, sources: list | None) -> dict[str, Any]:
 
 
 def message_trace(message_id: uuid.UUID | str) -> dict[str, Any] | None:
-    row = Message.objects.filter(pk=message_id).values_list("conversation_id", "trace", "state", "sources").first()
+    fields = ("conversation_id", "trace", "state", "sources", "reply_to_id", "version")
+    row = Message.objects.filter(pk=message_id).values_list(*fields).first()
     if row is None:
         return None
-    conversation_id, trace, state, sources = row
-    return protocol.trace_frame(conversation_id, uuid.UUID(str(message_id)), trace_of(trace, sources), state)
+    conversation_id, trace, state, sources, question, version = row
+    versions = version_counts([question]).get(question, 1)
+    return protocol.trace_frame(
+        conversation_id, uuid.UUID(str(message_id)), trace_of(trace, sources), state, version, versions
+    )
 
 
 def mark_read(conversation_id: uuid.UUID) -> None:

@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from conversations import assignment, console_search, customer_panel, inbox, protocol
+from conversations.answer_versions import arrange
 from conversations.models import Conversation, SavedReply, Site
 from conversations.views import labelled_sources
 from knowledge.models import KnowledgeBase
@@ -92,7 +93,7 @@ def _filters(query: console_search.ListQuery) -> list[dict]:
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = get_object_or_404(Conversation.objects.select_related("owner", "assigned_agent", "site"), pk=conversation_id)
     messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
-    history = list(messages.order_by("created_at"))
+    history = arrange(list(messages.order_by("created_at")))  # each answer's versions together (regenerate)
     # The chips' words as the customer's page shows them (conversations/_sources.html reads `label`).
     for message in history:
         message.sources = labelled_sources(message.sources)

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from chatsite import metrics, outages
 from conversations import (
+    answer_versions,
     chat,
     csat,
     groups,
@@ -242,6 +243,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_feedback(self, frame: protocol.Feedback) -> None:
         await self.send_frame(await chat.feedback(self.requester, frame))
 
+    async def on_regenerate(self, frame: protocol.Regenerate) -> None:
+        """Another version of an answer (conversations/answer_versions.py): every socket showing the conversation
+        gets ``answer_version``, then its stream; a re-sent id gets the same ``answer_version`` again, here only."""
+        result = await answer_versions.regenerate(self.requester, frame)
+        await self.follow(result.conversation.pk)
+        self.delivered.setdefault(str(result.answer.pk), 0)
+        if not result.created:  # re-sent after a reconnect: where it is, then what of it this socket missed
+            await self.send_frame(result.frame())
+            for item in await streaming.replay(result.answer, 0):
+                await self.deliver(str(result.answer.pk), item)
+            return
+        await streaming.publish(result.conversation.pk, result.frame())
+        await answer_versions.start(result)
+        await inbox.publish_row(result.console_row)  # the staff console's list
+
     async def on_handoff(self, frame: protocol.Handoff) -> None:
         await self.follow_own(frame.conversation)
         await chat.request_handoff(self.requester, frame.conversation)
@@ -282,6 +298,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         protocol.Cancel: on_cancel,
         protocol.Resume: on_resume,
         protocol.Feedback: on_feedback,
+        protocol.Regenerate: on_regenerate,
         protocol.Handoff: on_handoff,
         protocol.LeaveMessage: on_leave_message,
         protocol.End: on_end,

@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.access import Requester, requester_from_request
+from conversations.answer_versions import arrange
 from conversations.models import Conversation, Feedback, Message
 from knowledge.ingest.chunking import HEADING_SEPARATOR
 from knowledge.visibility import may_read
@@ -95,9 +96,9 @@ def conversation_detail(request: HttpRequest, requester: Requester, conversation
 
 def saved_history(requester: Requester, conversation: Conversation) -> list[Message]:
     """A conversation's messages as ``conversations/_message.html`` renders them for its customer (the chat page and
-    the widget): with the requester's own thumbs and the sources' chip labels."""
+    the widget): with the requester's own thumbs and the sources' chip labels, each answer's versions together."""
     messages = conversation.messages.select_related("reply_to", "author").prefetch_related("attachments")
-    history = list(messages.order_by("created_at"))
+    history = arrange(list(messages.order_by("created_at")))
     ratings = _ratings(requester, [m.pk for m in history if m.role == Message.Role.ASSISTANT])
     for message in history:
         message.my_rating = ratings.get(message.pk, 0)

@@ -433,7 +433,7 @@ def test_the_js_protocol_module_names_the_same_frames_as_the_server():
     python = {name: getattr(protocol, name) for name in js}
     assert js == python
     server_types = set(protocol.CHAT.types) | set(protocol.CONSOLE.types) | set(protocol.STREAM_TYPES) | {
-        protocol.ACK, protocol.QUESTION, protocol.PONG, protocol.CONVERSATION, protocol.FEEDBACK,
+        protocol.ACK, protocol.QUESTION, protocol.PONG, protocol.CONVERSATION, protocol.FEEDBACK, protocol.ANSWER_VERSION,
         protocol.AGENT_MESSAGE, protocol.AGENT_JOINED, protocol.AGENT_LEFT, protocol.NUDGE, protocol.REMINDER,
         protocol.CONVERSATIONS, protocol.CONVERSATION_UPDATE, protocol.TRACE, protocol.PRESENCE, protocol.HOLDER,
         protocol.ASSIGNED, protocol.CONVERSATION_HIDDEN,

@@ -91,6 +91,22 @@ class Feedback(ClientFrame):
 
 
 @dataclass(frozen=True)
+class Regenerate(ClientFrame):
+    """Write another version of a finished answer (``message``), beside the earlier ones; the question is not asked
+    again. ``id``: optional idempotency key — the same id again gets the same ``answer_version``, never a second
+    version (conversations/answer_versions.py)."""
+
+    TYPE = names.REGENERATE
+    message: uuid.UUID
+    id: str = ""
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> Regenerate:
+        id = fields.client_id() if fields.data.get("id") is not None else ""
+        return cls(message=fields.uuid("message"), id=id)
+
+
+@dataclass(frozen=True)
 class ConversationFrame(ClientFrame):
     """A frame that names only a conversation; the subclass (its ``TYPE``) says what to do with it."""
 
@@ -188,5 +204,5 @@ class Typing(ClientFrame):
         return cls(conversation=fields.uuid("conversation"), typing=fields.flag("typing", default=True))
 
 
-CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Handoff, End, Rate, Join, LeaveMessage, Typing,
+CHAT = Registry("/ws/chat/", (Ask, Cancel, Resume, Feedback, Regenerate, Handoff, End, Rate, Join, LeaveMessage, Typing,
                                   Ping))  # fmt: skip

@@ -15,6 +15,7 @@ JOIN = "join"
 LEAVE_MESSAGE = "leave_message"  # nobody can answer now: an e-mail address for the reply
 PING = "ping"  # both sockets
 TYPING = "typing"  # both sockets, and server -> client: who is typing on the other side (never stored)
+REGENERATE = "regenerate"  # another version of a finished answer (conversations/answer_versions.py)
 END = "end"  # the customer ends the conversation ("End chat"); CSAT is asked next (conversations/csat.py)
 RATE = "rate"  # CSAT: the customer's 1–5 rating of an ended conversation, with an optional comment
 
@@ -29,6 +30,7 @@ FINAL = "final"
 ERROR = "error"
 PONG = "pong"
 CONVERSATION = "conversation"
+ANSWER_VERSION = "answer_version"  # a new version of an answer was started (the reply to ``regenerate``)
 # A ``conversation`` frame's ``away``: why no person can answer now while one is asked for
 # (conversations/leave_message.py).
 AWAY_CLOSED = "closed"  # outside the business hours of the conversation's site

@@ -12,6 +12,7 @@ from conversations.protocol.names import (
     AGENT_JOINED,
     AGENT_LEFT,
     AGENT_MESSAGE,
+    ANSWER_VERSION,
     ASSIGNED,
     COMPLETE,
     CONVERSATION,
@@ -103,8 +104,11 @@ def final_frame(
     timings: dict[str, float],
     offer_handoff: bool = False,
     replaced: bool = False,
+    version: int = 1,
 ) -> dict[str, Any]:
     """The last frame of a message. ``text`` is exactly the concatenation of its token texts.
+
+    ``version``: which version of the answer to its question this is (1, or 2, 3… once regenerated).
 
     ``offer_handoff``: the knowledge base had no answer, so the client offers "Talk to a person" (a ``handoff``
     frame) in the answer itself. Only a ``complete`` answer offers it; a stopped one never does.
@@ -125,6 +129,24 @@ def final_frame(
         "timings": timings,
         "offer_handoff": bool(offer_handoff) and state == COMPLETE,
         "replaced": bool(replaced) and state == COMPLETE,
+        "version": version,
+    }
+
+
+def answer_version_frame(
+    conversation: uuid.UUID, question: uuid.UUID, message: uuid.UUID, version: int, versions: int, id: str = ""
+) -> dict[str, Any]:
+    """A new version of the answer to ``question`` was started (``regenerate``): ``message`` is its id, ``version``
+    its number and ``versions`` how many the question has now. Its stream frames follow like any answer's. Sent to
+    every socket showing the conversation and the console; ``id`` echoes the regenerate frame's."""
+    return {
+        "type": ANSWER_VERSION,
+        "conversation": _hex(conversation),
+        "question": _hex(question),
+        "message": _hex(message),
+        "version": version,
+        "versions": versions,
+        "id": id,
     }
 
 
@@ -253,10 +275,13 @@ def assigned_frame(
     return {"type": ASSIGNED, "conversation": _hex(conversation), "assignee": assignee, "by": by}
 
 
-def trace_frame(conversation: uuid.UUID, message: uuid.UUID, trace: dict[str, Any], state: str) -> dict[str, Any]:
-    """The assistant's retrieval trace of one answer: query, passages with scores, timings, generator."""
+def trace_frame(
+    conversation: uuid.UUID, message: uuid.UUID, trace: dict[str, Any], state: str, version: int = 1, versions: int = 1
+) -> dict[str, Any]:
+    """The assistant's retrieval trace of one answer: query, passages with scores, timings, generator; ``version``
+    of ``versions`` of the answer to its question (regenerate)."""
     return {"type": TRACE, "conversation": _hex(conversation), "message": _hex(message), "state": state,
-            "trace": trace}
+            "trace": trace, "version": version, "versions": versions}
 
 
 def note_frame(conversation: uuid.UUID, note: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import Coalesce
 from django.utils import translation
 from django.utils.translation import gettext
 
@@ -28,16 +30,23 @@ HISTORY_LIMIT = 20  # earlier messages handed to the pipeline, which keeps the r
 
 def history(message: Message) -> list[dict]:
     """The conversation before the question, oldest first, as the pipeline expects it (synchronous: read in
-    the claim's transaction, ``workers.claim_next``)."""
+    the claim's transaction, ``workers.claim_next``).
+
+    One answer per earlier question: of its versions (regenerate, conversations/answer_versions.py) only the
+    latest, the one the pages show, placed right after its question even when it was written later."""
     question_created = message.reply_to.created_at if message.reply_to else message.created_at
+    newer = Message.objects.filter(
+        reply_to=OuterRef("reply_to"), role=Message.Role.ASSISTANT, version__gt=OuterRef("version")
+    )
     rows = (
         Message.objects.filter(
             conversation_id=message.conversation_id,
-            created_at__lt=question_created,
             role__in=[Message.Role.USER, Message.Role.ASSISTANT, Message.Role.AGENT],
         )
         .exclude(text="")
-        .order_by("-created_at")[:HISTORY_LIMIT]
+        .annotate(asked_at=Coalesce("reply_to__created_at", "created_at"), superseded=Exists(newer))
+        .filter(asked_at__lt=question_created, superseded=False)
+        .order_by("-asked_at", "-created_at")[:HISTORY_LIMIT]
     )
     turns = [{"role": m.role, "text": m.text} for m in rows]
     return list(reversed(turns))

@@ -91,6 +91,7 @@ def _final_from_message(message: Message, seq: int) -> dict:
         timings=(message.trace or {}).get("timings", {}),
         offer_handoff=message.offers_handoff,
         replaced=bool(((message.trace or {}).get("grounding") or {}).get("replaced")),
+        version=message.version,
     )
 
 
@@ -235,6 +236,7 @@ class MessageStream:
                 timings=trace.get("timings", {}),
                 offer_handoff=bool(trace.get("offer_handoff")),
                 replaced=replacement is not None,
+                version=self.message.version,
             )
         except LeaseLost:
             log.warning("final of %s: its seq slot was taken", self.message.pk)
@@ -281,7 +283,7 @@ class MessageStream:
 def final_frame_of(stream: MessageStream, state: str) -> dict:
     return protocol.final_frame(
         stream.message.pk, stream.seq + 1, text=stream.text, html=_plain_html(stream.text), citations=[],
-        state=state, timings={}, offer_handoff=False,
+        state=state, timings={}, offer_handoff=False, version=stream.message.version,
     )
 
 

@@ -20,6 +20,7 @@ import { ChatSocket, isStreamFrame, newId } from "./socket.js";
 import { attachImages, showImages } from "./attach.js";
 import { agentMessage, localizeTimes, setUserPending, systemMessage, userMessage } from "./render.js";
 import { AnswerStream, ORDER } from "./stream.js";
+import { bindVersions, placeVersion } from "./versions.js";
 import { LeaveMessage } from "./leave_message.js";
 import { Satisfaction } from "./csat.js";
 import { TypingIndicator, TypingSender } from "./typing.js";
@@ -69,6 +70,7 @@ class ChatPage {
     this.status = config.status || CONVERSATION_STATUS.BOT;
     this.asks = new Map(); // client id -> {id, text, acked, messageId, userEl}
     this.messages = new Map(); // assistant message id -> its AnswerStream (stream.js)
+    this.regenerations = new Map(); // regenerate id -> the answer's id, until the server's answer_version
     this.connectedOnce = false;
     this.following = true; // keep the newest content in view until the reader scrolls up
 
@@ -127,8 +129,8 @@ class ChatPage {
   }
 
   /** A new answer's bubble, placed by `place(el)`. */
-  _newAnswer(messageId, question, place) {
-    const entry = AnswerStream.create({ messageId, question }, { offerHandoff: true });
+  _newAnswer(messageId, question, place, replyTo) {
+    const entry = AnswerStream.create({ messageId, question, replyTo }, { offerHandoff: true });
     place(entry.el);
     this.messages.set(messageId, entry);
   }
@@ -196,6 +198,7 @@ class ChatPage {
     for (const ask of this.asks.values()) {
       if (!ask.acked && !ask.failed && !ask.held) this.socket.send(this._askFrame(ask));
     }
+    for (const [id, message] of this.regenerations) this.socket.send({ type: FRAME.REGENERATE, message, id });
   }
 
   /** True while frames are due: an answer streams, or a sent question waits for its ack. */
@@ -224,6 +227,9 @@ class ChatPage {
         break;
       case FRAME.CONVERSATION:
         this._onConversation(frame);
+        break;
+      case FRAME.ANSWER_VERSION:
+        this._onAnswerVersion(frame);
         break;
       case FRAME.FEEDBACK:
         this._onFeedback(frame);
@@ -269,7 +275,7 @@ class ChatPage {
     ask.messageId = frame.message;
     ask.userEl.dataset.message = frame.question;
     if (frame.message && !this.messages.has(frame.message)) {
-      this._newAnswer(frame.message, ask.text, (el) => ask.userEl.after(el));
+      this._newAnswer(frame.message, ask.text, (el) => ask.userEl.after(el), frame.question);
     }
     const waiting = [...this.messages.values()].some((e) => !e.done && e.el.dataset.message !== frame.message);
     setUserPending(ask.userEl, waiting ? gettext("Queued — answered next") : "");
@@ -303,9 +309,23 @@ class ChatPage {
     showImages(userEl, this.imageHeaders());
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
-    if (frame.message) this._newAnswer(frame.message, frame.text, (el) => this.log.append(el));
+    if (frame.message) this._newAnswer(frame.message, frame.text, (el) => this.log.append(el), frame.question);
     this._updateControls();
     this._scrollToEnd();
+  }
+
+  /** A new version of an answer (Regenerate, from this page or another): shown beside the earlier ones, in their
+   * place, as the current one; its stream follows. */
+  _onAnswerVersion(frame) {
+    this.regenerations.delete(frame.id);
+    if (frame.conversation !== this.conversation || this.messages.has(frame.message)) return;
+    const earlier = [...this.log.querySelectorAll(".msg-assistant[data-reply-to]")].find((m) => m.dataset.replyTo === frame.question);
+    if (!earlier) return; // an answer this page does not show
+    const fields = { messageId: frame.message, question: earlier.dataset.question, replyTo: frame.question, version: frame.version };
+    const entry = AnswerStream.create(fields, { offerHandoff: true });
+    this.messages.set(frame.message, entry);
+    placeVersion(this.log, entry.el);
+    this._updateControls();
   }
 
   _onConversation(frame) {
@@ -357,6 +377,7 @@ class ChatPage {
       return;
     }
     if (frame.code === TOO_MANY_SOCKETS_ERROR) return; // the close (4429) follows, and the banner says why
+    if (frame.id) this.regenerations.delete(frame.id); // a refused regenerate is not sent again (its reason shows)
     if (this.leaveMessage.error(frame)) return; // about the address the customer left
     if (this.satisfaction.error(frame)) return; // about the rating
     const ask = frame.id ? this.asks.get(frame.id) : null;
@@ -512,6 +533,7 @@ class ChatPage {
     if (this.handoffButton) this.handoffButton.addEventListener("click", () => this.requestHandoff());
     if (this.endButton) this.endButton.addEventListener("click", () => this.end());
     this.log.addEventListener("click", (event) => this._onLogClick(event));
+    bindVersions(this.log); // ‹ n/m › of an answer's versions
     this._bindPopovers();
     // Follow the conversation as it grows (tokens, chips, a taller input) unless the reader scrolled up.
     window.addEventListener("scroll", () => {
@@ -579,9 +601,13 @@ class ChatPage {
         for (const b of msgEl.querySelectorAll("[data-action^=feedback]")) b.setAttribute("aria-pressed", String(b === button));
         break;
       }
-      case "regenerate":
-        if (msgEl.dataset.question) this.ask(msgEl.dataset.question);
+      case "regenerate": {
+        // Another version beside this one (docs/protocol.md "Regenerate"); the same id again after a reconnect.
+        const id = newId();
+        this.regenerations.set(id, messageId);
+        this.socket.send({ type: FRAME.REGENERATE, message: messageId, id });
         break;
+      }
       case "copy":
         this._copy(msgEl.dataset.text || msgEl.querySelector(".answer").innerText, button);
         break;

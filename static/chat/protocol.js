@@ -13,6 +13,7 @@ export const FRAME = Object.freeze({
   LEAVE_MESSAGE: "leave_message", // nobody can answer now: an e-mail address for the reply
   PING: "ping",
   TYPING: "typing", // both sockets, and server -> client: who is typing on the other side (never stored)
+  REGENERATE: "regenerate", // another version of a finished answer
   END: "end", // the customer ends the conversation ("End chat"); CSAT is asked next
   RATE: "rate", // CSAT: the customer's 1–5 rating of an ended conversation
   // chat, server -> client
@@ -26,6 +27,7 @@ export const FRAME = Object.freeze({
   ERROR: "error",
   PONG: "pong",
   CONVERSATION: "conversation",
+  ANSWER_VERSION: "answer_version", // a new version of an answer was started (the reply to `regenerate`)
   AGENT_MESSAGE: "agent_message", // also console -> server: a reply
   AGENT_JOINED: "agent_joined",
   AGENT_LEFT: "agent_left",

@@ -310,13 +310,18 @@ export function setUserPending(msg, note) {
   noteEl.hidden = !note;
 }
 
-/** An assistant answer placeholder, filled by status/sources/token/final frames. */
-export function assistantMessage({ messageId, question }) {
+/** An assistant answer placeholder, filled by status/sources/token/final frames. `replyTo`: its question's id, and
+ * `version` its number among that question's answers (Regenerate; static/chat/versions.js). */
+export function assistantMessage({ messageId, question, replyTo, version = 1 }) {
   const msg = el("article", "msg msg-assistant");
   msg.dataset.role = "assistant";
   msg.dataset.state = "streaming";
   if (messageId) msg.dataset.message = messageId;
   msg.dataset.question = question || "";
+  if (replyTo) {
+    msg.dataset.replyTo = replyTo;
+    msg.dataset.version = String(version);
+  }
   msg.dataset.text = "";
   const status = el("div", "status busy", gettext("Waiting for the assistant…"));
   status.setAttribute("role", "status");
@@ -339,7 +344,7 @@ export function actionBar() {
   const buttons = [
     ["feedback-up", "", gettext("Helpful"), "thumb up"],
     ["feedback-down", "", gettext("Not helpful"), "thumb down"],
-    ["regenerate", `↻ ${gettext("Regenerate")}`, gettext("Ask the same question again"), ""],
+    ["regenerate", `↻ ${gettext("Regenerate")}`, gettext("Write another version of this answer"), ""],
     ["copy", gettext("Copy"), gettext("Copy the answer"), ""],
   ];
   for (const [action, label, title, icon] of buttons) {

@@ -38,9 +38,9 @@ export class AnswerStream {
     this.typewriter = new Typewriter(el.querySelector(".answer"));
   }
 
-  /** A new, empty bubble for an answer about to stream (append `stream.el` to the log). */
-  static create({ messageId, question }, options = {}) {
-    return new AnswerStream(assistantMessage({ messageId, question }), options);
+  /** A new, empty bubble for an answer about to stream (append `stream.el` to the log): `assistantMessage`'s fields. */
+  static create(fields, options = {}) {
+    return new AnswerStream(assistantMessage(fields), options);
   }
 
   /**

@@ -10,6 +10,7 @@ import { agentMessage, localizeTimes, showTime, systemMessage, userMessage } fro
 import { ChatSocket, isStreamFrame, newId } from "../chat/socket.js";
 import { AnswerStream, ORDER } from "../chat/stream.js";
 import { TypingIndicator, TypingSender } from "../chat/typing.js";
+import { bindVersions, placeVersion } from "../chat/versions.js";
 import { WaitingAlerts } from "./alerts.js";
 import { attachSavedReplies } from "./saved_replies.js";
 
@@ -311,6 +312,7 @@ class ConsoleConversation {
       conversation: () => this.id,
     });
     this.adoptHistory();
+    bindVersions(this.log); // ‹ n/m › of an answer's versions (Regenerate)
     this.bind();
     this.render();
     this.alerts = new WaitingAlerts(config.me?.id); // new waiting conversations, while working in this one
@@ -406,8 +408,11 @@ class ConsoleConversation {
       case FRAME.NOTE:
         this.addNote(frame.note);
         break;
+      case FRAME.ANSWER_VERSION:
+        this.onAnswerVersion(frame);
+        break;
       case FRAME.TRACE:
-        this.renderTrace(frame.message, frame.trace, frame.state);
+        this.renderTrace(frame.message, frame.trace, frame.state, frame);
         break;
       case FRAME.ERROR:
         this.showNotice(frame.detail || frame.code);
@@ -425,6 +430,17 @@ class ConsoleConversation {
     userEl.dataset.message = frame.question;
     this.log.append(userEl);
     if (frame.message && !this.messages.has(frame.message)) this.newAnswer(frame.message, frame.text);
+    this.scroll();
+  }
+
+  /** The customer regenerated an answer: the new version beside the earlier ones, shown, its stream following. */
+  onAnswerVersion(frame) {
+    if (this.messages.has(frame.message)) return;
+    const earlier = [...this.log.querySelectorAll(".msg-assistant[data-reply-to]")].find((m) => m.dataset.replyTo === frame.question);
+    const fields = { messageId: frame.message, question: earlier?.dataset.question || "", replyTo: frame.question, version: frame.version };
+    const entry = AnswerStream.create(fields);
+    this.messages.set(frame.message, entry);
+    if (!placeVersion(this.log, entry.el)) this.log.append(entry.el);
     this.scroll();
   }
 
@@ -450,7 +466,8 @@ class ConsoleConversation {
   }
 
   // -- panels --
-  renderTrace(messageId, trace, state) {
+  /** `versions`: the trace frame's `version` and `versions` (Regenerate), shown as "version n of m" when m > 1. */
+  renderTrace(messageId, trace, state, versions = null) {
     this.traces.querySelector("[data-traces-empty]")?.remove();
     let card = this.traces.querySelector(`.trace[data-message="${messageId}"]`);
     if (!card) {
@@ -461,6 +478,7 @@ class ConsoleConversation {
     card.dataset.state = state;
     const head = el("div", "trace-head");
     head.append(el("strong", "", trace.query ? `“${trace.query}”` : "Answer"), " ", el("span", `badge ${state}`, state));
+    if (versions?.versions > 1) head.append(" ", el("span", "trace-version", `version ${versions.version} of ${versions.versions}`));
     const fmt = (x) => (typeof x === "number" ? x.toFixed(3) : "–");
     const searches = Array.isArray(trace.searches) ? trace.searches : [];
     if (searches.length > 1) head.append(searchList(searches, fmt));
