@@ -130,7 +130,7 @@ def _check_rate(requester: Requester, frame: protocol.Regenerate) -> None:
     if limit <= 0:
         return
     now = timezone.now()
-    recent = requester.messages().filter(created_at__gte=now - timedelta(minutes=1))
+    recent = requester.messages().filter(created_at__gte=now - timedelta(minutes=1)).order_by("-created_at")
     questions = recent.filter(role=Message.Role.USER)
     regenerated = recent.filter(role=Message.Role.ASSISTANT, version__gt=1)
     times = sorted(
