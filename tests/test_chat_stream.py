@@ -316,6 +316,8 @@ async def test_handoff_puts_the_conversation_in_the_waiting_queue(demo_kb, alice
         "streaming": [],
         "away": "nobody_online",  # no console is open: the page asks for an address (tests/test_leave_a_message.py)
         "left_message": None,
+        "ended": False,  # neither ended nor rated (CSAT: conversations/csat.py)
+        "rating": None,
     }
     conversation = await Conversation.objects.aget(pk=ack["conversation"])
     assert conversation.status == "waiting_for_agent"
