@@ -41,6 +41,13 @@ def test_the_customer_ends_the_chat_rates_it_and_sees_the_rating_after_a_reload(
     ask(page, "How do I return an item?")
     wait_for_final(page, "complete")
     assert page.locator(PANEL).is_hidden()
+    # At 390 px the title keeps its width and the header's buttons wrap under it (not the title letter by letter).
+    page.set_viewport_size({"width": 390, "height": 760})
+    head = page.locator(".chat-head")
+    assert page.locator(".chat-head h1").bounding_box()["width"] >= 150
+    assert page.locator("[data-end]").is_visible() and page.locator("[data-handoff]").is_visible()
+    head.screenshot(path=str(screenshot(page, "chat-head-390")))  # the header itself, wherever the page scrolled
+    page.set_viewport_size({"width": 1280, "height": 860})
 
     page.click("[data-end]")
     page.wait_for_selector(f"{PANEL}:not([hidden])")
