@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from conversations import inbox, protocol, streaming, visitors
+from conversations import chat, inbox, outcomes, protocol, streaming, visitors
 from conversations.access import Requester, ensure_may_act
 from conversations.models import Conversation, Message
 from conversations.streaming import admission
@@ -45,6 +45,7 @@ class Regenerated:
     created: bool  # False: the same regenerate id was seen before (idempotent re-send)
     client_id: str = ""
     console_row: dict | None = None  # the console list's row, built in the regenerate's transaction
+    reopened: bool = False  # it opened a resolved or ended conversation again: its state changed
 
     def frame(self) -> dict:
         return protocol.answer_version_frame(
@@ -100,11 +101,13 @@ def _regenerate(requester: Requester, frame: protocol.Regenerate, node_line: tup
             state=Message.State.STREAMING,
             trace={"language_hint": hint} if hint else {},
         )
+        ended = outcomes.question_asked(conversation)  # after the end: open again ("reopened" within the window)
+        reopened = bool(ended) or conversation.status == Conversation.Status.RESOLVED
         if conversation.status == Conversation.Status.RESOLVED:
             conversation.status = Conversation.Status.BOT  # asking for another answer reopens it, as a question does
-        conversation.save(update_fields=["status", "updated_at"])
+        conversation.save(update_fields=["status", "updated_at", *ended])
         row = inbox.list_item(conversation.pk)
-        return Regenerated(conversation, question, new, versions.count(), True, frame.id, row)
+        return Regenerated(conversation, question, new, versions.count(), True, frame.id, row, reopened)
 
 
 def _check_allowed(conversation: Conversation, versions, frame: protocol.Regenerate) -> None:
@@ -168,8 +171,11 @@ def _check_busy(conversation: Conversation, frame: protocol.Regenerate, node_lin
 
 
 async def start(result: Regenerated) -> None:
-    """Queue the new version's generation (after the socket joined the group, so it misses nothing)."""
+    """Queue the new version's generation (after the socket joined the group, so it misses nothing). A conversation
+    it opened again is no longer resolved nor ``ended``: every socket showing it gets its new state."""
     if result.created:
+        if result.reopened:
+            await streaming.publish(result.conversation.pk, await chat.conversation_frame(result.conversation))
         streaming.start(result.answer)
 
 

@@ -8,7 +8,7 @@ A conversation's outcome is blank while it is open and is set when it ends:
 
 The customer coming back makes a settled (or still open) conversation ``reopened``: a new question in an ended
 conversation within the window (``question_asked``), or, in another of their conversations within the window, an
-answer citing a passage an answer of this one cited (``answer_finished``: the same topic, told by the knowledge
+answer citing a passage an answer of this one cited (``answer_saved``: the same topic, told by the knowledge
 base's own passages rather than a similarity threshold). A customer who said the assistant helped (👍 on an answer,
 or a CSAT of 4 or 5) is not taken to have come back on the same topic.
 
@@ -136,37 +136,65 @@ def answer_columns(trace: dict) -> dict[str, Any]:
     }
 
 
-async def answer_finished(answer: Message, requester: str | None = None) -> None:
-    """A complete answer: one that offered a person (nothing found, or the passages did not answer) is a knowledge
-    gap; one that cites what an earlier conversation of the customer's cited reopens that one.
+def answer_saved(answer: Message, fields: dict[str, Any], conversation: Conversation | None) -> None:
+    """In the transaction that saves a finished answer (conversations/streaming/stream.py), so an answer costs no
+    transaction more: an answer that offered a person (nothing relevant, or the passages did not answer) is a
+    knowledge gap; one citing what an earlier conversation of the customer's cited reopens that one.
 
-    Never raises: the answer is already saved and sent, and the insights must not cost the customer anything."""
+    Nothing here waits for the embedding model: the gap takes the question's vector if retrieval just computed it
+    (the query cache), and the sweep fills the others (``fill_gap_embeddings``)."""
+    if fields.get("state") != Message.State.COMPLETE or conversation is None:
+        return
     try:
-        question = await Message.objects.filter(pk=answer.reply_to_id).values_list("text", flat=True).afirst()
-        if answer.offers_handoff and question:
-            await record_gap(answer, question, KnowledgeGap.Reason.NOTHING_FOUND, requester)
-        await reopen_same_topic(answer)
+        with transaction.atomic():  # a savepoint: a failure here must never cost the customer their answer
+            _record(answer, fields, conversation)
     except Exception:
-        log.exception("recording the outcome of answer %s failed", answer.pk)
+        log.exception("recording the outcome figures of answer %s failed", answer.pk)
 
 
-async def record_gap(answer: Message, question: str, reason: str, requester: str | None = None) -> None:
-    """Keep the question with its embedding (usually the one retrieval just computed: the query cache has it)."""
+def _record(answer: Message, fields: dict[str, Any], conversation: Conversation) -> None:
+    if (fields.get("trace") or {}).get("offer_handoff") and answer.reply_to_id:
+        question = Message.objects.filter(pk=answer.reply_to_id).values_list("text", flat=True).first()
+        if question:
+            save_gap(answer, conversation, question, KnowledgeGap.Reason.NOTHING_FOUND,
+                     inference.remembered_query_vector(question))  # fmt: skip
+    topics = _topics([(fields.get("sources"), fields.get("citations"))])
+    if topics:
+        _reopen_same_topic(conversation, topics)
+
+
+def save_gap(answer: Message, conversation: Conversation, question: str, reason: str, vector: list | None) -> None:
+    """Keep the question (once per answer and reason) with its embedding, or without for the sweep to fill."""
+    KnowledgeGap.objects.get_or_create(
+        answer=answer,
+        reason=reason,
+        defaults={"knowledge_base_id": conversation.knowledge_base_id, "site_id": conversation.site_id,
+                  "question": question, "language": detect(question) or "", "embedding": vector},
+    )  # fmt: skip
+
+
+async def record_gap(answer: Message, question: str, reason: str) -> None:
+    """A gap from outside an answer's transaction (a 👎): the question's embedding is computed now if need be."""
     vector = None
     try:
-        vector = await inference.aquery_vector(question, requester)
-    except Exception:  # the embedding thread is busy or down: the gap is kept, grouped by its text instead
-        log.warning("no embedding for the gap of answer %s", answer.pk)
+        vector = await inference.aquery_vector(question)
+    except Exception:  # the embedding thread is busy or down: the sweep fills it later
+        log.warning("no embedding for the gap of answer %s yet", answer.pk)
     conversation = await Conversation.objects.only("knowledge_base_id", "site_id").aget(pk=answer.conversation_id)
     try:
-        await KnowledgeGap.objects.aget_or_create(
-            answer=answer,
-            reason=reason,
-            defaults={"knowledge_base_id": conversation.knowledge_base_id, "site_id": conversation.site_id,
-                      "question": question, "language": detect(question) or "", "embedding": vector},
-        )  # fmt: skip
+        await database_sync_to_async(save_gap)(answer, conversation, question, reason, vector)
     except IntegrityError:  # the same 👎 twice at once: the first one is kept
         pass
+
+
+def fill_gap_embeddings(limit: int = 100) -> int:
+    """Embed the recent gaps saved without a vector (their question was not in the query cache). Returns how many."""
+    since = timezone.now() - window()
+    missing = list(KnowledgeGap.objects.filter(embedding__isnull=True, created_at__gte=since).order_by("created_at")[:limit])
+    for gap in missing:
+        gap.embedding = inference.query_vector(gap.question)
+    KnowledgeGap.objects.bulk_update(missing, ["embedding"])
+    return len(missing)
 
 
 def _topics(messages: list[tuple[list, list]]) -> set[tuple[Any, str]]:
@@ -180,12 +208,7 @@ def _topics(messages: list[tuple[list, list]]) -> set[tuple[Any, str]]:
     return found
 
 
-def _reopen_same_topic(answer_id: Any) -> int:
-    answer = Message.objects.select_related("conversation").get(pk=answer_id)
-    topics = _topics([(answer.sources, answer.citations)])
-    if not topics:
-        return 0
-    conversation = answer.conversation
+def _reopen_same_topic(conversation: Conversation, topics: set[tuple[Any, str]]) -> int:
     mine = Q(owner_id=conversation.owner_id) if conversation.owner_id else Q(
         owner__isnull=True, anonymous_session_key=conversation.anonymous_session_key
     )
@@ -208,9 +231,12 @@ def _reopen_same_topic(answer_id: Any) -> int:
     return reopened
 
 
-async def reopen_same_topic(answer: Message) -> int:
-    """Reopen the customer's earlier conversations on the topic this answer cites; returns how many."""
-    return await database_sync_to_async(_reopen_same_topic)(answer.pk)
+def reopen_same_topic(answer: Message) -> int:
+    """Reopen the customer's earlier conversations on the topic ``answer`` cites (as ``answer_saved`` does);
+    returns how many."""
+    answer = Message.objects.select_related("conversation").get(pk=answer.pk)
+    topics = _topics([(answer.sources, answer.citations)])
+    return _reopen_same_topic(answer.conversation, topics) if topics else 0
 
 
 # --- the sweep ---------------------------------------------------------------------------------------------
@@ -244,8 +270,15 @@ def settle_quiet(now: datetime | None = None) -> int:
 
 
 
+def _sweep() -> int:
+    settled = settle_quiet()
+    fill_gap_embeddings()
+    return settled
+
+
 async def sweep() -> int:
-    return await database_sync_to_async(settle_quiet)()
+    """One sweep: settle the quiet conversations, then embed the gaps saved without a vector."""
+    return await database_sync_to_async(_sweep)()
 
 
 #: The sweep on every node (conversations/node_loops.py), started with the node's first chat or console socket.

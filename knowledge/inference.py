@@ -274,6 +274,13 @@ async def aquery_vector(text: str, requester: str | None = None) -> list[float]:
     return list(vector)
 
 
+def remembered_query_vector(text: str) -> list[float] | None:
+    """The query's embedding if this process computed it lately, else None — never any model work (for callers
+    inside a transaction, e.g. an answer's knowledge gap saved with its finished row)."""
+    vector = _cache.get(get_embedder(), text)
+    return list(vector) if vector is not None else None
+
+
 def forget_queries() -> None:
     """Drop remembered query vectors (tests that count embedding passes; a model change needs no call)."""
     _cache.clear()

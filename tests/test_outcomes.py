@@ -9,7 +9,6 @@ that find nothing are real answers of the real pipeline.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import uuid
 from datetime import timedelta
@@ -23,6 +22,7 @@ from django.utils import timezone
 from conversations import console, outcomes
 from conversations.models import Conversation, ConversationRating, Feedback, KnowledgeGap, Message
 from conversations.outcomes import Ending, classify
+from knowledge import inference
 from knowledge.models import KnowledgeBase
 from tests.chat_support import connect
 
@@ -189,6 +189,26 @@ async def test_a_question_after_the_end_reopens_it_within_the_window_and_starts_
     await client.close()
 
 
+async def test_regenerating_an_answer_after_the_end_opens_the_conversation_again(
+    people, demo_kb, fast_answers, cleanup
+):
+    carol, _dave, _sam = people
+    client = await connect(carol)
+    ack = await client.ask("How do I return an item?")
+    await client.until_final(ack["message"])
+    await client.send({"type": "end", "conversation": ack["conversation"]})
+    assert (await client.recv_type("conversation"))["ended"] is True
+
+    await client.send({"type": "regenerate", "message": ack["message"], "id": "again-1"})
+    version = await client.recv_type("answer_version")
+    opened = await client.recv_type("conversation")  # the rating panel goes, "End chat" comes back
+    assert (opened["status"], opened["ended"]) == ("bot", False)
+    row = await Conversation.objects.aget(pk=ack["conversation"])
+    assert (row.outcome, row.ended_at) == (Outcome.REOPENED, None)
+    await client.until_final(version["message"])
+    await client.close()
+
+
 # --- the sweep -------------------------------------------------------------------------------------------------
 def test_the_sweep_settles_quiet_conversations_and_leaves_the_rest(people, settings):
     carol, _dave, sam = people
@@ -247,7 +267,7 @@ async def test_an_answer_on_an_earlier_conversations_passages_reopens_it(people)
         return earlier, elsewhere, daves, cited_answer(later, 7, "Refunds")
 
     earlier, elsewhere, daves, answer = await database_sync_to_async(setup)()
-    assert await outcomes.reopen_same_topic(answer) == 1
+    assert await database_sync_to_async(outcomes.reopen_same_topic)(answer) == 1
     found = {pk: outcome async for pk, outcome in Conversation.objects.values_list("pk", "outcome")}
     assert found[earlier.pk] == Outcome.REOPENED
     assert found[elsewhere.pk] == ""  # another topic
@@ -261,7 +281,7 @@ def test_a_customer_who_said_it_helped_has_not_come_back_on_that_topic(people):
     cited_answer(earlier, 7, "Refunds", helped=True)
     later = Conversation.objects.create(owner=carol)
     answer = cited_answer(later, 7, "Refunds")
-    assert outcomes._reopen_same_topic(answer.pk) == 0
+    assert outcomes.reopen_same_topic(answer) == 0
     assert Conversation.objects.get(pk=earlier.pk).outcome == Outcome.BOT_RESOLVED
 
 
@@ -276,11 +296,13 @@ async def test_an_answer_that_found_nothing_is_a_gap_with_its_embedding_and_its_
     ack = await client.ask("Do you sell gift cards for the Zürich store?")
     final = (await client.until_final(ack["message"]))[-1]
     assert final["offer_handoff"] is True
-    gap = await recorded(KnowledgeGap.objects.filter(answer_id=ack["message"]))  # just after the final went out
+    gap = await KnowledgeGap.objects.aget(answer_id=ack["message"])  # saved with the finished answer
     assert (gap.reason, gap.question, gap.knowledge_base_id) == (
         "nothing_found", "Do you sell gift cards for the Zürich store?", empty.pk
     )
+    # Its embedding is the one retrieval just computed (the query cache), never model work in the transaction.
     assert gap.language == "en" and gap.embedding is not None and len(gap.embedding) == settings.EMBEDDING_DIMENSIONS
+    assert list(gap.embedding) == pytest.approx(inference.remembered_query_vector(gap.question))
     answer = await Message.objects.aget(pk=ack["message"])
     assert answer.first_token_ms is not None and answer.first_token_ms > 0
     assert answer.first_token_ms == pytest.approx(answer.trace["timings"]["first_token_ms"])
@@ -296,13 +318,16 @@ async def test_an_answer_that_found_nothing_is_a_gap_with_its_embedding_and_its_
     await client.close()
 
 
-async def recorded(rows, seconds: float = 10.0):
-    """The first of ``rows`` once it exists: what follows an answer's final is saved just after it is sent."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while (found := await rows.afirst()) is None:
-        assert asyncio.get_running_loop().time() < deadline, "never saved"
-        await asyncio.sleep(0.05)
-    return found
+def test_the_sweep_embeds_the_gaps_saved_without_a_vector(people):
+    carol, _dave, _sam = people
+    conversation = conversation_of(carol)
+    answer = Message.objects.get(conversation=conversation, role="assistant")
+    outcomes.save_gap(answer, conversation, "Do you ship to Iceland?", KnowledgeGap.Reason.NOTHING_FOUND, None)
+    assert KnowledgeGap.objects.get().embedding is None
+    assert outcomes.fill_gap_embeddings() == 1
+    gap = KnowledgeGap.objects.get()
+    assert list(gap.embedding) == pytest.approx(inference.query_vector("Do you ship to Iceland?"), abs=1e-6)
+    assert outcomes.fill_gap_embeddings() == 0
 
 
 def test_the_tool_calls_of_a_trace_become_the_answers_columns():

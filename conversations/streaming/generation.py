@@ -16,7 +16,7 @@ from django.utils import translation
 from django.utils.translation import gettext
 
 from chatsite import metrics, outages
-from conversations import outcomes, protocol
+from conversations import protocol
 from conversations.models import Message
 from conversations.streaming import admission, customer_streams
 from conversations.streaming.stream import LeaseLost, MessageStream
@@ -237,14 +237,12 @@ async def _run_pipeline(
     # Nothing relevant in the knowledge base: the answer offers a person. Kept in the trace, so a reload, a
     # replay from the database and the console's trace show it too (Message.offers_handoff).
     trace["offer_handoff"] = bool(getattr(final_event, "offer_handoff", False))
-    finished = await stream.finish(
+    await stream.finish(
         protocol.COMPLETE,
         html=final_event.html if replaced or final_event.text == stream.text else "",
         citations=list(final_event.citations),
         trace=trace,
         replacement=final_event.text if replaced else None,
     )
-    if finished:  # a knowledge gap, or the customer back on an earlier conversation's topic (docs/analytics.md)
-        await outcomes.answer_finished(msg)
 
 

@@ -256,8 +256,10 @@ class MessageStream:
         ask that commits later finds this answer finished, so its own node claims the new question.
         """
         with transaction.atomic():
-            Conversation.objects.select_for_update().filter(pk=self.message.conversation_id).first()
+            conversation = Conversation.objects.select_for_update().filter(pk=self.message.conversation_id).first()
             saved = self._save(fields)
+            if saved:  # a knowledge gap, or the customer back on an earlier topic (docs/analytics.md), in this transaction
+                outcomes.answer_saved(self.message, fields, conversation)
             queued = Message.objects.filter(
                 conversation_id=self.message.conversation_id, role=Message.Role.ASSISTANT,
                 state=Message.State.STREAMING, lease_owner="",
