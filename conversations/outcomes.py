@@ -187,13 +187,20 @@ async def record_gap(answer: Message, question: str, reason: str) -> None:
         pass
 
 
-def fill_gap_embeddings(limit: int = 100) -> int:
-    """Embed the recent gaps saved without a vector (their question was not in the query cache). Returns how many."""
+def _gaps_without_vectors(limit: int) -> list[KnowledgeGap]:
     since = timezone.now() - window()
-    missing = list(KnowledgeGap.objects.filter(embedding__isnull=True, created_at__gte=since).order_by("created_at")[:limit])
+    return list(KnowledgeGap.objects.filter(embedding__isnull=True, created_at__gte=since).order_by("created_at")[:limit])
+
+
+async def fill_gap_embeddings(limit: int = 100) -> int:
+    """Embed the recent gaps saved without a vector (their question was not in the query cache). Returns how many.
+
+    The loop awaits the embedding thread (``aquery_vector``): the thread the node's database calls share never
+    waits for the model, only reads and writes the rows."""
+    missing = await database_sync_to_async(_gaps_without_vectors)(limit)
     for gap in missing:
-        gap.embedding = inference.query_vector(gap.question)
-    KnowledgeGap.objects.bulk_update(missing, ["embedding"])
+        gap.embedding = await inference.aquery_vector(gap.question)
+    await database_sync_to_async(KnowledgeGap.objects.bulk_update)(missing, ["embedding"])
     return len(missing)
 
 
@@ -270,15 +277,11 @@ def settle_quiet(now: datetime | None = None) -> int:
 
 
 
-def _sweep() -> int:
-    settled = settle_quiet()
-    fill_gap_embeddings()
-    return settled
-
-
 async def sweep() -> int:
     """One sweep: settle the quiet conversations, then embed the gaps saved without a vector."""
-    return await database_sync_to_async(_sweep)()
+    settled = await database_sync_to_async(settle_quiet)()
+    await fill_gap_embeddings()
+    return settled
 
 
 #: The sweep on every node (conversations/node_loops.py), started with the node's first chat or console socket.
